@@ -1,0 +1,209 @@
+"""The ``icm`` command line.
+
+Exit status: 0 on success, 2 on bad input or usage (one line on stderr, no
+traceback), 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import IcmError
+
+
+def _progress(items, desc: str, total: int | None = None):
+    from tqdm import tqdm
+
+    # Shown on a terminal only, and only when there is more than one item.
+    n = total if total is not None else len(items)
+    return tqdm(items, desc=desc, total=n, disable=None if n > 1 else True, leave=False, file=sys.stderr)
+
+
+def _cmd_models(args) -> int:
+    from .models import has_weights, list_models, model_info
+
+    rows = []
+    for name in list_models():
+        info = model_info(name)
+        shipped = [q for q in info.qualities if has_weights(name, q)]
+        rows.append({
+            "name": name,
+            "id": info.model_id,
+            "qualities": list(info.qualities),
+            "weights": shipped,
+            "pixels": info.pixel_decoder,
+            "tasks": list(info.tasks),
+            "description": info.description,
+        })
+    if args.json:
+        for r in rows:
+            print(json.dumps(r))
+        return 0
+    print(f"{'model':<18}{'qualities':<12}{'weights':<12}{'pixels':<8}{'tasks':<22}description")
+    for r in rows:
+        qs = ",".join(map(str, r["qualities"]))
+        ws = ",".join(map(str, r["weights"])) or "-"
+        print(f"{r['name']:<18}{qs:<12}{ws:<12}{'yes' if r['pixels'] else 'no':<8}"
+              f"{','.join(r['tasks']) or '-':<22}{r['description']}")
+    return 0
+
+
+def _cmd_compress(args) -> int:
+    from . import codec
+
+    if args.output and len(args.images) > 1:
+        raise IcmError("-o/--output takes a single input image; use --out-dir for several")
+    model = codec.get_model(args.model, args.quality) if args.quality else None
+    if model is None:
+        from .models import model_info
+
+        model = codec.get_model(args.model, max(model_info(args.model).qualities))
+    if args.out_dir:
+        os.makedirs(args.out_dir, exist_ok=True)
+    for path in _progress(args.images, "compress"):
+        x = codec.load_image(path)
+        data = codec.encode(model, x)[0]
+        if args.output:
+            out = Path(args.output)
+        else:
+            out = Path(args.out_dir or Path(path).parent) / (Path(path).stem + ".icm")
+        out.write_bytes(data)
+        h, w = x.shape[-2:]
+        print(f"{out}: {model.model_name} q{model.quality}, {w}x{h}, {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp")
+    return 0
+
+
+def _cmd_decompress(args) -> int:
+    from . import codec
+
+    if args.output and len(args.files) > 1:
+        raise IcmError("-o/--output takes a single input file")
+    for path in _progress(args.files, "decompress"):
+        f = codec.read(path)
+        from .models import model_info_by_id
+
+        info = model_info_by_id(f.header.model_id)
+        if info is not None and not info.pixel_decoder:
+            raise IcmError(f"{path}: model {info.name!r} carries no pixel decoder; use `icm analyze` instead")
+        out = codec.decode(f, pixels=True)
+        dest = Path(args.output) if args.output else Path(path).with_suffix(".png")
+        try:
+            codec.save_image(out["x_hat"], dest)
+        except (ValueError, OSError) as e:
+            raise IcmError(f"cannot write {dest}: {e}") from None
+        print(f"{dest}: {f.header.width}x{f.header.height}")
+    return 0
+
+
+def _cmd_info(args) -> int:
+    from . import codec
+    from .models import model_info_by_id
+
+    for path in args.files:
+        f = codec.read(path)
+        info = model_info_by_id(f.header.model_id)
+        row = {
+            "file": str(path),
+            "model": info.name if info else f"unknown (id {f.header.model_id})",
+            "quality": f.header.quality,
+            "height": f.header.height,
+            "width": f.header.width,
+            "bytes": f.size,
+            "header_bytes": f.header_bytes,
+            "sections": [len(s) for s in f.sections],
+            "bpp": round(f.bpp, 6),
+        }
+        if args.json:
+            print(json.dumps(row))
+        else:
+            print(f"{path}: {row['model']} q{row['quality']}, {row['width']}x{row['height']}, "
+                  f"{row['bytes']} bytes ({row['header_bytes']} header), {row['bpp']:.4f} bpp")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(out_dir=args.out_dir, quality=args.quality)
+
+
+def _cmd_train(args) -> int:
+    from .train.run import load_config, run
+
+    cfg = load_config(args.config)
+    if args.out_dir:
+        cfg["trainer"]["out_dir"] = args.out_dir
+    last = run(cfg, max_steps=args.max_steps)
+    print(f"last checkpoint: {last}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="icm", description="Image coding for machines.")
+    p.add_argument("--version", action="version", version=f"icm {__version__}")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser("models", help="list model families, qualities and shipped weights")
+    s.add_argument("--json", action="store_true", help="one JSON object per line")
+    s.set_defaults(func=_cmd_models)
+
+    s = sub.add_parser("compress", help="code images into .icm files")
+    s.add_argument("images", nargs="+", metavar="IMAGE")
+    s.add_argument("-m", "--model", default="hyperprior")
+    s.add_argument("-q", "--quality", type=int, default=None, help="quality level (default: the highest)")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("-o", "--output", metavar="FILE", help="output file (one input only)")
+    g.add_argument("--out-dir", metavar="DIR", help="write DIR/<name>.icm for every input")
+    s.set_defaults(func=_cmd_compress)
+
+    s = sub.add_parser("decompress", help="decode .icm files back to pixels")
+    s.add_argument("files", nargs="+", metavar="FILE.icm")
+    s.add_argument("-o", "--output", metavar="IMAGE", help="output image (one input only; default FILE.png)")
+    s.set_defaults(func=_cmd_decompress)
+
+    s = sub.add_parser("info", help="model, quality, size, bytes and bpp of .icm files")
+    s.add_argument("files", nargs="+", metavar="FILE.icm")
+    s.add_argument("--json", action="store_true", help="one JSON object per line")
+    s.set_defaults(func=_cmd_info)
+
+    s = sub.add_parser("demo", help="code the bundled sample photos with the shipped weights; compare with JPEG")
+    s.add_argument("--out-dir", default="icm-demo", metavar="DIR")
+    s.add_argument("-q", "--quality", type=int, default=None, help="only this quality (default: all shipped)")
+    s.set_defaults(func=_cmd_demo)
+
+    s = sub.add_parser("train", help="train a model from a YAML recipe (see configs/)")
+    s.add_argument("config", metavar="CONFIG")
+    s.add_argument("--max-steps", type=int, default=None)
+    s.add_argument("--out-dir", default=None)
+    s.set_defaults(func=_cmd_train)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        return int(args.func(args) or 0)
+    except IcmError as e:
+        print(f"icm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("icm: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

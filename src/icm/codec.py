@@ -1,0 +1,101 @@
+"""Images in, ``.icm`` bytes out, and back: the glue the CLI and users share."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+import torch
+
+from . import bitstream
+from .errors import BitstreamError, IcmError
+from .models import Compressed, create_model, model_info, model_info_by_id
+
+
+def load_image(path: str | os.PathLike) -> torch.Tensor:
+    """Read an image file as an RGB batch ``(1, 3, H, W)`` in ``[0, 1]``."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise IcmError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise IcmError(f"{path} is a directory, not an image") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise IcmError(f"cannot read {path} as an image ({e.__class__.__name__})") from None
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float().div(255.0)
+
+
+def save_image(x: torch.Tensor, path: str | os.PathLike) -> None:
+    """Write ``(1, 3, H, W)`` or ``(3, H, W)`` in ``[0, 1]`` as an 8-bit image."""
+    from PIL import Image
+
+    Image.fromarray(to_uint8(x)).save(path)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    x = x[0] if x.dim() == 4 else x
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+@functools.lru_cache(maxsize=16)
+def get_model(name: str, quality: int):
+    """Shipped model, built once per process."""
+    return create_model(name, quality=quality, pretrained=True)
+
+
+def encode(model, x: torch.Tensor) -> list[bytes]:
+    """Code a batch ``(B, 3, H, W)`` into one ``.icm`` file per image."""
+    info = model_info(model.model_name)
+    coded = model.compress(x)
+    h, w = coded.image_size
+    header = bitstream.Header(info.model_id, model.quality, h, w)
+    return [bitstream.pack(header, s) for s in coded.strings]
+
+
+def model_for(header: bitstream.Header, model=None):
+    """The model that decodes a header (``model`` if given and it matches)."""
+    info = model_info_by_id(header.model_id)
+    if info is None:
+        raise BitstreamError(f"unknown model id {header.model_id} in .icm header")
+    if header.quality not in info.qualities:
+        raise BitstreamError(f"model {info.name!r} has no quality {header.quality}")
+    if model is not None:
+        if model.model_name != info.name or model.quality != header.quality:
+            raise IcmError(f"file was coded with {info.name} q{header.quality}, not {model.model_name} q{model.quality}")
+        return model
+    return get_model(info.name, header.quality)
+
+
+def read(path: str | os.PathLike) -> bitstream.IcmFile:
+    """Read and parse an ``.icm`` file (raises :class:`IcmError` for a missing file)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(bitstream.MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise IcmError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise IcmError(f"{path} is a directory, not an .icm file") from None
+    if len(data) > bitstream.MAX_FILE_BYTES:
+        raise BitstreamError(f"{path} is larger than any .icm file this icm writes")
+    return bitstream.unpack(data)
+
+
+def decode(data: bytes | bitstream.IcmFile, model=None, pixels: bool = True) -> dict:
+    """Decode ``.icm`` bytes: ``{"y_hat", "x_hat" (with pixels), "file", "model"}``."""
+    f = data if isinstance(data, bitstream.IcmFile) else bitstream.unpack(data)
+    model = model_for(f.header, model)
+    if len(f.sections) != model.num_sections:
+        raise BitstreamError(f"{model.model_name} files have {model.num_sections} sections, this one has {len(f.sections)}")
+    compressed = Compressed([f.sections], (f.header.height, f.header.width))
+    try:
+        out = model.decompress(compressed, pixels=pixels)
+    except ValueError as e:
+        if isinstance(e, IcmError):
+            raise
+        raise BitstreamError(f"corrupted .icm payload: {e}") from None
+    out.update(file=f, model=model)
+    return out

@@ -1,0 +1,38 @@
+"""Quantisation: uniform noise and straight-through rounding for training,
+plain rounding for coding."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def noise_quantize(x: Tensor) -> Tensor:
+    """``x + u`` with ``u ~ U(-0.5, 0.5)``: the differentiable stand-in for rounding
+    used to train likelihoods (Ballé et al., ICLR 2017)."""
+    return x + torch.empty_like(x).uniform_(-0.5, 0.5)
+
+
+def ste_round(x: Tensor) -> Tensor:
+    """Round in the forward pass, identity gradient in the backward pass."""
+    return x + (torch.round(x) - x).detach()
+
+
+class _LowerBound(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, bound: float) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.bound = bound
+        return x.clamp_min(bound)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (x,) = ctx.saved_tensors
+        # Let the gradient through where it pushes the value back above the bound.
+        passes = (x >= ctx.bound) | (grad < 0)
+        return grad * passes.to(grad.dtype), None
+
+
+def lower_bound(x: Tensor, bound: float) -> Tensor:
+    """``max(x, bound)`` whose gradient does not die below the bound."""
+    return _LowerBound.apply(x, bound)

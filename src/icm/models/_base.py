@@ -1,0 +1,105 @@
+"""What every image codec in ``icm`` shares: padding, the coded-result type,
+and the ``compress`` / ``decompress`` verbs on top of a latent codec."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class Compressed:
+    """The coded form of a batch of images (all of one size).
+
+    Attributes:
+        strings: ``strings[i]`` is the list of coded sections of image ``i``
+            (for hyperprior-based models: ``[y_bytes, z_bytes]``).
+        image_size: ``(H, W)`` of the input before padding.
+    """
+
+    strings: list[list[bytes]]
+    image_size: tuple[int, int]
+
+    def num_bytes(self, i: int = 0) -> int:
+        return sum(len(s) for s in self.strings[i])
+
+
+class ImageCodec(nn.Module):
+    """Base class: an analysis transform, a latent codec and (optionally) a synthesis.
+
+    Subclasses set ``stride`` (the padding multiple) and implement
+    :meth:`analysis` and :meth:`synthesis`; ``self.latent`` is a latent codec
+    with ``forward`` / ``compress`` / ``decompress``.
+
+    Inputs are RGB batches ``(B, 3, H, W)`` with values in ``[0, 1]`` and any
+    ``H, W >= 1``: they are padded (edge replication) to a multiple of
+    ``stride`` and outputs are cropped back.
+    """
+
+    stride: int = 64
+    num_sections: int = 2
+    has_pixel_decoder: bool = True
+    model_name: str = ""
+    quality: int = 0
+
+    # -- to implement --------------------------------------------------------
+    def analysis(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def synthesis(self, y_hat: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    # -- shared --------------------------------------------------------------
+    def pad(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % self.stride, (-w) % self.stride
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        return x
+
+    def latent_shape(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """Spatial shape of ``z`` for an image of ``image_size``."""
+        h, w = image_size
+        return (-(-h // self.stride), -(-w // self.stride))
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected an RGB batch (B, 3, H, W), got shape {tuple(x.shape)}")
+
+    def forward(self, x: Tensor) -> dict:
+        """Returns ``{"x_hat", "y_hat", "likelihoods": {"y", "z"}}``; ``x_hat`` is
+        cropped to the input size (not clamped in training)."""
+        self._check_input(x)
+        h, w = x.shape[-2:]
+        out = self.latent(self.analysis(self.pad(x)))
+        x_hat = self.synthesis(out["y_hat"])[..., :h, :w]
+        if not self.training:
+            x_hat = x_hat.clamp(0, 1)
+        return {"x_hat": x_hat, "y_hat": out["y_hat"], "likelihoods": out["likelihoods"]}
+
+    @torch.no_grad()
+    def compress(self, x: Tensor) -> Compressed:
+        """Code a batch of images ``(B, 3, H, W)`` in ``[0, 1]``."""
+        self._check_input(x)
+        coded = self.latent.compress(self.analysis(self.pad(x)))
+        return Compressed(coded.strings, tuple(x.shape[-2:]))
+
+    @torch.no_grad()
+    def decompress(self, compressed: Compressed, pixels: bool = True) -> dict:
+        """Decode; returns ``{"y_hat"}`` and, with ``pixels``, ``"x_hat"`` in ``[0, 1]``.
+
+        Raises:
+            ValueError: ``pixels=True`` for a model without a pixel decoder.
+        """
+        device = next(self.parameters()).device
+        y_hat = self.latent.decompress(compressed.strings, self.latent_shape(compressed.image_size), device=device)
+        out = {"y_hat": y_hat}
+        if pixels:
+            if not self.has_pixel_decoder:
+                raise ValueError(f"model {self.model_name!r} has no pixel decoder")
+            h, w = compressed.image_size
+            out["x_hat"] = self.synthesis(y_hat)[..., :h, :w].clamp(0, 1)
+        return out

@@ -1,0 +1,147 @@
+"""The one door to every model: ``create_model(name, quality=…, pretrained=True)``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Callable
+
+from ..errors import IcmError
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows about a model name.
+
+    Attributes:
+        name: registry name (``"hyperprior"``).
+        model_id: the number written into ``.icm`` headers; never reused.
+        qualities: valid quality levels.
+        builder: ``builder(quality, **kwargs) -> nn.Module``.
+        description: one line for ``icm models``.
+        pixel_decoder: whether files of this model can be turned back into pixels.
+        tasks: analysis tasks that run from its bitstream.
+    """
+
+    name: str
+    model_id: int
+    qualities: tuple[int, ...]
+    builder: Callable = field(repr=False)
+    description: str = ""
+    pixel_decoder: bool = True
+    tasks: tuple[str, ...] = ()
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+_BY_ID: dict[int, ModelInfo] = {}
+
+
+def register_model(name: str, *, model_id: int, qualities, description: str = "", pixel_decoder: bool = True, tasks=()):
+    """Decorator registering ``builder(quality, **kwargs)`` under ``name``.
+
+    Raises:
+        ValueError: the name or the id is already taken.
+    """
+
+    def wrap(builder: Callable) -> Callable:
+        if name in _REGISTRY:
+            raise ValueError(f"model name {name!r} is already registered")
+        if model_id in _BY_ID:
+            raise ValueError(f"model id {model_id} is already used by {_BY_ID[model_id].name!r}")
+        if not 0 < model_id < 128:
+            raise ValueError("model ids are 1..127 (one header byte)")
+        info = ModelInfo(name, model_id, tuple(qualities), builder, description, pixel_decoder, tuple(tasks))
+        _REGISTRY[name] = info
+        _BY_ID[model_id] = info
+        return builder
+
+    return wrap
+
+
+def _ensure_loaded() -> None:
+    # Importing the family modules registers them.
+    from . import hyperprior  # noqa: F401
+
+
+def list_models() -> list[str]:
+    """Registered model names, sorted."""
+    _ensure_loaded()
+    return sorted(_REGISTRY)
+
+
+def model_info(name: str) -> ModelInfo:
+    _ensure_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise IcmError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def model_info_by_id(model_id: int) -> ModelInfo | None:
+    _ensure_loaded()
+    return _BY_ID.get(model_id)
+
+
+def weights_name(name: str, quality: int) -> str:
+    return f"{name}-q{quality}.safetensors"
+
+
+def has_weights(name: str, quality: int) -> bool:
+    return resources.files("icm.weights").joinpath(weights_name(name, quality)).is_file()
+
+
+def read_weights(name: str, quality: int):
+    """Shipped state dict and metadata of ``name`` at ``quality``.
+
+    Returns:
+        ``(state_dict, metadata)``: tensors in float32 (integers kept), metadata dict.
+    """
+    from safetensors.torch import load
+
+    path = resources.files("icm.weights").joinpath(weights_name(name, quality))
+    if not path.is_file():
+        raise IcmError(f"no shipped weights for {name!r} at quality {quality}; use pretrained=False for random weights")
+    raw = path.read_bytes()
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in load(raw).items()}
+    return state, read_metadata(raw)
+
+
+def read_metadata(raw: bytes) -> dict:
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    meta = header.get("__metadata__", {})
+    return json.loads(meta["icm"]) if "icm" in meta else {}
+
+
+def create_model(name: str, quality: int | None = None, pretrained: bool = True, **kwargs):
+    """Build a registered model.
+
+    Args:
+        name: a name from :func:`list_models`.
+        quality: one of the model's qualities (default: the highest).
+        pretrained: load the shipped weights (raises if there are none).
+        **kwargs: architecture overrides passed to the builder (only with ``pretrained=False``).
+
+    Returns:
+        The model in eval mode.
+
+    Raises:
+        IcmError: unknown name or quality, or no shipped weights.
+    """
+    info = model_info(name)
+    if quality is None:
+        quality = max(info.qualities)
+    if quality not in info.qualities:
+        raise IcmError(f"model {name!r} has qualities {list(info.qualities)}, not {quality}")
+    if pretrained and kwargs:
+        raise IcmError("architecture overrides need pretrained=False")
+    model = info.builder(quality, **kwargs)
+    model.model_name = name
+    model.quality = quality
+    model.metadata = {}
+    if pretrained:
+        state, meta = read_weights(name, quality)
+        model.load_state_dict(state)
+        model.metadata = meta
+    return model.eval()

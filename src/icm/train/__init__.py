@@ -1,0 +1,1 @@
+"""Training recipes (Lightning).  Imported only by ``icm train``."""

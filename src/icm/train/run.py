@@ -1,0 +1,116 @@
+"""``icm train CONFIG``: read a YAML recipe, build model and data, run Lightning.
+
+A recipe has four sections (see ``configs/``)::
+
+    model:   {name: hyperprior, quality: 3, init: null}      # init: a .ckpt or .safetensors to start from
+    data:    {kind: photos, crop: 128, batch_size: 8, workers: 0}
+    optim:   {lr: 3e-4, final_lr_ratio: 0.1, clip: 1.0}
+    trainer: {max_steps: 8000, val_every: 1000, out_dir: runs/hyperprior-q3, threads: 1, seed: 0}
+
+Every key of ``trainer`` beyond ours goes to ``lightning.Trainer`` as is
+(``accelerator``, ``devices``, ``strategy: ddp``, ``num_nodes``, …).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from ..errors import IcmError
+
+_OURS = {"max_steps", "val_every", "out_dir", "threads", "seed", "resume"}
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    try:
+        cfg = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise IcmError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise IcmError(f"config {path} is not valid YAML: {e}") from None
+    if not isinstance(cfg, dict) or "model" not in cfg:
+        raise IcmError(f"config {path} needs at least a 'model' section")
+    for key in ("data", "optim", "trainer"):
+        cfg.setdefault(key, {})
+    return cfg
+
+
+def _load_init(model, path: str) -> None:
+    import torch
+
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(path).items()}
+    else:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
+    model.load_state_dict(state)
+
+
+def build(cfg: dict):
+    """Model, LightningModule and data loaders of a recipe."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from ..data import PhotoCrops, PhotoList, photo_sources
+    from ..models import create_model, model_info
+    from .rd import RateDistortionModule
+
+    m, d, o, t = cfg["model"], cfg["data"], cfg["optim"], cfg["trainer"]
+    info = model_info(m["name"])
+    model = create_model(info.name, quality=m.get("quality"), pretrained=False, **m.get("kwargs", {}))
+    if m.get("init"):
+        _load_init(model, m["init"])
+    model.train()
+    lmbda = float(m.get("lmbda", getattr(model, "lmbda", 0.01)))
+    if d.get("kind", "photos") != "photos":
+        raise IcmError(f"unknown data kind {d.get('kind')!r} for {info.name}")
+    train = PhotoCrops(photo_sources("train"), size=int(d.get("crop", 128)), seed=int(t.get("seed", 0)))
+    val = PhotoList(photo_sources("val"), max_side=int(d.get("val_side", 256)))
+    workers = int(d.get("workers", 0))
+    train_loader = DataLoader(train, batch_size=int(d.get("batch_size", 8)), num_workers=workers)
+    val_loader = DataLoader(val, batch_size=1)
+    module = RateDistortionModule(model, lmbda=lmbda, lr=float(o.get("lr", 1e-4)),
+                                  max_steps=int(t.get("max_steps", 10000)),
+                                  final_lr_ratio=float(o.get("final_lr_ratio", 0.1)), clip=float(o.get("clip", 1.0)))
+    torch.manual_seed(int(t.get("seed", 0)))
+    return model, module, train_loader, val_loader
+
+
+def run(cfg: dict, max_steps: int | None = None) -> Path:
+    """Train a recipe; returns the path of the last checkpoint."""
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    t = cfg["trainer"]
+    if max_steps is not None:
+        t["max_steps"] = max_steps
+    if t.get("threads"):
+        torch.set_num_threads(int(t["threads"]))
+    L.seed_everything(int(t.get("seed", 0)), verbose=False)
+    model, module, train_loader, val_loader = build(cfg)
+    out = Path(t.get("out_dir", "runs/train"))
+    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, every_n_train_steps=int(t.get("ckpt_every", 500)))
+    extra = {k: v for k, v in t.items() if k not in _OURS and k != "ckpt_every"}
+    trainer = L.Trainer(
+        max_steps=int(t.get("max_steps", 10000)),
+        val_check_interval=int(t.get("val_every", 1000)),
+        check_val_every_n_epoch=None,
+        limit_val_batches=len(val_loader),
+        callbacks=[ckpt],
+        logger=CSVLogger(out, name="logs"),
+        gradient_clip_val=1.0,
+        enable_model_summary=False,
+        **extra,
+    )
+    resume = t.get("resume")
+    if resume == "last":
+        last = out / "checkpoints" / "last.ckpt"
+        resume = str(last) if last.exists() else None
+    trainer.fit(module, train_loader, val_loader, ckpt_path=resume)
+    return out / "checkpoints" / "last.ckpt"
