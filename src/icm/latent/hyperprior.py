@@ -67,11 +67,19 @@ class MeanScaleHyperprior(nn.Module):
         self.y_conditional = GaussianConditional(*scale_table)
         self.act_bits = int(act_bits)
         self.ste = ste
+        self._fixed_point_cache: tuple | None = None
+
+    def _fixed_point_h_s(self) -> FixedPointNet:
+        # Rebuilt whenever a weight of h_s changed (optimiser step, load_state_dict).
+        key = tuple((id(p), p._version) for p in self.h_s.parameters())
+        if self._fixed_point_cache is None or self._fixed_point_cache[0] != key:
+            self._fixed_point_cache = (key, FixedPointNet(self.h_s, self.act_bits))
+        return self._fixed_point_cache[1]
 
     # -- exact entropy parameters -------------------------------------------
     def _exact_params(self, z_int: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """From integer ``ẑ``: ``(means, scales, scale_index)`` identical on every machine."""
-        out = FixedPointNet(self.h_s, self.act_bits)(z_int)
+        out = self._fixed_point_h_s()(z_int)
         scales_fixed, means_fixed = out.chunk(2, dim=1)
         index = self.y_conditional.scale_index(scales_fixed, self.act_bits)
         unit = 2.0**-self.act_bits
