@@ -10,7 +10,8 @@ Layout (all integers are unsigned LEB128 varints unless noted)::
     .       image height − 1                  varint
     .       image width − 1                   varint
     .       number of sections                varint
-    .       length of each section            varint × n
+    .       length of each section but the    varint × (n − 1)
+            last (which runs to the checksum)
     .       sections, back to back
     end−4   CRC-32 of everything before it    4 bytes, little endian
 
@@ -109,7 +110,7 @@ def pack(header: Header, sections: list[bytes]) -> bytes:
     out.append(VERSION)
     for v in (header.model_id, header.quality, header.height - 1, header.width - 1, len(sections)):
         _put_varint(out, v)
-    for s in sections:
+    for s in sections[:-1]:
         _put_varint(out, len(s))
     for s in sections:
         out += s
@@ -150,14 +151,16 @@ def unpack(data: bytes) -> IcmFile:
     if count > MAX_SECTIONS:
         raise BitstreamError(f"implausible section count {count} in .icm header")
     lengths = []
-    for i in range(count):
+    for i in range(count - 1):
         n, pos = _get_varint(data, pos, end, f"length of section {i}")
         lengths.append(n)
     remaining = end - pos
     if sum(lengths) > remaining:
         raise BitstreamError(f"section lengths ({sum(lengths)} bytes) run past the end of the file ({remaining} bytes left)")
-    if sum(lengths) < remaining:
-        raise BitstreamError(f"{remaining - sum(lengths)} unexpected bytes after the last section")
+    if count:
+        lengths.append(remaining - sum(lengths))
+    elif remaining:
+        raise BitstreamError(f"{remaining} unexpected bytes after the header of a file with no sections")
     sections = []
     for n in lengths:
         sections.append(data[pos : pos + n])

@@ -24,6 +24,8 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
         raise IcmError(f"no such file: {path}") from None
     except IsADirectoryError:
         raise IcmError(f"{path} is a directory, not an image") from None
+    except Image.DecompressionBombError:
+        raise IcmError(f"{path} declares more pixels than Pillow's decompression-bomb limit") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise IcmError(f"cannot read {path} as an image ({e.__class__.__name__})") from None
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float().div(255.0)

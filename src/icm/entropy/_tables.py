@@ -73,6 +73,12 @@ class TableModule(nn.Module):
             self._models_cache = (stamp, tables, tables.models())
         return self._models_cache[1], self._models_cache[2]
 
+    def __getstate__(self):
+        # constriction models cannot be pickled; they are rebuilt on demand.
+        state = self.__dict__.copy()
+        state["_models_cache"] = None
+        return state
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Tables change shape with the parameters: adopt the checkpoint's shape.
         for name in ("_table_freqs", "_table_lengths", "_table_offsets"):

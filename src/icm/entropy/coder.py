@@ -25,7 +25,7 @@ PRECISION = 24
 """Bits of the integer frequency tables (the total of every table is 2**PRECISION)."""
 
 _ESCAPE_CHUNK_BITS = 16
-_MAX_ESCAPE_BITS = 63
+_MAX_ESCAPE_BITS = 64
 
 
 def quantize_pmf(pmf: np.ndarray, tail: float) -> np.ndarray:
@@ -101,14 +101,13 @@ def _escape_encode(encoder, values: np.ndarray) -> None:
 
     if values.size == 0:
         return
-    # zig-zag map to non-negative integers, then bit length + raw bits.
-    v = values.astype(np.int64)
-    u = np.where(v >= 0, 2 * v, -2 * v - 1).astype(np.uint64)
-    nbits = np.array([int(x).bit_length() for x in u], dtype=np.int32)
-    encoder.encode(nbits, constriction.stream.model.Uniform(_MAX_ESCAPE_BITS + 1))
+    # zig-zag map to non-negative integers (Python ints: no overflow), then bit length + raw bits.
+    u = [2 * v if v >= 0 else -2 * v - 1 for v in values.tolist()]
+    nbits = [x.bit_length() for x in u]
+    encoder.encode(np.array(nbits, dtype=np.int32), constriction.stream.model.Uniform(_MAX_ESCAPE_BITS + 1))
     chunk = constriction.stream.model.Uniform(1 << _ESCAPE_CHUNK_BITS)
     mask = (1 << _ESCAPE_CHUNK_BITS) - 1
-    for x, nb in zip(u.tolist(), nbits.tolist()):
+    for x, nb in zip(u, nbits):
         for shift in range(0, nb, _ESCAPE_CHUNK_BITS):
             encoder.encode(np.array([(x >> shift) & mask], dtype=np.int32), chunk)
 
@@ -120,13 +119,16 @@ def _escape_decode(decoder, count: int) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     nbits = decoder.decode(constriction.stream.model.Uniform(_MAX_ESCAPE_BITS + 1), count)
     chunk = constriction.stream.model.Uniform(1 << _ESCAPE_CHUNK_BITS)
-    out = np.empty(count, dtype=np.int64)
-    for i, nb in enumerate(nbits.tolist()):
+    out = []
+    for nb in nbits.tolist():
         x = 0
         for shift in range(0, nb, _ESCAPE_CHUNK_BITS):
             x |= int(decoder.decode(chunk, 1)[0]) << shift
-        out[i] = (x >> 1) if x % 2 == 0 else -((x + 1) >> 1)
-    return out
+        v = (x >> 1) if x % 2 == 0 else -((x + 1) >> 1)
+        if not -(1 << 63) <= v < (1 << 63):
+            raise ValueError("coded stream decodes to an escaped value outside int64")
+        out.append(v)
+    return np.array(out, dtype=np.int64)
 
 
 def _groups(table_index: np.ndarray, num_tables: int):
@@ -181,8 +183,6 @@ def decode(data: bytes, table_index: np.ndarray, tables: CodingTables, models=No
             values that cannot be right (the bytes were not made by :func:`encode`
             with these tables).
     """
-    import constriction
-
     table_index = np.asarray(table_index, dtype=np.int64)
     shape = table_index.shape
     table_index = table_index.reshape(-1)
@@ -192,6 +192,17 @@ def decode(data: bytes, table_index: np.ndarray, tables: CodingTables, models=No
         raise ValueError(f"coded stream of {len(data)} bytes is not a whole number of 32-bit words")
     models = models if models is not None else tables.models()
     words = np.frombuffer(data, dtype=">u4").astype(np.uint32)
+    try:
+        return _decode_words(words, table_index, tables, models).reshape(shape)
+    except ValueError:
+        raise
+    except Exception as e:  # constriction signals an inconsistent stream with assertions
+        raise ValueError(f"coded stream is inconsistent with its tables ({type(e).__name__})") from None
+
+
+def _decode_words(words: np.ndarray, table_index: np.ndarray, tables: CodingTables, models) -> np.ndarray:
+    import constriction
+
     decoder = constriction.stream.queue.RangeDecoder(words)
     out = np.empty(table_index.size, dtype=np.int64)
     escaped_pos = []
@@ -207,4 +218,4 @@ def decode(data: bytes, table_index: np.ndarray, tables: CodingTables, models=No
     if escaped_pos:
         where = np.concatenate(escaped_pos)
         out[where] = _escape_decode(decoder, where.size)
-    return out.reshape(shape)
+    return out

@@ -65,7 +65,7 @@ class GaussianConditional(TableModule):
     def scale_index(self, scales_fixed: Tensor, frac_bits: int) -> Tensor:
         """Table level for each fixed-point scale (integers in a float64 tensor)."""
         thr = torch.from_numpy(self.scale_thresholds(frac_bits)).to(torch.float64)
-        return torch.bucketize(scales_fixed.to(torch.float64), thr, right=True).to(torch.int64)
+        return torch.bucketize(scales_fixed.to(torch.float64).contiguous(), thr, right=True).to(torch.int64)
 
     # -- coding ------------------------------------------------------------
     def _table_sources(self) -> list[Tensor]:

@@ -1,0 +1,129 @@
+"""Shared fixtures for the icm test suite.
+
+Everything here is CPU-only and small: the tiny hyperprior (N=8, M=12) with
+seeded random weights, and images of a few thousand pixels.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+import icm
+from icm.models import has_weights
+
+TINY = "hyperprior-tiny"
+SEED = 0
+
+
+def make_tiny_model(seed: int = SEED):
+    """``hyperprior-tiny`` with random weights drawn after ``torch.manual_seed(seed)``, in eval mode."""
+    torch.manual_seed(seed)
+    return icm.create_model(TINY, quality=1, pretrained=False).eval()
+
+
+def gradient_image(h: int, w: int, batch: int = 1) -> torch.Tensor:
+    """A deterministic, seed-free RGB test pattern in [0, 1] of shape (batch, 3, h, w)."""
+    ys = torch.linspace(0.0, 1.0, h, dtype=torch.float64)[:, None]
+    xs = torch.linspace(0.0, 1.0, w, dtype=torch.float64)[None, :]
+    r = (ys + xs) / 2
+    g = 0.5 + 0.5 * torch.sin(6.0 * xs) * torch.cos(4.0 * ys)
+    b = (ys * xs + 0.25 * torch.cos(9.0 * (xs - ys))).clamp(0, 1)
+    img = torch.stack([r, g, b]).clamp(0, 1).to(torch.float32)
+    return img[None].repeat(batch, 1, 1, 1)
+
+
+def random_image(h: int, w: int, seed: int, batch: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, 3, h, w, generator=g)
+
+
+def shipped_qualities(name: str = "hyperprior") -> list[int]:
+    return [q for q in icm.models.model_info(name).qualities if has_weights(name, q)]
+
+
+requires_weights = pytest.mark.skipif(
+    not shipped_qualities("hyperprior"),
+    reason="no shipped hyperprior weights in icm/weights/ yet (has_weights('hyperprior', q) is False for every q)",
+)
+
+
+@pytest.fixture
+def tiny_model():
+    """Seeded ``hyperprior-tiny`` (N=8, M=12), eval mode, fresh per test."""
+    return make_tiny_model()
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def err_lines(self) -> list[str]:
+        return [line for line in self.err.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run ``icm.cli.main(argv)`` in-process; return exit code and captured output.
+
+    argparse errors raise ``SystemExit``; its code is returned like a normal exit.
+    """
+    from icm import cli
+
+    def run(*argv) -> CliResult:
+        capsys.readouterr()  # drop anything printed before
+        try:
+            code = cli.main([str(a) for a in argv])
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+def _subprocess_env() -> dict:
+    env = dict(os.environ)
+    env["HF_HUB_OFFLINE"] = "1"
+    env["OMP_NUM_THREADS"] = "1"
+    env["MKL_NUM_THREADS"] = "1"
+    return env
+
+
+@pytest.fixture
+def run_cli_subprocess():
+    """Run ``python -m icm.cli ARGS`` in a fresh interpreter."""
+
+    def run(*argv, cwd: str | Path | None = None, timeout: float = 120) -> CliResult:
+        p = subprocess.run(
+            [sys.executable, "-m", "icm.cli", *[str(a) for a in argv]],
+            capture_output=True, text=True, env=_subprocess_env(), cwd=cwd, timeout=timeout,
+        )
+        return CliResult(p.returncode, p.stdout, p.stderr)
+
+    return run
+
+
+@pytest.fixture
+def run_python():
+    """Run ``python -c SCRIPT`` in a fresh interpreter; fail the test with its stderr if it fails."""
+
+    def run(script: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           env=_subprocess_env(), timeout=timeout)
+        assert p.returncode == 0, f"subprocess failed (rc={p.returncode}):\n{p.stderr}"
+        return p
+
+    return run

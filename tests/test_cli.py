@@ -1,0 +1,393 @@
+"""The ``icm`` command line: exit codes, one-line errors, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import icm
+from icm import bitstream, codec
+from icm.bitstream import Header
+
+from conftest import TINY, gradient_image, make_tiny_model, requires_weights, shipped_qualities
+
+
+@pytest.fixture
+def tiny_get_model(monkeypatch):
+    """Make ``codec.get_model`` serve the seeded tiny model (it has no shipped weights)."""
+    real = codec.get_model
+    model = make_tiny_model()
+
+    def fake(name, quality):
+        if name == TINY and quality == 1:
+            return model
+        return real(name, quality)
+
+    monkeypatch.setattr(codec, "get_model", fake)
+    return model
+
+
+@pytest.fixture
+def tiny_icm(tmp_path, tiny_model) -> tuple:
+    """A valid .icm file of a 70x91 image, written with hyperprior-tiny."""
+    data = codec.encode(tiny_model, gradient_image(70, 91))[0]
+    path = tmp_path / "valid.icm"
+    path.write_bytes(data)
+    return path, data
+
+
+def _png(path, h=37, w=53):
+    arr = codec.to_uint8(gradient_image(h, w))
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def _assert_one_line_error(r, *substrings):
+    assert r.code == 2, (r.code, r.out, r.err)
+    lines = r.err_lines
+    assert len(lines) == 1, r.err
+    assert lines[0].startswith("icm: error:"), lines[0]
+    assert "Traceback" not in r.err
+    for s in substrings:
+        assert s in lines[0], lines[0]
+
+
+# -- models ----------------------------------------------------------------------------
+
+
+def test_models_lists_families(run_cli):
+    r = run_cli("models")
+    assert r.code == 0
+    assert r.err == ""
+    lines = r.out.splitlines()
+    assert lines[0].startswith("model")
+    names = [line.split()[0] for line in lines[1:]]
+    assert "hyperprior" in names and TINY in names
+
+
+def test_models_json(run_cli):
+    r = run_cli("models", "--json")
+    assert r.code == 0
+    rows = {d["name"]: d for d in map(json.loads, r.out.splitlines())}
+    assert rows["hyperprior"]["id"] == 1
+    assert rows["hyperprior"]["qualities"] == [1, 2, 3, 4]
+    assert rows["hyperprior"]["weights"] == shipped_qualities("hyperprior")
+    assert rows[TINY]["weights"] == []
+
+
+def test_version(run_cli):
+    r = run_cli("--version")
+    assert r.code == 0
+    assert icm.__version__ in r.out
+
+
+# -- info ------------------------------------------------------------------------------------
+
+
+def test_info_valid_file(run_cli, tiny_icm):
+    path, data = tiny_icm
+    r = run_cli("info", path)
+    assert r.code == 0, r.err
+    assert r.err == ""
+    assert f"{len(data)} bytes" in r.out
+    assert f"{8 * len(data) / (70 * 91):.4f} bpp" in r.out
+    assert "hyperprior-tiny q1" in r.out and "91x70" in r.out
+
+
+def test_info_json(run_cli, tiny_icm):
+    path, data = tiny_icm
+    r = run_cli("info", "--json", path)
+    assert r.code == 0
+    row = json.loads(r.out)
+    assert row["bytes"] == len(data)
+    assert row["model"] == TINY and row["quality"] == 1
+    assert (row["height"], row["width"]) == (70, 91)
+    assert row["bpp"] == pytest.approx(8 * len(data) / (70 * 91), abs=1e-6)
+    assert row["header_bytes"] + sum(row["sections"]) == len(data)
+
+
+def test_info_unknown_model_id_still_reports(run_cli, tmp_path):
+    p = tmp_path / "future.icm"
+    p.write_bytes(bitstream.pack(Header(99, 1, 10, 10), [b"abcd"]))
+    r = run_cli("info", p)
+    assert r.code == 0
+    assert "unknown (id 99)" in r.out
+
+
+# -- decompress -------------------------------------------------------------------------
+
+
+def test_decompress_writes_png_of_right_size(run_cli, tiny_icm, tiny_get_model, tmp_path):
+    path, data = tiny_icm
+    out = tmp_path / "out.png"
+    r = run_cli("decompress", path, "-o", out)
+    assert r.code == 0, r.err
+    with Image.open(out) as im:
+        assert im.size == (91, 70) and im.mode == "RGB"
+        arr = np.asarray(im)
+    expected = codec.to_uint8(codec.decode(data, model=tiny_get_model)["x_hat"])
+    assert np.array_equal(arr, expected)
+    assert f"{out}: 91x70" in r.out
+
+
+def test_decompress_default_output_name(run_cli, tiny_icm, tiny_get_model):
+    path, _ = tiny_icm
+    r = run_cli("decompress", path)
+    assert r.code == 0, r.err
+    with Image.open(path.with_suffix(".png")) as im:
+        assert im.size == (91, 70)
+
+
+def test_decompress_to_unwritable_destination(run_cli, tiny_icm, tiny_get_model, tmp_path):
+    path, _ = tiny_icm
+    _assert_one_line_error(run_cli("decompress", path, "-o", tmp_path / "no-dir" / "x.png"), "cannot write")
+
+
+def test_decompress_without_shipped_weights_is_one_line(run_cli, tmp_path):
+    # a valid hyperprior-tiny file; without a model passed in, decoding needs shipped weights (tiny has none)
+    torch.manual_seed(0)
+    m = icm.create_model(TINY, quality=1, pretrained=False)
+    p = tmp_path / "t.icm"
+    p.write_bytes(codec.encode(m, gradient_image(17, 31))[0])
+    _assert_one_line_error(run_cli("decompress", p), "no shipped weights")
+
+
+# -- compress ---------------------------------------------------------------------------------
+
+
+def test_compress_writes_valid_file(run_cli, tiny_get_model, tmp_path):
+    src = _png(tmp_path / "img.png")
+    r = run_cli("compress", "-m", TINY, src)
+    assert r.code == 0, r.err
+    out = tmp_path / "img.icm"
+    f = bitstream.unpack(out.read_bytes())
+    assert (f.header.height, f.header.width) == (37, 53)
+    assert f.header.model_id == icm.models.model_info(TINY).model_id
+    assert f"{f.size} bytes" in r.out
+    # and the CLI decodes it again
+    r = run_cli("decompress", out, "-o", tmp_path / "back.png")
+    assert r.code == 0, r.err
+    with Image.open(tmp_path / "back.png") as im:
+        assert im.size == (53, 37)
+
+
+def test_compress_out_dir_several_inputs(run_cli, tiny_get_model, tmp_path):
+    a, b = _png(tmp_path / "a.png", 20, 30), _png(tmp_path / "b.png", 9, 5)
+    r = run_cli("compress", "-m", TINY, "-q", "1", "--out-dir", tmp_path / "o", a, b)
+    assert r.code == 0, r.err
+    assert bitstream.unpack((tmp_path / "o" / "a.icm").read_bytes()).header.width == 30
+    assert bitstream.unpack((tmp_path / "o" / "b.icm").read_bytes()).header.height == 9
+
+
+def test_compress_missing_file(run_cli, tiny_get_model, tmp_path):
+    _assert_one_line_error(run_cli("compress", "-m", TINY, tmp_path / "missing.png"), "no such file")
+
+
+def test_compress_text_file_named_png(run_cli, tiny_get_model, tmp_path):
+    p = tmp_path / "notes.png"
+    p.write_text("this is not an image\n")
+    _assert_one_line_error(run_cli("compress", "-m", TINY, p), "cannot read")
+
+
+def test_compress_directory(run_cli, tiny_get_model, tmp_path):
+    d = tmp_path / "adir.png"
+    d.mkdir()
+    _assert_one_line_error(run_cli("compress", "-m", TINY, d), "directory")
+
+
+def test_compress_truncated_png(run_cli, tiny_get_model, tmp_path):
+    p = _png(tmp_path / "cut.png", 64, 64)
+    p.write_bytes(p.read_bytes()[:80])
+    _assert_one_line_error(run_cli("compress", "-m", TINY, p), "cannot read")
+
+
+def _png_header_only(path, w, h):
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_compress_decompression_bomb_png(run_cli, tiny_get_model, tmp_path):
+    # A 40-byte PNG that declares 20000x20000 pixels: Pillow refuses it with
+    # DecompressionBombError, which must become a one-line error like any bad image.
+    p = _png_header_only(tmp_path / "bomb.png", 20000, 20000)
+    _assert_one_line_error(run_cli("compress", "-m", TINY, p), "bomb.png")
+
+
+def test_compress_unknown_model(run_cli, tmp_path):
+    src = _png(tmp_path / "img.png")
+    _assert_one_line_error(run_cli("compress", "-m", "nope", src), "unknown model 'nope'")
+
+
+def test_compress_without_weights_is_one_line(run_cli, tmp_path):
+    src = _png(tmp_path / "img.png")
+    _assert_one_line_error(run_cli("compress", "-m", TINY, src), "no shipped weights")
+
+
+def test_compress_output_with_two_inputs(run_cli, tiny_get_model, tmp_path):
+    a, b = _png(tmp_path / "a.png"), _png(tmp_path / "b.png")
+    _assert_one_line_error(run_cli("compress", "-m", TINY, "-o", tmp_path / "x.icm", a, b), "single input")
+    assert not (tmp_path / "x.icm").exists()
+
+
+def test_decompress_output_with_two_inputs(run_cli, tiny_icm, tmp_path):
+    path, _ = tiny_icm
+    _assert_one_line_error(run_cli("decompress", "-o", tmp_path / "x.png", path, path), "single input")
+
+
+# -- bad .icm files -----------------------------------------------------------------------------
+
+
+def _bad_files(tmp_path, data: bytes) -> dict:
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x10
+    files = {
+        "truncated-header": data[:7],
+        "truncated-payload": data[:-6],
+        "corrupted": bytes(flipped),
+        "empty": b"",
+        "png": b"\x89PNG\r\n\x1a\n" + b"\x00" * 30,
+    }
+    # hostile size: height 70000 with a valid checksum
+    body = bytearray(b"IC\x01")
+    for v in (2, 1, 69999, 63, 0):
+        bitstream._put_varint(body, v)
+    files["hostile-size"] = bytes(body) + zlib.crc32(body).to_bytes(4, "little")
+    out = {}
+    for name, content in files.items():
+        p = tmp_path / f"{name}.icm"
+        p.write_bytes(content)
+        out[name] = p
+    return out
+
+
+BAD = ["truncated-header", "truncated-payload", "corrupted", "empty", "png", "hostile-size"]
+MESSAGES = {
+    "truncated-header": "truncated",
+    "truncated-payload": "checksum mismatch",
+    "corrupted": "checksum mismatch",
+    "empty": "not an .icm file",
+    "png": "not an .icm file",
+    "hostile-size": "implausible image size",
+}
+
+
+@pytest.mark.parametrize("command", ["info", "decompress"])
+@pytest.mark.parametrize("which", BAD)
+def test_bad_files_exit_2(run_cli, tiny_icm, tiny_get_model, tmp_path, command, which):
+    _, data = tiny_icm
+    files = _bad_files(tmp_path, data)
+    _assert_one_line_error(run_cli(command, files[which]), MESSAGES[which])
+    assert not files[which].with_suffix(".png").exists()
+
+
+@pytest.mark.parametrize("command", ["info", "decompress"])
+def test_missing_and_directory_icm(run_cli, tmp_path, command):
+    _assert_one_line_error(run_cli(command, tmp_path / "nothing.icm"), "no such file")
+    _assert_one_line_error(run_cli(command, tmp_path), "directory")
+
+
+def test_decompress_hostile_payload_with_valid_crc(run_cli, tiny_get_model, tmp_path):
+    p = tmp_path / "hostile.icm"
+    p.write_bytes(bitstream.pack(Header(2, 1, 64, 64), [b"\x12\x34\x56\x78" * 3, b"\xff" * 8]))
+    _assert_one_line_error(run_cli("decompress", p), "corrupted .icm payload")
+
+
+def test_decompress_unknown_model_id(run_cli, tmp_path):
+    p = tmp_path / "future.icm"
+    p.write_bytes(bitstream.pack(Header(99, 1, 10, 10), [b"", b""]))
+    _assert_one_line_error(run_cli("decompress", p), "unknown model id 99")
+
+
+# -- usage errors ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [["frobnicate"], [], ["compress"], ["info"], ["compress", "--quality", "x", "a.png"]])
+def test_usage_errors_exit_2(run_cli, argv):
+    r = run_cli(*argv)
+    assert r.code == 2
+    assert "usage:" in r.err
+    assert "Traceback" not in r.err
+
+
+# -- a real process ---------------------------------------------------------------------
+
+
+def test_subprocess_info_on_corrupted_file(run_cli_subprocess, tiny_icm, tmp_path):
+    _, data = tiny_icm
+    bad = bytearray(data)
+    bad[-7] ^= 0x01
+    p = tmp_path / "corrupted.icm"
+    p.write_bytes(bytes(bad))
+    r = run_cli_subprocess("info", p)
+    assert r.code == 2, (r.out, r.err)
+    lines = [line for line in r.err.splitlines() if line.strip()]
+    assert len(lines) == 1, r.err
+    assert lines[0].startswith("icm: error:") and "checksum mismatch" in lines[0]
+    assert "Traceback" not in r.err
+    assert r.out == ""
+
+
+def test_subprocess_info_on_valid_file(run_cli_subprocess, tiny_icm):
+    path, data = tiny_icm
+    r = run_cli_subprocess("info", "--json", path)
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["bytes"] == len(data)
+
+
+# -- with shipped weights ------------------------------------------------------------------------
+
+
+def _psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * np.log10(255.0**2 / mse) if mse else float("inf")
+
+
+@requires_weights
+def test_compress_decompress_sample_photo(run_cli, tmp_path):
+    from icm.demo import sample_paths
+
+    q = shipped_qualities("hyperprior")[0]
+    src = sample_paths()[0]
+    r = run_cli("compress", "-q", q, "-o", tmp_path / "s.icm", src)
+    assert r.code == 0, r.err
+    f = codec.read(tmp_path / "s.icm")
+    with Image.open(src) as im:
+        ref = np.asarray(im.convert("RGB"))
+    assert (f.header.height, f.header.width) == ref.shape[:2]
+    assert f.header.quality == q and f.header.model_id == 1
+    assert 0 < f.bpp < 8
+    r = run_cli("decompress", tmp_path / "s.icm", "-o", tmp_path / "s.png")
+    assert r.code == 0, r.err
+    with Image.open(tmp_path / "s.png") as im:
+        rec = np.asarray(im.convert("RGB"))
+    assert rec.shape == ref.shape
+    assert _psnr(ref, rec) > 22.0
+
+
+@requires_weights
+def test_demo(run_cli, tmp_path):
+    out = tmp_path / "demo"
+    r = run_cli("demo", "--out-dir", out)
+    assert r.code == 0, r.err
+    png = out / "side_by_side.png"
+    assert png.is_file()
+    with Image.open(png) as im:
+        assert im.size[0] > 0 and im.size[1] > 0
+    assert len(list(out.glob("*.icm"))) == len(shipped_qualities("hyperprior")) * 4
+    assert "median PSNR gain over JPEG" in r.out
+
+
+def test_demo_without_weights_is_one_line(run_cli, tmp_path):
+    if shipped_qualities("hyperprior"):
+        pytest.skip("weights are shipped; the no-weights path is not reachable")
+    _assert_one_line_error(run_cli("demo", "--out-dir", tmp_path / "d"), "no shipped weights")
