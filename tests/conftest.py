@@ -28,7 +28,15 @@ SEED = 0
 def make_tiny_model(seed: int = SEED):
     """``hyperprior-tiny`` with random weights drawn after ``torch.manual_seed(seed)``, in eval mode."""
     torch.manual_seed(seed)
-    return icm.create_model(TINY, quality=1, pretrained=False).eval()
+    model = icm.create_model(TINY, quality=1, pretrained=False).eval()
+    # Random weights give y ≈ 0 everywhere (a trivially short file); amplify the
+    # analysis output so that y and z carry many non-zero symbols, as a trained
+    # model's do, and the coder, escapes and scale levels are really exercised.
+    with torch.no_grad():
+        model.g_a[-1].weight.mul_(40.0)
+        model.latent.h_a[-1].weight.mul_(100.0)
+        model.latent.h_s[-1].weight.mul_(10.0)
+    return model
 
 
 def gradient_image(h: int, w: int, batch: int = 1) -> torch.Tensor:

@@ -96,7 +96,9 @@ def test_tiny_model_h_s_close_to_float(tiny_model):
     g = torch.Generator().manual_seed(4)
     z = torch.randint(-10, 11, (2, 8, 3, 4), generator=g).float()
     ref = copy.deepcopy(hs).double()(z.double()).detach()
-    assert float((fp(z) / 1024 - ref).abs().max()) * 1024 <= 4.0
+    # The fixture amplifies h_s's last layer tenfold, which amplifies the rounding of
+    # earlier activations too: allow 16 units of 2**-10 (0.016, against a step of 1).
+    assert float((fp(z) / 1024 - ref).abs().max()) * 1024 <= 16.0
 
 
 def test_does_not_modify_module():

@@ -210,19 +210,14 @@ def test_decode_batch_of_different_images_equals_individual(tiny_model):
 
 def test_decode_file_written_by_fresh_process(tmp_path, run_python, tiny_model):
     out = tmp_path / "fresh.icm"
+    tests_dir = str(Path(__file__).resolve().parent)
     script = f"""
-import torch, icm
+import sys
+sys.path.insert(0, {tests_dir!r})
+from conftest import gradient_image, make_tiny_model
 from icm import codec
-torch.manual_seed(0)
-model = icm.create_model("hyperprior-tiny", quality=1, pretrained=False)
-h, w = 70, 91
-ys = torch.linspace(0.0, 1.0, h, dtype=torch.float64)[:, None]
-xs = torch.linspace(0.0, 1.0, w, dtype=torch.float64)[None, :]
-r = (ys + xs) / 2
-g = 0.5 + 0.5 * torch.sin(6.0 * xs) * torch.cos(4.0 * ys)
-b = (ys * xs + 0.25 * torch.cos(9.0 * (xs - ys))).clamp(0, 1)
-x = torch.stack([r, g, b]).clamp(0, 1).to(torch.float32)[None]
-open({str(out)!r}, "wb").write(codec.encode(model, x)[0])
+model = make_tiny_model()
+open({str(out)!r}, "wb").write(codec.encode(model, gradient_image(70, 91))[0])
 """
     run_python(script)
     data = out.read_bytes()
