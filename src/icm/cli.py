@@ -178,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-q", "--quality", type=int, default=None, help="only this quality (default: all shipped)")
     s.set_defaults(func=_cmd_demo)
 
+    from .eval.cli import add_eval_parser
+
+    add_eval_parser(sub)
+
     s = sub.add_parser("train", help="train a model from a YAML recipe (see configs/)")
     s.add_argument("config", metavar="CONFIG")
     s.add_argument("--max-steps", type=int, default=None)

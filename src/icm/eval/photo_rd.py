@@ -21,11 +21,11 @@ import torch
 
 from ..data import TEST_PHOTOS, load_photo
 from ..demo import jpeg_bytes, psnr
+from .anchors import HEVC_PARAMS, get_anchor  # noqa: F401  (HEVC_PARAMS: kept importable)
 from .bd import bd_metric, bd_rate
 
 JPEG_QUALITIES = (5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 HEVC_QPS = (22, 26, 30, 34, 38, 42, 46)
-HEVC_PARAMS = {"tune": "psnr", "x265:aq-mode": "0", "x265:psy-rd": "0", "x265:psy-rdoq": "0"}
 
 
 def _decode(data: bytes) -> np.ndarray:
@@ -35,22 +35,12 @@ def _decode(data: bytes) -> np.ndarray:
 
 
 def hevc_bytes(img: np.ndarray, qp: int) -> bytes:
-    """HEVC 4:4:4 through pillow-heif with the fair settings of DESIGN.md."""
-    import pillow_heif
-    from PIL import Image
-
-    buf = io.BytesIO()
-    pillow_heif.from_pillow(Image.fromarray(img)).save(
-        # quality=-1 would mean lossless and override the QP; with x265:qp set, quality is ignored.
-        buf, quality=50, chroma=444, enc_params={**HEVC_PARAMS, "x265:qp": str(qp)}
-    )
-    return buf.getvalue()
+    """HEVC 4:4:4 through pillow-heif with the fair settings of DESIGN.md (:class:`icm.eval.anchors.HEVC`)."""
+    return get_anchor("hevc").encode(img, qp)
 
 
 def _hevc_decode(data: bytes) -> np.ndarray:
-    import pillow_heif
-
-    return np.asarray(pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True).to_pillow().convert("RGB"))
+    return get_anchor("hevc").decode(data)
 
 
 def measure(sources=TEST_PHOTOS, model_name: str = "hyperprior") -> dict:

@@ -1,0 +1,292 @@
+"""Datasets for ``icm eval``: every one yields ``(image_id, image, label)``.
+
+``image`` is ``uint8`` RGB ``(H, W, 3)``; ``label`` is an ``int`` index into
+:attr:`Dataset.classes` or ``None`` for unlabelled data.  A dataset is named
+by a string on the command line (``--dataset``):
+
+``samples``
+    The photos bundled with ``icm`` (:func:`icm.demo.sample_paths`); ids are
+    file stems.  Unlabelled.
+``photos``
+    The held-out test photos (:data:`icm.data.TEST_PHOTOS`, loaded with
+    :func:`icm.data.load_photo`); ids are the source names.  Unlabelled.
+``fashion-mnist`` / ``fashion-mnist:train`` / ``fashion-mnist:test``
+    Debian's ``dataset-fashion-mnist`` (idx files, gzip or raw, under
+    ``/usr/share/datasets/fashion-mnist/``; the default split is ``test``,
+    10,000 images).  28×28 greyscale, repeated to three channels; labels are
+    the 10 clothing classes.
+``coco:ANNOTATIONS.json:IMAGEDIR``
+    COCO-format instances: the images of ``ANNOTATIONS.json`` read from
+    ``IMAGEDIR`` (ids are the COCO image ids); the annotations are kept on
+    :attr:`Dataset.coco` for the detection and segmentation tasks.
+any directory
+    A flat folder of images is unlabelled (ids: file names).  A folder of
+    class subfolders (ImageNet / torchvision ``ImageFolder`` layout) is
+    labelled: the classes are the sorted subfolder names and a label is the
+    index of its folder in that list; images directly in the root are then
+    ignored.
+
+``--limit N`` keeps the first ``N`` images in the order above (sorted paths,
+idx order, annotation order).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from ..errors import IcmError
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+KNOWN = ("samples", "photos", "fashion-mnist[:train|test]", "coco:ANNOTATIONS.json:IMAGEDIR", "an image folder path")
+
+
+class Sample(NamedTuple):
+    image_id: str
+    image: np.ndarray
+    label: int | None
+
+
+class Dataset:
+    """An ordered, sized collection of images loaded on demand.
+
+    Attributes:
+        name: the canonical name written into results (``"samples"``,
+            ``"folder:/abs/path"``, ``"coco:/abs/ann.json"``, …).
+        slug: a short file-name-safe form of ``name``.
+        classes: class names a label indexes, or ``None`` (unlabelled).
+        coco: the parsed COCO annotations (``coco:`` datasets only).
+    """
+
+    def __init__(self, name: str, slug: str, items: list[tuple[str, Callable[[], np.ndarray], int | None]],
+                 classes: tuple[str, ...] | None = None, coco: dict | None = None) -> None:
+        self.name = name
+        self.slug = slug
+        self.classes = classes
+        self.coco = coco
+        self._items = items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for image_id, load, label in self._items:
+            yield Sample(image_id, load(), label)
+
+    def limited(self, limit: int | None) -> "Dataset":
+        if limit is None:
+            return self
+        if limit < 1:
+            raise IcmError(f"--limit must be at least 1, not {limit}")
+        return Dataset(self.name, self.slug, self._items[:limit], self.classes, self.coco)
+
+    @property
+    def labelled(self) -> bool:
+        return self.classes is not None
+
+
+def image_digest(image: np.ndarray) -> str:
+    """SHA-256 of an image's shape and pixels (what the results cache keys on)."""
+    h = hashlib.sha256(repr(image.shape).encode())
+    h.update(np.ascontiguousarray(image, dtype=np.uint8).tobytes())
+    return h.hexdigest()
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as ``uint8`` RGB ``(H, W, 3)``; :class:`IcmError` if it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return np.array(im.convert("RGB"))  # writable, C-contiguous
+    except FileNotFoundError:
+        raise IcmError(f"no such file: {path}") from None
+    except Image.DecompressionBombError:
+        raise IcmError(f"{path} declares more pixels than Pillow's decompression-bomb limit") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise IcmError(f"cannot read {path} as an image ({e.__class__.__name__})") from None
+
+
+# -- idx (MNIST) files ---------------------------------------------------------
+
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an idx file (the MNIST format), raw or gzip-compressed.
+
+    Layout: two zero bytes, a type byte (``0x08`` uint8, ``0x09`` int8,
+    ``0x0B`` int16, ``0x0C`` int32, ``0x0D`` float32, ``0x0E`` float64), the
+    number of dimensions, then each dimension as a big-endian ``uint32``, then
+    the data, big-endian, C order.
+
+    Raises:
+        IcmError: missing file, bad magic, unknown type, or a size that does
+            not match the declared dimensions.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise IcmError(f"no such file: {path}") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise IcmError(f"{path}: corrupted gzip stream ({e})") from None
+    if len(raw) < 4 or raw[:2] != b"\0\0":
+        raise IcmError(f"{path} is not an idx file (bad magic)")
+    dtype = _IDX_TYPES.get(raw[2])
+    if dtype is None:
+        raise IcmError(f"{path}: unknown idx data type 0x{raw[2]:02x}")
+    ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise IcmError(f"{path}: truncated idx header")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dt = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    body = raw[4 + 4 * ndim :]
+    if len(body) != count * dt.itemsize:
+        raise IcmError(f"{path}: idx header declares {shape} ({count * dt.itemsize} bytes) but {len(body)} bytes follow")
+    return np.frombuffer(body, dtype=dt).reshape(shape).astype(dt.newbyteorder("="))
+
+
+def _find_idx(root: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz"):
+        if (root / name).is_file():
+            return root / name
+    raise IcmError(
+        f"Fashion-MNIST file {stem}(.gz) not found in {root}; "
+        "install it with `apt-get install dataset-fashion-mnist`"
+    )
+
+
+def fashion_mnist(split: str = "test", root: str | os.PathLike = FASHION_MNIST_DIR) -> Dataset:
+    """Fashion-MNIST from its idx files (``split``: ``"test"`` = t10k, or ``"train"``)."""
+    prefix = {"test": "t10k", "train": "train"}.get(split)
+    if prefix is None:
+        raise IcmError(f"unknown Fashion-MNIST split {split!r}; known: test, train")
+    root = Path(root)
+    if not root.is_dir():
+        raise IcmError(f"Fashion-MNIST is not installed ({root} is missing); "
+                       "install it with `apt-get install dataset-fashion-mnist`")
+    images = read_idx(_find_idx(root, f"{prefix}-images-idx3-ubyte"))
+    labels = read_idx(_find_idx(root, f"{prefix}-labels-idx1-ubyte"))
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise IcmError(f"Fashion-MNIST files in {root} disagree: images {images.shape}, labels {labels.shape}")
+    images = images.astype(np.uint8)
+
+    def loader(i: int) -> Callable[[], np.ndarray]:
+        return lambda: np.repeat(images[i][..., None], 3, axis=2)
+
+    items = [(f"{prefix}-{i:05d}", loader(i), int(labels[i])) for i in range(len(images))]
+    return Dataset(f"fashion-mnist:{split}", f"fashion-mnist-{split}", items, FASHION_MNIST_CLASSES)
+
+
+# -- folders, COCO, bundled photos --------------------------------------------
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+
+
+def _slug(text: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-.")
+    return keep or "dataset"
+
+
+def image_folder(path: str | os.PathLike) -> Dataset:
+    """A flat folder (unlabelled) or a folder of class subfolders (labelled)."""
+    root = Path(path).resolve()
+    if not root.is_dir():
+        raise IcmError(f"{path} is not a directory")
+    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    class_dirs = [d for d in subdirs if any(_is_image(p) for p in d.rglob("*"))]
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:8]
+    slug = f"{_slug(root.name)}-{digest}"
+    if class_dirs:
+        classes = tuple(d.name for d in class_dirs)
+        items = []
+        for label, d in enumerate(class_dirs):
+            for p in sorted(q for q in d.rglob("*") if _is_image(q)):
+                items.append((p.relative_to(root).as_posix(), _file_loader(p), label))
+        return Dataset(f"folder:{root}", slug, items, classes)
+    files = sorted(p for p in root.iterdir() if _is_image(p))
+    if not files:
+        raise IcmError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}) and no class subfolders of images")
+    return Dataset(f"folder:{root}", slug, [(p.name, _file_loader(p), None) for p in files])
+
+
+def _file_loader(p: Path) -> Callable[[], np.ndarray]:
+    return lambda: read_rgb(p)
+
+
+def coco(annotations: str | os.PathLike, image_dir: str | os.PathLike) -> Dataset:
+    """The images of a COCO ``instances`` file; annotations kept on ``.coco``."""
+    ann = Path(annotations).resolve()
+    try:
+        data = json.loads(ann.read_text())
+    except FileNotFoundError:
+        raise IcmError(f"no such file: {annotations}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise IcmError(f"{annotations} is not valid JSON ({e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise IcmError(f"{annotations} is not a COCO annotation file (no 'images' list)")
+    root = Path(image_dir).resolve()
+    if not root.is_dir():
+        raise IcmError(f"COCO image folder {image_dir} is not a directory")
+    items = []
+    for im in data["images"]:
+        if not isinstance(im, dict) or "file_name" not in im or "id" not in im:
+            raise IcmError(f"{annotations}: every image needs 'id' and 'file_name'")
+        items.append((str(im["id"]), _file_loader(root / im["file_name"]), None))
+    digest = hashlib.sha256(str(ann).encode()).hexdigest()[:8]
+    return Dataset(f"coco:{ann}", f"coco-{_slug(ann.stem)}-{digest}", items, coco=data)
+
+
+def samples() -> Dataset:
+    from ..demo import sample_paths
+
+    return Dataset("samples", "samples", [(p.stem, _file_loader(p), None) for p in sample_paths()])
+
+
+def photos() -> Dataset:
+    from ..data import TEST_PHOTOS, load_photo
+
+    return Dataset("photos", "photos", [(s, (lambda s=s: load_photo(s)), None) for s in TEST_PHOTOS])
+
+
+def open_dataset(spec: str, limit: int | None = None) -> Dataset:
+    """Resolve a ``--dataset`` string (see the module docstring).
+
+    Raises:
+        IcmError: an unknown name (the message lists the known ones), a
+            missing folder or file, or data that cannot be read.
+    """
+    if spec == "samples":
+        ds = samples()
+    elif spec == "photos":
+        ds = photos()
+    elif spec == "fashion-mnist" or spec.startswith("fashion-mnist:"):
+        ds = fashion_mnist(spec.partition(":")[2] or "test")
+    elif spec.startswith("coco:"):
+        ann, sep, image_dir = spec[len("coco:"):].rpartition(":")
+        if not sep or not ann or not image_dir:
+            raise IcmError(f"a COCO dataset is named coco:ANNOTATIONS.json:IMAGEDIR, not {spec!r}")
+        ds = coco(ann, image_dir)
+    elif os.path.isdir(spec):
+        ds = image_folder(spec)
+    else:
+        raise IcmError(f"unknown dataset {spec!r}; known: {', '.join(KNOWN)}")
+    return ds.limited(limit)

@@ -1,0 +1,354 @@
+"""Reports from sweep results: Markdown, the same content as HTML, PNG plots,
+and ``report.json`` with every BD and speed number the pages show.
+
+Every number comes from the result JSON files of :mod:`icm.eval.sweep`:
+results are grouped by (dataset, task); each group gets
+
+* rate–metric plots of every codec on one axis, against whole-file bpp and
+  against payload bpp (no container, header or checksum);
+* a table of BD-rate and BD-metric of every codec against the reference
+  (:func:`icm.eval.bd.bd_rate` / :func:`~icm.eval.bd.bd_metric`, pchip, over
+  the overlapping range of the primary metric), with a warning where the
+  overlap is thin (under half of either curve's metric range) or missing;
+  points whose metric does not beat a cheaper point of the same curve are
+  left out of BD (and said so), since the interpolation needs a strictly
+  increasing metric;
+* median encode, decode, task-on-pixels and analyze-from-bitstream times per
+  image, so "decode + task on pixels" stands beside "task from bitstream";
+* each codec's points.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import statistics
+import warnings
+from pathlib import Path
+
+from ..errors import IcmError
+from . import bd
+from .sweep import ALIASES, REFERENCE, SCHEMA_VERSION
+
+THIN_OVERLAP = 0.5
+_PERCENT = {"top1", "top5", "agreement"}
+_NAMES = {
+    "psnr": "PSNR (dB)",
+    "ms_ssim": "MS-SSIM",
+    "ms_ssim_db": "MS-SSIM (dB)",
+    "top1": "top-1 accuracy (%)",
+    "top5": "top-5 accuracy (%)",
+    "agreement": "top-1 agreement with the uncompressed image (%)",
+}
+_RATES = {"bpp": "whole file", "payload_bpp": "payload"}
+
+
+def load_results(source) -> list[dict]:
+    """Result dicts from a directory (its ``*.json`` result files) or a list of paths."""
+    if isinstance(source, (str, os.PathLike)):
+        root = Path(source)
+        if not root.is_dir():
+            raise IcmError(f"{source} is not a directory of icm eval results")
+        paths = sorted(root.glob("*.json"))
+    else:
+        paths = [Path(p) for p in source]
+    results = []
+    for p in paths:
+        try:
+            r = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise IcmError(f"cannot read {p} as JSON ({e.__class__.__name__})") from None
+        if not isinstance(r, dict) or "points" not in r or "codec" not in r:
+            continue  # report.json and other files that are not results
+        if r.get("schema") != SCHEMA_VERSION:
+            raise IcmError(f"{p} has result schema {r.get('schema')}, this icm reads {SCHEMA_VERSION}")
+        r["_path"] = str(p)
+        results.append(r)
+    if not results:
+        raise IcmError(f"no icm eval result files in {source}")
+    return results
+
+
+def _curve(result: dict, rate: str, metric: str) -> tuple[list[float], list[float]]:
+    pts = sorted((p[rate], p[metric]) for p in result["points"]
+                 if p.get(rate) is not None and p.get(metric) is not None)
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def bd_curve(result: dict, rate: str, metric: str) -> tuple[list[float], list[float], int]:
+    """The points BD is computed on: sorted by rate, keeping only points whose
+    metric beats every cheaper point (Bjøntegaard interpolation needs a
+    strictly increasing metric; accuracies often plateau).
+
+    Returns:
+        ``(rates, metrics, number of points dropped)``.
+    """
+    rates, metrics = _curve(result, rate, metric)
+    keep_r, keep_m = [], []
+    for r, m in zip(rates, metrics):
+        if not keep_m or m > keep_m[-1]:
+            keep_r.append(r)
+            keep_m.append(m)
+    return keep_r, keep_m, len(rates) - len(keep_r)
+
+
+def bd_entry(ref: dict, test: dict, rate: str, metric: str) -> dict:
+    """BD-rate (%) and BD-metric of ``test`` against ``ref``, with the overlap and a note."""
+    r0, m0, d0 = bd_curve(ref, rate, metric)
+    r1, m1, d1 = bd_curve(test, rate, metric)
+    out = {"codec": test["codec"], "reference": ref["codec"], "rate": rate, "metric": metric,
+           "bd_rate_pct": None, "bd_metric": None, "overlap": None, "note": "", "dropped_points": d0 + d1}
+    if len(r0) < 2 or len(r1) < 2:
+        out["note"] = "needs at least 2 points on each curve"
+        return out
+    ov = min(bd.overlap(m0, m1), bd.overlap(m1, m0))
+    out["overlap"] = ov
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the report says it in words instead
+            rate_pct = bd.bd_rate(r0, m0, r1, m1)
+            metric_d = bd.bd_metric(r0, m0, r1, m1)
+    except (ValueError, ZeroDivisionError, IndexError) as e:
+        out["note"] = f"BD not computable ({e})"
+        return out
+    out["bd_rate_pct"] = None if math.isnan(rate_pct) else rate_pct
+    out["bd_metric"] = None if math.isnan(metric_d) else metric_d
+    if ov <= 0 or out["bd_rate_pct"] is None:
+        out["note"] = "curves do not overlap in metric: no BD"
+    elif ov < THIN_OVERLAP:
+        out["note"] = f"thin overlap: {100 * ov:.0f}% of a curve's {metric} range"
+    if d0 + d1:
+        dropped = f"{d0 + d1} point(s) with no {metric} gain over a cheaper point left out"
+        out["note"] = f"{out['note']}; {dropped}" if out["note"] else dropped
+    return out
+
+
+def speed_entry(result: dict) -> dict:
+    """Medians over every (quality, image) row of the result, seconds per image."""
+    rows = result["images"]
+
+    def med(values):
+        values = [v for v in values if v is not None]
+        return float(statistics.median(values)) if values else None
+
+    dec = med(r.get("decode_s") for r in rows)
+    task = med(r.get("task_s") for r in rows)
+    both = med(r["decode_s"] + r["task_s"] for r in rows if r.get("decode_s") is not None and r.get("task_s") is not None)
+    return {"codec": result["codec"], "encode_s_median": med(r.get("encode_s") for r in rows),
+            "decode_s_median": dec, "task_s_median": task,
+            "decode_task_s_median": both, "analyze_s_median": med(r.get("analyze_s") for r in rows)}
+
+
+# -- formatting -----------------------------------------------------------------
+
+def fmt_metric(metric: str, v) -> str:
+    if v is None:
+        return "n/a"
+    return f"{100 * v:.2f}" if metric in _PERCENT else f"{v:.3f}" if metric == "ms_ssim" else f"{v:.2f}"
+
+
+def fmt_bd_rate(v) -> str:
+    return "n/a" if v is None else f"{v:+.2f}%"
+
+
+def fmt_bd_metric(metric: str, v) -> str:
+    if v is None:
+        return "n/a"
+    if metric in _PERCENT:
+        return f"{100 * v:+.2f} pp"
+    return f"{v:+.4f}" if metric == "ms_ssim" else f"{v:+.3f} dB"
+
+
+def _ms(v) -> str:
+    return "–" if v is None else f"{1000 * v:.1f}"
+
+
+def _slug(text: str) -> str:
+    s = "".join(c if c.isalnum() or c in "-_" else "-" for c in text).strip("-")
+    return s[-60:] or "results"
+
+
+# -- plots ---------------------------------------------------------------------
+
+def plot_group(group: list[dict], metric: str, reference: str, path: Path, title: str) -> None:
+    """One PNG, two panels: metric against whole-file bpp and against payload bpp."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend, Agg by default
+
+    fig = Figure(figsize=(11, 4.6))
+    scale = 100 if metric in _PERCENT else 1
+    for ax, rate in zip(fig.subplots(1, 2), _RATES):
+        for r in group:
+            x, y = _curve(r, rate, metric)
+            if not x:
+                continue
+            style = "o-" if r["kind"] == "model" else ".--"
+            lw = 2.2 if r["codec"] == reference else 1.3
+            ax.plot(x, [v * scale for v in y], style, lw=lw, label=r["label"] + (" (ref.)" if r["codec"] == reference else ""))
+        ax.set_xlabel(f"bits per pixel ({_RATES[rate]})")
+        ax.set_ylabel(_NAMES.get(metric, metric))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+# -- the document, rendered twice ----------------------------------------------
+
+def _md(blocks) -> str:
+    out = []
+    for b in blocks:
+        kind = b[0]
+        if kind in ("h1", "h2", "h3"):
+            out.append("#" * int(kind[1]) + " " + b[1])
+        elif kind == "p":
+            out.append(b[1])
+        elif kind == "warn":
+            out.append(f"> **Warning:** {b[1]}")
+        elif kind == "img":
+            out.append(f"![{b[2]}]({b[1]})")
+        elif kind == "table":
+            head, rows = b[1], b[2]
+            out.append("| " + " | ".join(head) + " |")
+            out.append("|" + "---|" * len(head))
+            out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+        out.append("")
+    return "\n".join(out)
+
+
+def _html(blocks, title: str) -> str:
+    e = html.escape
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title>",
+           "<style>body{font-family:sans-serif;max-width:1150px;margin:2em auto;padding:0 1em}"
+           "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+           "td:first-child,th:first-child{text-align:left}.warn{background:#fff4d6;padding:6px 10px;"
+           "border-left:4px solid #e0a800}img{max-width:100%}</style></head><body>"]
+    for b in blocks:
+        kind = b[0]
+        if kind in ("h1", "h2", "h3"):
+            out.append(f"<{kind}>{e(b[1])}</{kind}>")
+        elif kind == "p":
+            out.append(f"<p>{e(b[1])}</p>")
+        elif kind == "warn":
+            out.append(f"<p class='warn'><b>Warning:</b> {e(b[1])}</p>")
+        elif kind == "img":
+            out.append(f"<p><img src='{e(b[1])}' alt='{e(b[2])}'></p>")
+        elif kind == "table":
+            out.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in b[1]) + "</tr>")
+            out += ["<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in b[2]]
+            out.append("</table>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def write_report(results: list[dict], out_dir: str | os.PathLike, reference: str = REFERENCE) -> dict:
+    """Write ``report.md``, ``report.html``, ``report.json`` and the PNG plots into ``out_dir``.
+
+    Args:
+        results: result dicts (:func:`load_results`).
+        reference: codec the BD numbers are measured against (aliases allowed).
+
+    Returns:
+        The content of ``report.json``: per group, the BD and speed entries and the plot files.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    reference = ALIASES.get(reference, reference)
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["dataset"], r["task"]), []).append(r)
+    sources = sorted({r.get("_path", "") for r in results} - {""})
+    blocks = [("h1", "icm eval report"),
+              ("p", "Every number and curve below is read from the sweep result files"
+                    + (f" ({', '.join(Path(s).name for s in sources)})" if sources else "")
+                    + "; rates are means over images of bits per pixel, counting the whole file or only the "
+                      "coded payload; times are medians per image in milliseconds.")]
+    summary = {"reference": reference, "groups": []}
+    for (dataset, task), group in groups.items():
+        seen = {}
+        for r in group:
+            if r["codec"] in seen:
+                raise IcmError(f"two results for codec {r['codec']!r} on {dataset} / {task}: "
+                               f"{seen[r['codec']]} and {r.get('_path')}")
+            seen[r["codec"]] = r.get("_path")
+        group.sort(key=lambda r: (r["kind"] != "model", r["codec"]))
+        metrics = list(dict.fromkeys(m for r in group for m in r["metrics"]))
+        primary = group[0]["primary_metric"]
+        n = max(r["n_images"] for r in group)
+        slug = _slug(f"{dataset}-{task}")
+        entry = {"dataset": dataset, "task": task, "primary_metric": primary, "n_images": n,
+                 "codecs": [r["codec"] for r in group], "plots": [], "bd": [], "speed": []}
+        blocks += [("h2", f"{dataset} — {task}"),
+                   ("p", f"{n} image{'s' if n != 1 else ''}; codecs: {', '.join(r['label'] + ' (' + r['codec'] + ')' for r in group)}.")]
+        unc = next((r["uncompressed"] for r in group if r.get("uncompressed")), None)
+        if unc:
+            blocks.append(("p", "The classifier on the uncompressed images: "
+                           + ", ".join(f"{_NAMES.get(k, k)} {fmt_metric(k, v)}" for k, v in unc.items()) + "."))
+        if len({r["n_images"] for r in group}) > 1:
+            blocks.append(("warn", "the codecs were measured on different numbers of images: "
+                           + ", ".join(f"{r['codec']} {r['n_images']}" for r in group)))
+        blocks.append(("h3", "Rate–metric curves"))
+        for m in metrics:
+            png = f"{slug}-{_slug(m)}.png"
+            plot_group(group, m, reference, out / png, f"{dataset} — {_NAMES.get(m, m)}, mean over {n} image{'s' if n != 1 else ''}")
+            entry["plots"].append(png)
+            blocks.append(("img", png, f"{_NAMES.get(m, m)} against bpp"))
+
+        blocks.append(("h3", f"BD-rate and BD-{primary} against {reference}"))
+        ref = next((r for r in group if r["codec"] == reference), None)
+        if ref is None:
+            blocks.append(("warn", f"the reference {reference!r} is not among these results; "
+                           "no BD table (choose one with --reference)"))
+        else:
+            table, notes = [], []
+            for r in group:
+                if r is ref:
+                    continue
+                e_file = bd_entry(ref, r, "bpp", primary)
+                e_pay = bd_entry(ref, r, "payload_bpp", primary)
+                entry["bd"] += [e_file, e_pay]
+                table.append([r["label"] + f" ({r['codec']})", fmt_bd_rate(e_file["bd_rate_pct"]),
+                              fmt_bd_metric(primary, e_file["bd_metric"]), fmt_bd_rate(e_pay["bd_rate_pct"]),
+                              fmt_bd_metric(primary, e_pay["bd_metric"]),
+                              "n/a" if e_file["overlap"] is None else f"{100 * e_file['overlap']:.0f}%"])
+                if e_file["note"] and e_file["note"] == e_pay["note"]:
+                    notes.append(f"{r['codec']}: {e_file['note']}")
+                else:
+                    notes += [f"{r['codec']} ({_RATES[e['rate']]} bpp): {e['note']}" for e in (e_file, e_pay) if e["note"]]
+            blocks.append(("p", f"Negative BD-rate: fewer bits than {ref['label']} for the same "
+                                f"{_NAMES.get(primary, primary)}; BD-{primary}: difference at the same rate. "
+                                "pchip interpolation over the overlapping range; points that do not beat a "
+                                "cheaper point of their own curve are left out."))
+            blocks.append(("table", ["codec", "BD-rate (file)", f"BD-{primary} (file)", "BD-rate (payload)",
+                                     f"BD-{primary} (payload)", "overlap"], table))
+            blocks += [("warn", n_) for n_ in dict.fromkeys(notes)]
+
+        blocks.append(("h3", "Speed (median ms per image)"))
+        speed_rows = []
+        for r in group:
+            s = speed_entry(r)
+            entry["speed"].append(s)
+            speed_rows.append([r["codec"], _ms(s["encode_s_median"]), _ms(s["decode_s_median"]),
+                               _ms(s["task_s_median"]), _ms(s["decode_task_s_median"]), _ms(s["analyze_s_median"])])
+        blocks.append(("table", ["codec", "encode", "decode to pixels", "task on pixels",
+                                 "decode + task on pixels", "task from bitstream"], speed_rows))
+        machines = sorted({r.get("machine", "?") for r in group})
+        blocks.append(("p", f"Measured on {'; '.join(machines)}. Times from one sweep compare; across machines they do not."))
+
+        blocks.append(("h3", "Points"))
+        for r in group:
+            head = ["quality", "bpp", "payload bpp", *(_NAMES.get(m, m) for m in r["metrics"]), "encode ms",
+                    "decode ms" if any("decode_s_median" in p for p in r["points"]) else "analyze ms"]
+            rows = [[p["quality"], f"{p['bpp']:.4f}", f"{p['payload_bpp']:.4f}",
+                     *(fmt_metric(m, p.get(m)) for m in r["metrics"]), _ms(p.get("encode_s_median")),
+                     _ms(p.get("decode_s_median", p.get("analyze_s_median")))] for p in r["points"]]
+            blocks += [("p", f"{r['label']} ({r['codec']}), settings: {json.dumps(r['settings'], sort_keys=True)}"),
+                       ("table", head, rows)]
+        summary["groups"].append(entry)
+
+    (out / "report.md").write_text(_md(blocks))
+    (out / "report.html").write_text(_html(blocks, "icm eval report"))
+    (out / "report.json").write_text(json.dumps(summary, indent=1))
+    return summary

