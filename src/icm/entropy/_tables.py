@@ -25,7 +25,8 @@ class TableModule(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.register_buffer("_table_freqs", torch.zeros(0, 0, dtype=torch.int32))
+        # All tables back to back (each: its regular entries, then the escape).
+        self.register_buffer("_table_freqs", torch.zeros(0, dtype=torch.int32))
         self.register_buffer("_table_lengths", torch.zeros(0, dtype=torch.int32))
         self.register_buffer("_table_offsets", torch.zeros(0, dtype=torch.int32))
         self.register_buffer("_table_stamp", torch.zeros(1, dtype=torch.int64))
@@ -59,16 +60,16 @@ class TableModule(nn.Module):
         if int(self._table_stamp.item()) != stamp or self._table_freqs.numel() == 0:
             t = self._build_tables()
             dev = self._table_stamp.device
-            self._table_freqs = torch.from_numpy(t.freqs).to(dev)
+            self._table_freqs = torch.from_numpy(t.packed_freqs()).to(dev)
             self._table_lengths = torch.from_numpy(t.lengths).to(dev)
             self._table_offsets = torch.from_numpy(t.offsets).to(dev)
             self._table_stamp.fill_(stamp)
             self._models_cache = None
         if self._models_cache is None or self._models_cache[0] != stamp:
-            tables = CodingTables(
-                freqs=self._table_freqs.cpu().numpy().astype(np.int32),
-                lengths=self._table_lengths.cpu().numpy().astype(np.int32),
-                offsets=self._table_offsets.cpu().numpy().astype(np.int32),
+            tables = CodingTables.from_packed(
+                self._table_freqs.cpu().numpy().astype(np.int32),
+                self._table_lengths.cpu().numpy().astype(np.int32),
+                self._table_offsets.cpu().numpy().astype(np.int32),
             )
             self._models_cache = (stamp, tables, tables.models())
         return self._models_cache[1], self._models_cache[2]

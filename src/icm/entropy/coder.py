@@ -80,6 +80,27 @@ class CodingTables:
             offsets=np.array(offsets, dtype=np.int32),
         )
 
+    def packed_freqs(self) -> np.ndarray:
+        """The tables back to back without padding (the form kept in state dicts)."""
+        return np.concatenate([self.freqs[k, : int(n) + 1] for k, n in enumerate(self.lengths)]).astype(np.int32)
+
+    @staticmethod
+    def from_packed(packed: np.ndarray, lengths: np.ndarray, offsets: np.ndarray) -> "CodingTables":
+        """Inverse of :meth:`packed_freqs`.
+
+        Raises:
+            ValueError: the packed array does not hold exactly the tables ``lengths`` describe.
+        """
+        sizes = lengths.astype(np.int64) + 1
+        if packed.ndim != 1 or packed.size != int(sizes.sum()):
+            raise ValueError(f"packed tables hold {packed.size} entries, lengths describe {int(sizes.sum())}")
+        freqs = np.zeros((len(lengths), int(sizes.max()) if len(sizes) else 0), dtype=np.int32)
+        start = 0
+        for k, n in enumerate(sizes.tolist()):
+            freqs[k, :n] = packed[start : start + n]
+            start += n
+        return CodingTables(freqs=freqs, lengths=lengths.astype(np.int32), offsets=offsets.astype(np.int32))
+
     def __len__(self) -> int:
         return int(self.freqs.shape[0])
 
