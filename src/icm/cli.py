@@ -99,6 +99,37 @@ def _cmd_decompress(args) -> int:
     return 0
 
 
+def _cmd_analyze(args) -> int:
+    import torch
+
+    from . import codec
+
+    if args.top < 1:
+        raise IcmError(f"--top must be at least 1, not {args.top}")
+    for path in _progress(args.files, "analyze"):
+        try:
+            f = codec.read(path)
+            res = codec.analyze(f, task=args.task)
+        except IcmError as e:  # name the file: many may be given
+            raise IcmError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
+        model = res["model"]
+        probs = torch.softmax(res["output"][0].float(), dim=0)
+        k = min(args.top, probs.numel())
+        values, indices = probs.topk(k)
+        names = getattr(model, "class_names", None) or ()
+        top = [{"index": int(i), "label": names[i] if i < len(names) else str(int(i)), "prob": round(float(v), 6)}
+               for v, i in zip(values, indices)]
+        if args.json:
+            print(json.dumps({"file": str(path), "model": model.model_name, "quality": f.header.quality,
+                              "bytes": f.size, "bpp": round(f.bpp, 6), "task": res["task"], f"top{args.top}": top}))
+        else:
+            print(f"{path}: {model.model_name} q{f.header.quality}, {f.header.width}x{f.header.height}, "
+                  f"{f.size} bytes, {f.bpp:.4f} bpp")
+            for rank, t in enumerate(top, 1):
+                print(f"  {rank}. {t['label']}  {t['prob']:.4f}")
+    return 0
+
+
 def _cmd_info(args) -> int:
     from . import codec
     from .models import model_info_by_id
@@ -167,6 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("files", nargs="+", metavar="FILE.icm")
     s.add_argument("-o", "--output", metavar="IMAGE", help="output image (one input only; default FILE.png)")
     s.set_defaults(func=_cmd_decompress)
+
+    s = sub.add_parser("analyze", help="task results (classification) straight from .icm files, no pixels")
+    s.add_argument("files", nargs="+", metavar="FILE.icm")
+    s.add_argument("--task", default="classify", choices=("classify", "detect", "segment"))
+    s.add_argument("--json", action="store_true",
+                   help='one JSON object per line: {"file", "model", "quality", "bytes", "bpp", "task", "top5"}')
+    s.add_argument("--top", type=int, default=5, metavar="K", help="classes to report (default 5; JSON key topK)")
+    s.set_defaults(func=_cmd_analyze)
 
     s = sub.add_parser("info", help="model, quality, size, bytes and bpp of .icm files")
     s.add_argument("files", nargs="+", metavar="FILE.icm")

@@ -39,8 +39,18 @@ def save_image(x: torch.Tensor, path: str | os.PathLike) -> None:
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """``(1, C, H, W)`` or ``(C, H, W)`` in ``[0, 1]`` → ``uint8 (H, W, C)``, or ``(H, W)`` for one channel."""
     x = x[0] if x.dim() == 4 else x
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    out = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return out[..., 0] if out.shape[-1] == 1 else out
+
+
+def to_model_channels(model, x: torch.Tensor) -> torch.Tensor:
+    """RGB ``(B, 3, H, W)`` → the model's input channels (greyscale models take BT.601 luma)."""
+    if getattr(model, "in_channels", 3) == 1 and x.dim() == 4 and x.shape[1] == 3:
+        w = x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        return (x * w).sum(dim=1, keepdim=True)
+    return x
 
 
 @functools.lru_cache(maxsize=16)
@@ -50,9 +60,10 @@ def get_model(name: str, quality: int):
 
 
 def encode(model, x: torch.Tensor) -> list[bytes]:
-    """Code a batch ``(B, 3, H, W)`` into one ``.icm`` file per image."""
+    """Code a batch ``(B, 3, H, W)`` into one ``.icm`` file per image (greyscale
+    models code its luma)."""
     info = model_info(model.model_name)
-    coded = model.compress(x)
+    coded = model.compress(to_model_channels(model, x))
     h, w = coded.image_size
     header = bitstream.Header(info.model_id, model.quality, h, w)
     return [bitstream.pack(header, s) for s in coded.strings]
@@ -101,3 +112,34 @@ def decode(data: bytes | bitstream.IcmFile, model=None, pixels: bool = True) -> 
         raise BitstreamError(f"corrupted .icm payload: {e}") from None
     out.update(file=f, model=model)
     return out
+
+
+def analyze(data: bytes | bitstream.IcmFile, model=None, task: str | None = None) -> dict:
+    """Run an analysis task straight from ``.icm`` bytes (no pixels are made).
+
+    Returns:
+        ``{"output", "task", "file", "model"}``; for ``classify`` the output is
+        logits ``(1, classes)``.
+
+    Raises:
+        IcmError: the file's model has no analysis tasks, or not ``task``.
+        BitstreamError: the file is malformed.
+    """
+    f = data if isinstance(data, bitstream.IcmFile) else bitstream.unpack(data)
+    info = model_info_by_id(f.header.model_id)
+    if info is not None and not info.tasks:
+        raise IcmError(f"model {info.name!r} has no analysis tasks; use icm decompress")
+    if info is not None and task is not None and task not in info.tasks:
+        raise IcmError(f"model {info.name!r} does not run task {task!r} (its tasks: {', '.join(info.tasks)})")
+    model = model_for(f.header, model)
+    if len(f.sections) != model.num_sections:
+        raise BitstreamError(f"{model.model_name} files have {model.num_sections} sections, this one has {len(f.sections)}")
+    task = task or model.tasks[0]
+    compressed = Compressed([f.sections], (f.header.height, f.header.width))
+    try:
+        output = model.analyze(compressed, task=task)
+    except ValueError as e:
+        if isinstance(e, IcmError):
+            raise
+        raise BitstreamError(f"corrupted .icm payload: {e}") from None
+    return {"output": output, "task": task, "file": f, "model": model}

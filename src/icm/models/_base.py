@@ -34,14 +34,20 @@ class ImageCodec(nn.Module):
     :meth:`analysis` and :meth:`synthesis`; ``self.latent`` is a latent codec
     with ``forward`` / ``compress`` / ``decompress``.
 
-    Inputs are RGB batches ``(B, 3, H, W)`` with values in ``[0, 1]`` and any
-    ``H, W >= 1``: they are padded (edge replication) to a multiple of
-    ``stride`` and outputs are cropped back.
+    Inputs are batches ``(B, in_channels, H, W)`` (RGB unless a model says
+    otherwise) with values in ``[0, 1]`` and any ``H, W >= 1``: they are padded
+    (edge replication) to a multiple of ``stride`` and outputs are cropped back.
+
+    A model that runs analysis tasks on the decoded latent lists them in
+    ``tasks`` and implements :meth:`analyze_latent`; :meth:`analyze` then
+    decodes a bitstream straight into task outputs, without pixels.
     """
 
     stride: int = 64
+    in_channels: int = 3
     num_sections: int = 2
     has_pixel_decoder: bool = True
+    tasks: tuple[str, ...] = ()
     model_name: str = ""
     quality: int = 0
 
@@ -50,6 +56,10 @@ class ImageCodec(nn.Module):
         raise NotImplementedError
 
     def synthesis(self, y_hat: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def analyze_latent(self, y_hat: Tensor, task: str) -> Tensor:
+        """Output of ``task`` (one of ``tasks``) on a decoded latent."""
         raise NotImplementedError
 
     # -- shared --------------------------------------------------------------
@@ -66,8 +76,10 @@ class ImageCodec(nn.Module):
         return (-(-h // self.stride), -(-w // self.stride))
 
     def _check_input(self, x: Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected an RGB batch (B, 3, H, W), got shape {tuple(x.shape)}")
+        c = self.in_channels
+        if x.dim() != 4 or x.shape[1] != c:
+            kind = {3: "an RGB", 1: "a greyscale"}.get(c, f"a {c}-channel")
+            raise ValueError(f"expected {kind} batch (B, {c}, H, W), got shape {tuple(x.shape)}")
 
     def forward(self, x: Tensor) -> dict:
         """Returns ``{"x_hat", "y_hat", "likelihoods": {"y", "z"}}``; ``x_hat`` is
@@ -82,7 +94,7 @@ class ImageCodec(nn.Module):
 
     @torch.no_grad()
     def compress(self, x: Tensor) -> Compressed:
-        """Code a batch of images ``(B, 3, H, W)`` in ``[0, 1]``."""
+        """Code a batch of images ``(B, in_channels, H, W)`` in ``[0, 1]``."""
         self._check_input(x)
         coded = self.latent.compress(self.analysis(self.pad(x)))
         return Compressed(coded.strings, tuple(x.shape[-2:]))
@@ -103,3 +115,25 @@ class ImageCodec(nn.Module):
             h, w = compressed.image_size
             out["x_hat"] = self.synthesis(y_hat)[..., :h, :w].clamp(0, 1)
         return out
+
+    @torch.no_grad()
+    def analyze(self, compressed: Compressed, task: str | None = None) -> Tensor:
+        """Decode the latent and run an analysis task on it; no pixels are made.
+
+        Args:
+            task: one of ``tasks`` (default: the first).
+
+        Returns:
+            The task's output for the batch (``classify``: logits ``(B, classes)``).
+
+        Raises:
+            ValueError: the model has no analysis tasks, or not this one.
+        """
+        if not self.tasks:
+            raise ValueError(f"model {self.model_name!r} has no analysis tasks")
+        task = task or self.tasks[0]
+        if task not in self.tasks:
+            raise ValueError(f"model {self.model_name!r} does not run task {task!r} (its tasks: {', '.join(self.tasks)})")
+        device = next(self.parameters()).device
+        y_hat = self.latent.decompress(compressed.strings, self.latent_shape(compressed.image_size), device=device)
+        return self.analyze_latent(y_hat, task)

@@ -61,7 +61,7 @@ def register_model(name: str, *, model_id: int, qualities, description: str = ""
 
 def _ensure_loaded() -> None:
     # Importing the family modules registers them.
-    from . import hyperprior  # noqa: F401
+    from . import bai2022, hyperprior  # noqa: F401
 
 
 def list_models() -> list[str]:

@@ -7,6 +7,7 @@ A recipe has four sections (see ``configs/``)::
     optim:   {lr: 3e-4, final_lr_ratio: 0.1, clip: 1.0}
     trainer: {max_steps: 8000, val_every: 1000, out_dir: runs/hyperprior-q3, threads: 1, seed: 0}
 
+``bai2022`` recipes add ``step`` and ``loss`` (see :mod:`icm.train.bai2022`).
 Every key of ``trainer`` beyond ours goes to ``lightning.Trainer`` as is
 (``accelerator``, ``devices``, ``strategy: ddp``, ``num_nodes``, …).
 """
@@ -51,7 +52,7 @@ def _load_init(model, path: str) -> None:
 
 
 def build(cfg: dict):
-    """Model, LightningModule and data loaders of a recipe."""
+    """Model, LightningModule and data loaders of a recipe (``bai2022`` recipes: :mod:`.bai2022`)."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -61,6 +62,10 @@ def build(cfg: dict):
 
     m, d, o, t = cfg["model"], cfg["data"], cfg["optim"], cfg["trainer"]
     info = model_info(m["name"])
+    if info.name.split("-")[0] == "bai2022":
+        from .bai2022 import build as build_bai2022
+
+        return build_bai2022(cfg)
     model = create_model(info.name, quality=m.get("quality"), pretrained=False, **m.get("kwargs", {}))
     if m.get("init"):
         _load_init(model, m["init"])
@@ -101,7 +106,7 @@ def run(cfg: dict, max_steps: int | None = None) -> Path:
         max_steps=int(t.get("max_steps", 10000)),
         val_check_interval=int(t.get("val_every", 1000)),
         check_val_every_n_epoch=None,
-        limit_val_batches=len(val_loader),
+        limit_val_batches=len(val_loader) if val_loader is not None else 0,
         callbacks=[ckpt],
         logger=CSVLogger(out, name="logs"),
         gradient_clip_val=1.0,
