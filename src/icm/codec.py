@@ -101,17 +101,21 @@ def decode(data: bytes | bitstream.IcmFile, model=None, pixels: bool = True) -> 
     """Decode ``.icm`` bytes: ``{"y_hat", "x_hat" (with pixels), "file", "model"}``."""
     f = data if isinstance(data, bitstream.IcmFile) else bitstream.unpack(data)
     model = model_for(f.header, model)
+    out = _on_payload(f, model, lambda c: model.decompress(c, pixels=pixels))
+    out.update(file=f, model=model)
+    return out
+
+
+def _on_payload(f: bitstream.IcmFile, model, run):
+    """``run(Compressed)`` on a parsed file; payload errors become :class:`BitstreamError`."""
     if len(f.sections) != model.num_sections:
         raise BitstreamError(f"{model.model_name} files have {model.num_sections} sections, this one has {len(f.sections)}")
-    compressed = Compressed([f.sections], (f.header.height, f.header.width))
     try:
-        out = model.decompress(compressed, pixels=pixels)
+        return run(Compressed([f.sections], (f.header.height, f.header.width)))
     except ValueError as e:
         if isinstance(e, IcmError):
             raise
         raise BitstreamError(f"corrupted .icm payload: {e}") from None
-    out.update(file=f, model=model)
-    return out
 
 
 def analyze(data: bytes | bitstream.IcmFile, model=None, task: str | None = None) -> dict:
@@ -132,14 +136,6 @@ def analyze(data: bytes | bitstream.IcmFile, model=None, task: str | None = None
     if info is not None and task is not None and task not in info.tasks:
         raise IcmError(f"model {info.name!r} does not run task {task!r} (its tasks: {', '.join(info.tasks)})")
     model = model_for(f.header, model)
-    if len(f.sections) != model.num_sections:
-        raise BitstreamError(f"{model.model_name} files have {model.num_sections} sections, this one has {len(f.sections)}")
     task = task or model.tasks[0]
-    compressed = Compressed([f.sections], (f.header.height, f.header.width))
-    try:
-        output = model.analyze(compressed, task=task)
-    except ValueError as e:
-        if isinstance(e, IcmError):
-            raise
-        raise BitstreamError(f"corrupted .icm payload: {e}") from None
+    output = _on_payload(f, model, lambda c: model.analyze(c, task=task))
     return {"output": output, "task": task, "file": f, "model": model}
