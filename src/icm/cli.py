@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"icm: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("icm: interrupted", file=sys.stderr)
+        print("icm: interrupted (icm eval caches finished results: run it again to resume)", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0

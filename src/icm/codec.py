@@ -13,13 +13,13 @@ from .errors import BitstreamError, IcmError
 from .models import Compressed, create_model, model_info, model_info_by_id
 
 
-def load_image(path: str | os.PathLike) -> torch.Tensor:
-    """Read an image file as an RGB batch ``(1, 3, H, W)`` in ``[0, 1]``."""
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as ``uint8`` RGB ``(H, W, 3)``; :class:`IcmError` if it cannot be read."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))  # writable, C-contiguous
     except FileNotFoundError:
         raise IcmError(f"no such file: {path}") from None
     except IsADirectoryError:
@@ -28,7 +28,11 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
         raise IcmError(f"{path} declares more pixels than Pillow's decompression-bomb limit") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise IcmError(f"cannot read {path} as an image ({e.__class__.__name__})") from None
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float().div(255.0)
+
+
+def load_image(path: str | os.PathLike) -> torch.Tensor:
+    """Read an image file as an RGB batch ``(1, 3, H, W)`` in ``[0, 1]``."""
+    return torch.from_numpy(read_rgb(path)).permute(2, 0, 1)[None].float().div(255.0)
 
 
 def save_image(x: torch.Tensor, path: str | os.PathLike) -> None:

@@ -179,17 +179,9 @@ def _print_summary(summary: dict, report_dir) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m icm.eval.cli ARGS`` (same as ``icm eval ARGS``)."""
-    parser = argparse.ArgumentParser(prog="icm")
-    add_eval_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["eval", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args) or 0)
-    except IcmError as e:
-        print(f"icm: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("icm: interrupted (finished results are cached; run again to resume)", file=sys.stderr)
-        return 130
+    from ..cli import main as icm_main
+
+    return icm_main(["eval", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

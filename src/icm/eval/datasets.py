@@ -42,6 +42,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..codec import read_rgb  # noqa: F401  (datasets read images the way the CLI does)
 from ..errors import IcmError
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -102,21 +103,6 @@ def image_digest(image: np.ndarray) -> str:
     h = hashlib.sha256(repr(image.shape).encode())
     h.update(np.ascontiguousarray(image, dtype=np.uint8).tobytes())
     return h.hexdigest()
-
-
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as ``uint8`` RGB ``(H, W, 3)``; :class:`IcmError` if it cannot be read."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return np.array(im.convert("RGB"))  # writable, C-contiguous
-    except FileNotFoundError:
-        raise IcmError(f"no such file: {path}") from None
-    except Image.DecompressionBombError:
-        raise IcmError(f"{path} declares more pixels than Pillow's decompression-bomb limit") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise IcmError(f"cannot read {path} as an image ({e.__class__.__name__})") from None
 
 
 # -- idx (MNIST) files ---------------------------------------------------------
