@@ -378,6 +378,26 @@ def test_run_step1_then_step2_from_its_checkpoint(fmnist_root, tmp_path):
     assert "val/bpp" in next((tmp_path / "s2").rglob("metrics.csv")).read_text()
 
 
+def test_step0_pixel_classifier_trains_only_encoder_and_transformer(fmnist_root):
+    from icm.train.run import build
+
+    cfg = _fmnist_cfg(fmnist_root, step=0)
+    model, module, train_loader, _ = build(cfg)
+    frozen = ("latent.", "tap_proj.", "fuse.", "decoder.")
+    for n, p in model.named_parameters():
+        assert p.requires_grad == (not n.startswith(frozen)), n
+    calls = []
+    hook = model.decoder.register_forward_pre_hook(lambda m, a: calls.append(1))
+    x, y = next(iter(train_loader))
+    terms = module.loss((x, y))
+    hook.remove()
+    assert not calls and set(terms) == {"loss", "ce", "acc"} and terms["loss"] == terms["ce"]
+    model.eval()
+    torch.testing.assert_close(model.classify_pixels(x), model.classify(model.analysis(model.pad(x))))
+    before, after = _train_and_compare(_fmnist_cfg(fmnist_root, step=0), 24)
+    assert after < 0.8 * before, (before, after)
+
+
 def test_unknown_step_and_data_kind_raise(fmnist_root):
     from icm.train.run import build
 
@@ -397,12 +417,18 @@ def test_config_parses_and_builds(path, fmnist_root, imagefolder_root):
 
     cfg = load_config(path)
     step = cfg["step"]
-    assert step in (1, 2) and cfg["model"]["name"] in BAI
+    assert step in (0, 1, 2) and cfg["model"]["name"] in BAI
     q = cfg["model"]["quality"]
     assert q in model_info(cfg["model"]["name"]).qualities
-    alpha, beta = cfg["loss"]["alpha"], cfg["loss"]["beta"]
-    assert (alpha, beta) == ((1.0, 0.001) if step == 1 else QUALITIES[q])
-    assert "SEEDS.md" in path.read_text()
+    if step == 0:  # the pixel-domain baseline: step 1's budget and optimiser, CE only
+        step1 = load_config(path.with_name("fmnist-step1.yaml"))
+        assert cfg["optim"] == step1["optim"] and cfg["data"] == step1["data"]
+        assert cfg["trainer"]["max_steps"] == step1["trainer"]["max_steps"]
+        alpha, beta = 1.0, 0.001  # unused by step 0
+    else:
+        alpha, beta = cfg["loss"]["alpha"], cfg["loss"]["beta"]
+        assert (alpha, beta) == ((1.0, 0.001) if step == 1 else QUALITIES[q])
+        assert "SEEDS.md" in path.read_text()
     if step == 2:
         assert cfg["model"]["init"].endswith("last.ckpt") and cfg["optim"]["clip"] == 1.0
     if cfg["data"]["kind"] == "imagefolder":

@@ -383,8 +383,15 @@ def test_demo(run_cli, tmp_path):
     assert png.is_file()
     with Image.open(png) as im:
         assert im.size[0] > 0 and im.size[1] > 0
-    assert len(list(out.glob("*.icm"))) == len(shipped_qualities("hyperprior")) * 4
+    from icm.demo import sample_paths
+
+    stems = {p.stem for p in sample_paths()}
+    photos = [p for p in out.glob("*.icm") if p.stem.rsplit("-q", 1)[0] in stems]
+    assert len(photos) == len(shipped_qualities("hyperprior")) * len(stems) == len(stems) * 4
     assert "median PSNR gain over JPEG" in r.out
+    fmnist = shipped_qualities("bai2022-fmnist")
+    assert len(list(out.glob("*.icm"))) == len(photos) + 10 * len(fmnist)
+    assert ("Fashion-MNIST" in r.out) == bool(fmnist)
 
 
 def test_demo_without_weights_is_one_line(run_cli, tmp_path):

@@ -159,7 +159,7 @@ def _cmd_info(args) -> int:
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(out_dir=args.out_dir, quality=args.quality)
+    return run_demo(out_dir=args.out_dir, quality=args.quality, model_name=args.model)
 
 
 def _cmd_train(args) -> int:
@@ -212,8 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="one JSON object per line")
     s.set_defaults(func=_cmd_info)
 
-    s = sub.add_parser("demo", help="code the bundled sample photos with the shipped weights; compare with JPEG")
+    s = sub.add_parser("demo", help="the shipped models on bundled images: photos beside JPEG, "
+                                    "Fashion-MNIST classified from the bitstream")
     s.add_argument("--out-dir", default="icm-demo", metavar="DIR")
+    s.add_argument("-m", "--model", default=None, choices=("hyperprior", "bai2022-fmnist"),
+                   help="only this model's demo (default: every model with shipped weights)")
     s.add_argument("-q", "--quality", type=int, default=None, help="only this quality (default: all shipped)")
     s.set_defaults(func=_cmd_demo)
 

@@ -1,9 +1,15 @@
-"""``icm demo``: the shipped codec on the bundled sample photos, beside JPEG.
+"""``icm demo``: the shipped codecs on bundled images.
 
-For every sample and every shipped quality: code to a real ``.icm`` file,
-decode it, measure PSNR, then find the JPEG (Pillow, 4:2:0) whose whole file
-is as large as ours or just smaller and measure it too.  Prints a table and
-writes a side-by-side PNG (original | icm | JPEG) a person can look at.
+Photos (``hyperprior``): for every sample and every shipped quality, code to
+a real ``.icm`` file, decode it, measure PSNR, then find the JPEG (Pillow,
+4:2:0) whose whole file is as large as ours or just smaller and measure it
+too.  Prints a table and writes a side-by-side PNG (original | icm | JPEG).
+
+Fashion-MNIST (``bai2022-fmnist``): one held-out test image per class is
+coded at every shipped quality; the class is read straight from the
+bitstream (entropy decoding + Transformer, no pixel decoder) and the picture
+is then decompressed for a person.  Prints a table and writes a grid PNG
+(original | reconstruction at each quality, with the predicted class).
 """
 
 from __future__ import annotations
@@ -23,6 +29,15 @@ def sample_paths() -> list[Path]:
     """The bundled sample photos (held out from all training)."""
     root = resources.files("icm.samples")
     return sorted(Path(str(p)) for p in root.iterdir() if p.name.endswith(".png"))
+
+
+def fashion_mnist_samples() -> list[tuple[Path, int, str]]:
+    """The bundled Fashion-MNIST test images: ``(path, label, class name)``, one per class."""
+    import json
+
+    root = resources.files("icm.samples.fashion_mnist")
+    meta = json.loads(root.joinpath("samples.json").read_text())["images"]
+    return [(Path(str(root.joinpath(name))), m["label"], m["class"]) for name, m in sorted(meta.items())]
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -87,8 +102,7 @@ def _side_by_side(rows: list[list[np.ndarray]], path: Path, gap: int = 6) -> Non
     Image.fromarray(canvas).save(path)
 
 
-def run_demo(out_dir: str = "icm-demo", quality: int | None = None, model_name: str = "hyperprior") -> int:
-    from . import codec
+def _shipped(model_name: str, quality: int | None) -> list[int]:
     from .models import has_weights, model_info
 
     info = model_info(model_name)
@@ -99,6 +113,78 @@ def run_demo(out_dir: str = "icm-demo", quality: int | None = None, model_name: 
         qualities = [quality]
     if not qualities:
         raise IcmError(f"no shipped weights for {model_name}")
+    return qualities
+
+
+DEMOS = ("hyperprior", "bai2022-fmnist")
+
+
+def run_demo(out_dir: str = "icm-demo", quality: int | None = None, model_name: str | None = None) -> int:
+    """Run the demo of ``model_name`` (one of :data:`DEMOS`), or of every one with shipped weights."""
+    from .models import has_weights, model_info
+
+    if model_name is None:
+        names = [n for n in DEMOS if any(has_weights(n, q) for q in model_info(n).qualities)]
+    elif model_name in DEMOS:
+        names = [model_name]
+    else:
+        raise IcmError(f"no demo for model {model_name!r}; demos: {', '.join(DEMOS)}")
+    for i, name in enumerate(names):
+        if i:
+            print()
+        (photo_demo if name == "hyperprior" else fashion_mnist_demo)(out_dir, quality, name)
+    return 0
+
+
+def fashion_mnist_demo(out_dir: str, quality: int | None, model_name: str = "bai2022-fmnist") -> None:
+    """compress → analyze (no pixels) → decompress on the bundled Fashion-MNIST images."""
+    from . import codec
+
+    qualities = _shipped(model_name, quality)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    samples = fashion_mnist_samples()
+    print(f"icm demo: {model_name} at qualities {qualities} on {len(samples)} Fashion-MNIST test images "
+          "(held out from training): class from the bitstream, then pixels")
+    print(f"{'image':<16}{'class':<13}" + "".join(f"| q{q}: {'bytes':>5} {'predicted':<12}{'PSNR':>6} " for q in qualities))
+    rows, right, total = [], {q: 0 for q in qualities}, {q: 0 for q in qualities}
+    scale = 4
+    for path, label, name in samples:
+        x = codec.load_image(path)
+        ref = codec.to_uint8(x)[..., 0]
+        line = f"{path.stem:<16}{name:<13}"
+        row = [_label(_big(ref, scale), "original")]
+        for q in qualities:
+            model = codec.get_model(model_name, q)
+            data = codec.encode(model, x)[0]
+            (out / f"{path.stem}-q{q}.icm").write_bytes(data)
+            logits = codec.analyze(data, task="classify")["output"]
+            pred = int(logits.argmax(dim=1))
+            rec = codec.to_uint8(codec.decode(data)["x_hat"])
+            ok = pred == label
+            right[q] += ok
+            total[q] += len(data)
+            line += f"| {len(data):>8} {model.class_names[pred][:11]:<11}{'✓' if ok else '✗'}{psnr(ref, rec):>6.2f} "
+            row.append(_label(_big(rec, scale), f"q{q} {len(data)}B {'ok' if ok else 'WRONG'}"))
+        print(line)
+        rows.append(row)
+    print("\n" + "; ".join(f"q{q}: {right[q]}/{len(samples)} right, {8 * total[q] / len(samples):.0f} bits per image "
+                            "(whole file)" for q in qualities))
+    png = out / "fashion_mnist.png"
+    _side_by_side(rows, png)
+    print(f"wrote {png} and the .icm files to {out}/")
+
+
+def _big(grey: np.ndarray, scale: int) -> np.ndarray:
+    """A greyscale picture as RGB, enlarged ``scale``× (nearest) so a person can see it."""
+    return np.repeat(np.repeat(np.repeat(grey[..., None], 3, axis=2), scale, axis=0), scale, axis=1)
+
+
+def photo_demo(out_dir: str, quality: int | None, model_name: str = "hyperprior") -> None:
+    """The photo demo: ``model_name`` beside JPEG at the same file size."""
+    from . import codec
+
+    qualities = _shipped(model_name, quality)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     samples = sample_paths()
@@ -132,4 +218,3 @@ def run_demo(out_dir: str = "icm-demo", quality: int | None = None, model_name: 
     _side_by_side(rows, png)
     print(f"\nmedian PSNR gain over JPEG at the same or smaller size: {np.median(gains):+.2f} dB")
     print(f"wrote {png} and the .icm files to {out}/", file=sys.stdout)
-    return 0

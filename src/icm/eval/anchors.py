@@ -19,7 +19,10 @@ jxl          JPEG XL (libjxl), imagecodecs         quality 0–99 → distance
 ===========  ====================================  ==========================
 
 Every encoder and decoder runs on one thread, so that timings compare like
-with like (parallelise over images instead).  The only anchor that takes
+with like (parallelise over images instead).  A greyscale image (three equal
+channels, e.g. Fashion-MNIST) is coded as one channel wherever the format has
+a monochrome mode — JPEG, AVIF and HEVC 4:0:0, JPEG XL greyscale — so no bits
+go to flat chroma; WebP (VP8 has no such mode) and VVC code it as colour.  The only anchor that takes
 Y'CbCr from us is VVC; its conversion is :mod:`icm.eval.colour` (BT.601 full
 range, the matrix JPEG, libheif and libavif use internally).
 
@@ -78,6 +81,16 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def is_grey(img: np.ndarray) -> bool:
+    """Whether a ``(H, W, 3)`` image has three equal channels."""
+    return bool(np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 0], img[..., 2]))
+
+
+def _rgb(arr: np.ndarray) -> np.ndarray:
+    """A decoded ``(H, W)`` greyscale picture as ``(H, W, 3)``; colour passes through."""
+    return np.ascontiguousarray(np.repeat(arr[..., None], 3, axis=2)) if arr.ndim == 2 else arr
+
+
 def _check_image(img: np.ndarray) -> np.ndarray:
     img = np.asarray(img)
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
@@ -114,6 +127,7 @@ class Anchor:
     module: str = ""  # import name of that package
     fmt: str = ""  # payload format (icm.eval.payload.sniff names)
     even_sides: bool = False  # the format codes even sides only: odd sources are padded, decode crops
+    monochrome: bool = False  # greyscale input is coded as one channel (``_encode`` gets ``(H, W)``)
 
     def check(self) -> None:
         """Raise :class:`IcmError` naming the package to install if this anchor cannot run."""
@@ -132,7 +146,10 @@ class Anchor:
     def encode(self, img: np.ndarray, quality) -> bytes:
         """Code ``img`` (uint8 (H, W, 3) RGB) at ``quality`` (see ``quality_param``) to a whole file."""
         self.check()
-        return self._encode(_check_image(img), self._check_quality(quality))
+        img = _check_image(img)
+        if self.monochrome and is_grey(img):
+            img = np.ascontiguousarray(img[..., 0])
+        return self._encode(img, self._check_quality(quality))
 
     def decode(self, data: bytes, size: tuple[int, int] | None = None) -> np.ndarray:
         """Decode a file made by :meth:`encode` to uint8 (H, W, 3) RGB.
@@ -162,7 +179,8 @@ class Anchor:
         """The exact encoder settings, for the JSON report (never raises for a missing package)."""
         return {"name": self.name, "label": self.label, "package": self.package,
                 "package_version": _version(self.package), "quality_param": self.quality_param,
-                "qualities": list(self.qualities), "threads": 1, **self._settings()}
+                "qualities": list(self.qualities), "threads": 1,
+                "greyscale_input": "one channel" if self.monochrome else "coded as colour", **self._settings()}
 
     def _settings(self) -> dict:
         return {}
@@ -217,6 +235,7 @@ class JPEG(_PillowAnchor):
     """Baseline JPEG through Pillow (libjpeg-turbo) with optimised Huffman tables."""
 
     fmt = "jpeg"
+    monochrome = True
     feature = "jpg"
     pil_format = "JPEG"
     quality_range = (1, 100)
@@ -248,6 +267,7 @@ class AVIF(_PillowAnchor):
 
     name, label = "avif", "AVIF 4:4:4 (libaom)"
     fmt = "isobmff"
+    monochrome = True
     feature = "avif"
     pil_format = "AVIF"
     qualities = (0, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90)
@@ -255,6 +275,16 @@ class AVIF(_PillowAnchor):
     def _save_kwargs(self, quality):
         return {"quality": quality, "subsampling": "4:4:4", "speed": 4, "codec": "aom", "range": "full",
                 "max_threads": 1, "advanced": {"tune": "psnr"}}
+
+    def _encode(self, img, quality):
+        from PIL import Image
+
+        kw = self._save_kwargs(quality)
+        if img.ndim == 2:
+            kw["subsampling"] = "4:0:0"  # libavif would otherwise turn the greyscale picture into 4:4:4 colour
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format=self.pil_format, **kw)
+        return buf.getvalue()
 
     def _decode(self, data):
         from PIL import AvifImagePlugin
@@ -285,6 +315,7 @@ class HEVC(Anchor):
     name, label = "hevc", "HEVC 4:4:4 (x265)"
     package, module = "pillow-heif", "pillow_heif"
     fmt = "isobmff"
+    monochrome = True  # a greyscale picture goes to x265 as 4:0:0
     quality_param = "qp"
     quality_range = (0, 51)
     qualities = (51, 47, 43, 39, 35, 31, 27, 23, 19, 15)
@@ -443,6 +474,7 @@ class JXL(Anchor):
     name, label = "jxl", "JPEG XL (libjxl)"
     package = module = "imagecodecs"
     fmt = "jxl"
+    monochrome = True
     quality_range = (0, 99)
     qualities = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 97)
     effort = 7
@@ -464,7 +496,7 @@ class JXL(Anchor):
     def _decode(self, data):
         import imagecodecs
 
-        return np.asarray(imagecodecs.jpegxl_decode(data, numthreads=1))
+        return _rgb(np.asarray(imagecodecs.jpegxl_decode(data, numthreads=1)))
 
     def _settings(self):
         s = {"jpegxl_encode": {"effort": self.effort, "distance": "jxl_distance(quality)", "numthreads": 1},

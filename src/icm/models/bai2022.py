@@ -222,6 +222,17 @@ class Bai2022(ImageCodec):
         """Logits ``(B, num_classes)`` from a decoded latent ``ŷ`` (no pixels)."""
         return self._head(self._run(y_hat, self.depth)[0])
 
+    def classify_pixels(self, x: Tensor) -> Tensor:
+        """Logits of the same encoder + Transformer run on pixels, with no codec in between.
+
+        This is the pixel-domain baseline of the paper's comparisons (and of
+        ``icm eval``'s Fashion-MNIST classifier): ``y`` goes to the Transformer
+        unquantised; the hyperprior, feature aggregation and pixel decoder
+        are not used.
+        """
+        self._check_input(x)
+        return self.classify(self.analysis(self.pad(x)))
+
     def synthesis(self, y_hat: Tensor) -> Tensor:
         """Padded ``x̂`` from ``ŷ``: only the blocks up to the last tap run."""
         return self._pixels(self._run(y_hat, max(self.taps))[1], tuple(y_hat.shape[-2:]))

@@ -26,6 +26,14 @@ Step 2
     density itself), so there is no auxiliary loss and no second optimiser:
     the prior's density parameters are trained by the rate term.
 
+Step 0
+    Not part of the paper: the *pixel-domain baseline* that ``icm eval``
+    classifies the anchors' decoded pixels with.  The same encoder and
+    Transformer (:meth:`~icm.models.bai2022.Bai2022.classify_pixels`) trained
+    on clean images with step 1's optimiser and schedule, on cross-entropy
+    alone; the hyperprior, feature aggregation and pixel decoder are frozen
+    and unused.
+
 Data kinds:
 
 ``fashion-mnist``
@@ -77,27 +85,38 @@ class Bai2022Module(L.LightningModule):
         min_lr: end of the cosine schedule.
         max_steps: length of the schedule.
         clip: gradient-norm clip (``0``: none).
+        latent_lr: step 2: lr of the hyperprior, which starts from scratch
+            (default: ``lr``); it follows the same schedule (as a factor).
     """
 
     def __init__(self, model: nn.Module, step: int = 1, alpha: float = 1.0, beta: float = 1e-3,
                  label_smoothing: float = 0.1, lr: float = 5e-4, lr_batch: int | None = 512,
                  batch_size: int = 128, weight_decay: float = 0.05, warmup_steps: int = 0, min_lr: float = 1e-5,
-                 max_steps: int = 10000, clip: float = 0.0) -> None:
+                 max_steps: int = 10000, clip: float = 0.0, latent_lr: float | None = None) -> None:
         super().__init__()
-        if step not in (1, 2):
-            raise IcmError(f"bai2022 has training steps 1 and 2, not {step!r}")
+        if step not in (0, 1, 2):
+            raise IcmError(f"bai2022 has training steps 1 and 2 (and 0, the pixel-domain baseline), not {step!r}")
         self.model = model
         self.step = step
         self.alpha, self.beta, self.label_smoothing = alpha, beta, label_smoothing
         self.lr, self.lr_batch, self.batch_size, self.weight_decay = lr, lr_batch, batch_size, weight_decay
         self.warmup_steps, self.min_lr, self.max_steps_, self.clip = warmup_steps, min_lr, max_steps, clip
+        self.latent_lr = latent_lr
         self.save_hyperparameters(ignore=["model"])
-        if step == 1:
+        if step <= 1:
             self.model.latent.requires_grad_(False)
+        if step == 0:
+            for part in (model.tap_proj, model.fuse, model.decoder):
+                part.requires_grad_(False)
 
     def loss(self, batch) -> dict[str, torch.Tensor]:
         """Loss terms of a batch ``(images, targets)`` (see :func:`icm.losses.rate_accuracy_distortion`)."""
         x, target = batch
+        if self.step == 0:
+            logits = self.model.classify_pixels(x)
+            ce = torch.nn.functional.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
+            labels = target if target.dim() == 1 else target.argmax(dim=1)
+            return {"loss": ce, "ce": ce, "acc": (logits.detach().argmax(dim=1) == labels).float().mean()}
         out = self.model(x, rate=self.step == 2)
         return rate_accuracy_distortion(out, x, target, self.alpha, self.beta, self.label_smoothing)
 
@@ -123,7 +142,7 @@ class Bai2022Module(L.LightningModule):
 
     def configure_optimizers(self):
         params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        if self.step == 1:
+        if self.step <= 1:
             lr = self.lr * self._global_batch() / self.lr_batch if self.lr_batch else self.lr
             decay = [p for n, p in params if p.ndim > 1 and not n.endswith(_NO_DECAY)]
             rest = [p for n, p in params if not (p.ndim > 1 and not n.endswith(_NO_DECAY))]
@@ -131,7 +150,9 @@ class Bai2022Module(L.LightningModule):
                                      {"params": rest, "weight_decay": 0.0}], lr=lr)
         else:
             lr = self.lr
-            opt = torch.optim.Adam([p for _, p in params], lr=lr)
+            latent = [p for n, p in params if n.startswith("latent.")]
+            rest = [p for n, p in params if not n.startswith("latent.")]
+            opt = torch.optim.Adam([{"params": rest}, {"params": latent, "lr": self.latent_lr or lr}], lr=lr)
         warm, total, floor = self.warmup_steps, max(self.max_steps_, 1), min(self.min_lr / lr, 1.0)
 
         def factor(i: int) -> float:
@@ -279,20 +300,21 @@ def build(cfg: dict):
                               collate_fn=collate, **common)
     val_loader = DataLoader(val, batch_size=int(d.get("val_batch_size", batch)), **common) if val else None
 
-    default_alpha, default_beta = (1.0, 1e-3) if step == 1 else (model.alpha, model.beta)
-    lr_batch = o.get("lr_batch", 512 if step == 1 else None)
+    default_alpha, default_beta = (1.0, 1e-3) if step <= 1 else (model.alpha, model.beta)
+    lr_batch = o.get("lr_batch", 512 if step <= 1 else None)
     module = Bai2022Module(
         model, step=step,
         alpha=float(loss.get("alpha", default_alpha)), beta=float(loss.get("beta", default_beta)),
         label_smoothing=float(loss.get("label_smoothing", 0.1)),
-        lr=float(o.get("lr", 5e-4 if step == 1 else 1e-4)),
+        lr=float(o.get("lr", 5e-4 if step <= 1 else 1e-4)),
         lr_batch=int(lr_batch) if lr_batch else None,
         batch_size=batch,
         weight_decay=float(o.get("weight_decay", 0.05)),
         warmup_steps=int(o.get("warmup_steps", 0)),
         min_lr=float(o.get("min_lr", 1e-5)),
         max_steps=int(t.get("max_steps", 10000)),
-        clip=float(o.get("clip", 0.0 if step == 1 else 1.0)),
+        clip=float(o.get("clip", 0.0 if step <= 1 else 1.0)),
+        latent_lr=float(o["latent_lr"]) if o.get("latent_lr") else None,
     )
     torch.manual_seed(int(t.get("seed", 0)))
     return model, module, train_loader, val_loader

@@ -37,12 +37,14 @@ def load_checkpoint(model: torch.nn.Module, path: str) -> dict:
     return {"global_step": int(ckpt.get("global_step", 0))}
 
 
-def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict) -> Path:
-    """Write ``model`` (already rounded, tables fresh) with ``metadata``."""
+def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict, keys=None) -> Path:
+    """Write ``model`` (already rounded, tables fresh) with ``metadata`` (only ``keys`` if given)."""
     from safetensors.torch import save_file
 
     state = {}
     for k, v in model.state_dict().items():
+        if keys is not None and k not in keys:
+            continue
         v = v.detach().cpu().contiguous()
         state[k] = v.half() if v.dtype == torch.float32 else v
     path = Path(path)
@@ -70,6 +72,73 @@ def measure_on_photos(model, sources) -> dict:
             "bpp": bpps, "psnr_db": psnrs}
 
 
+def fashion_mnist_test(limit: int | None = None):
+    """The Fashion-MNIST test split as ``(uint8 (N, 28, 28), labels (N,))``."""
+    from ..eval.datasets import FASHION_MNIST_DIR, _find_idx, read_idx
+
+    root = Path(FASHION_MNIST_DIR)
+    images = read_idx(_find_idx(root, "t10k-images-idx3-ubyte"))[:limit]
+    labels = read_idx(_find_idx(root, "t10k-labels-idx1-ubyte"))[:limit]
+    return images, labels.astype("int64")
+
+
+def measure_on_fashion_mnist(model, batch: int = 500) -> dict:
+    """Accuracy from the bitstream, bits per image (real ``.icm`` files) and PSNR on the 10,000 test images.
+
+    Eval-mode ``forward`` gives exactly the logits that decoding the bitstream
+    gives (``tests/test_bai2022.py`` checks it), so accuracy is read from it in
+    batches; the rates are those of the files :func:`icm.codec.encode` writes.
+    """
+    import numpy as np
+
+    from .. import bitstream, codec
+
+    images, labels = fashion_mnist_test()
+    right, bits, payload, sq = 0, [], [], []
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            x = torch.from_numpy(images[i : i + batch]).float()[:, None] / 255
+            out = model(x)
+            right += int((out["logits"].argmax(1).numpy() == labels[i : i + batch]).sum())
+            for data in codec.encode(model, x):
+                bits.append(8 * len(data))
+                payload.append(8 * sum(len(p) for p in bitstream.unpack(data).sections))
+            rec = (out["x_hat"] * 255).round()
+            sq += ((rec - x * 255) ** 2).mean(dim=(1, 2, 3)).tolist()
+    psnr = [10 * np.log10(255.0**2 / max(m, 1e-10)) for m in sq]
+    return {"images": len(images), "split": "fashion-mnist t10k (test)", "accuracy_from_bitstream": right / len(images),
+            "bits_per_image_mean": float(np.mean(bits)), "payload_bits_per_image_mean": float(np.mean(payload)),
+            "psnr_mean_db": float(np.mean(psnr))}
+
+
+def pixel_accuracy_on_fashion_mnist(model, batch: int = 1000) -> dict:
+    images, labels = fashion_mnist_test()
+    right = 0
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            x = torch.from_numpy(images[i : i + batch]).float()[:, None] / 255
+            right += int((model.classify_pixels(x).argmax(1).numpy() == labels[i : i + batch]).sum())
+    return {"images": len(images), "split": "fashion-mnist t10k (test)", "accuracy": right / len(images)}
+
+
+PIXEL_CLASSIFIER_PARTS = ("g_a.", "embed.", "cls_token", "cls_pos", "pos_embed", "blocks.", "norm.", "head.")
+
+
+def _bai2022_meta(model, cfg: dict, step: int) -> dict:
+    return {
+        "model": model.model_name,
+        "quality": model.quality,
+        "alpha": cfg.get("loss", {}).get("alpha"),
+        "beta": cfg.get("loss", {}).get("beta"),
+        "loss": ("alpha * CE + beta * MSE (0-255 pixels) + bpp" if step == 2 else
+                 "CE (label smoothing 0.1), no codec" if step == 0 else "CE + beta * MSE, no rate"),
+        "architecture": {k: getattr(model, k) for k in ("M", "N", "dim", "depth", "y_stride")},
+        "data": {"train_split": "Fashion-MNIST train (60,000 images, Debian dataset-fashion-mnist)",
+                 "validation": "first 1,000 test images (monitoring only; nothing was selected on them)",
+                 "batch_size": cfg["data"].get("batch_size"), "augment": "2-pixel shifts, horizontal flips"},
+    }
+
+
 def main(argv=None) -> int:
     """``python -m icm.train.export CONFIG [--ckpt PATH] [--steps-before N]``."""
     import argparse
@@ -93,10 +162,30 @@ def main(argv=None) -> int:
     name, quality = cfg["model"]["name"], int(cfg["model"]["quality"])
     ckpt = args.ckpt or str(Path(cfg["trainer"]["out_dir"]) / "checkpoints" / "last.ckpt")
     model = create_model(name, quality=quality, pretrained=False, **cfg["model"].get("kwargs", {}))
+    model.model_name, model.quality = name, quality
     info = load_checkpoint(model, ckpt)
     round_to_half(model)
     refresh_tables(model)
     model.eval()
+    trained_on = f"CPU ({platform.machine()}), {cfg['trainer'].get('threads', 'all')} thread(s)"
+    if name.startswith("bai2022"):
+        step = int(cfg.get("step", 1))
+        meta = {**_bai2022_meta(model, cfg, step), "recipe": cfg, "steps": info["global_step"],
+                "steps_total_including_init": info["global_step"] + args.steps_before,
+                "trained_on": trained_on, "weights_dtype": "float16 (coding tables int32, built from the rounded weights)"}
+        if step == 0:
+            meta["role"] = "pixel-domain Fashion-MNIST classifier of icm eval (icm.eval.tasks.fashion_mnist_classifier)"
+            meta["measured_on_fashion_mnist_test"] = pixel_accuracy_on_fashion_mnist(model)
+            keep = {k for k in model.state_dict() if k.startswith(PIXEL_CLASSIFIER_PARTS)}
+            out = save_weights(model, Path(args.out_dir) / "fmnist-pixel-classifier.safetensors", meta, keep)
+            print(f"{out}: {out.stat().st_size} bytes, steps {info['global_step']}, "
+                  f"test accuracy {meta['measured_on_fashion_mnist_test']['accuracy']:.4f}")
+            return 0
+        meta["measured_on_fashion_mnist_test"] = m = measure_on_fashion_mnist(model)
+        out = save_weights(model, Path(args.out_dir) / f"{name}-q{quality}.safetensors", meta)
+        print(f"{out}: {out.stat().st_size} bytes, steps {info['global_step']}, test accuracy "
+              f"{m['accuracy_from_bitstream']:.4f}, {m['bits_per_image_mean']:.1f} bits/image, {m['psnr_mean_db']:.2f} dB")
+        return 0
     train = photo_sources("train")
     meta = {
         "model": name,
@@ -109,7 +198,7 @@ def main(argv=None) -> int:
         "recipe": cfg,
         "steps": info["global_step"],
         "steps_total_including_init": info["global_step"] + args.steps_before,
-        "trained_on": f"CPU ({platform.machine()}), {cfg['trainer'].get('threads', 'all')} thread(s)",
+        "trained_on": trained_on,
         "weights_dtype": "float16 (coding tables int32, built from the rounded weights)",
         "measured_on_held_out_photos": measure_on_photos(model, TEST_PHOTOS),
     }
@@ -122,31 +211,64 @@ def main(argv=None) -> int:
 
 def write_card(path: str | Path) -> Path:
     """Render the metadata of every shipped weight file into a Markdown page."""
-    from ..models import has_weights, list_models, model_info
-    from ..models._registry import read_weights
+    from importlib import resources
 
-    lines = ["# Shipped weights", "",
-             "Generated from the metadata inside each `.safetensors` file by",
-             "`python -m icm.train.export --card docs/weights.md`; figures are whole-file bpp and",
-             "RGB PSNR on the held-out photos (`icm.data.TEST_PHOTOS`), never used for training.", "",
-             "| model | q | λ | steps (total) | init | trained on | size | held-out bpp | held-out PSNR |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    from ..models import has_weights, list_models, model_info
+    from ..models._registry import read_metadata, read_weights
+
+    def size(fname: str) -> str:
+        return f"{resources.files('icm.weights').joinpath(fname).stat().st_size / 1e6:.2f} MB"
+
+    def steps(meta: dict) -> str:
+        return f"{meta.get('steps')} ({meta.get('steps_total_including_init')})"
+
+    photo, fmnist = [], []
     for name in list_models():
         for q in model_info(name).qualities:
             if not has_weights(name, q):
                 continue
             _, meta = read_weights(name, q)
-            m = meta.get("measured_on_held_out_photos", {})
-            from importlib import resources
-
-            size = resources.files("icm.weights").joinpath(f"{name}-q{q}.safetensors").stat().st_size
             init = meta.get("recipe", {}).get("model", {}).get("init") or "scratch"
-            lines.append(f"| {name} | {q} | {meta.get('lambda')} | {meta.get('steps')} ({meta.get('steps_total_including_init')}) "
-                         f"| {init} | {meta.get('trained_on')} | {size / 1e6:.2f} MB | {m.get('bpp_mean', float('nan')):.4f} "
+            if "measured_on_fashion_mnist_test" in meta:
+                m = meta["measured_on_fashion_mnist_test"]
+                fmnist.append(f"| {name} | {q} | {meta.get('alpha')} | {meta.get('beta')} | {steps(meta)} | {init} "
+                              f"| {meta.get('trained_on')} | {size(f'{name}-q{q}.safetensors')} "
+                              f"| {100 * m['accuracy_from_bitstream']:.2f}% | {m['bits_per_image_mean']:.1f} "
+                              f"| {m['payload_bits_per_image_mean']:.1f} | {m['psnr_mean_db']:.2f} dB |")
+                continue
+            m = meta.get("measured_on_held_out_photos", {})
+            photo.append(f"| {name} | {q} | {meta.get('lambda')} | {steps(meta)} | {init} | {meta.get('trained_on')} "
+                         f"| {size(f'{name}-q{q}.safetensors')} | {m.get('bpp_mean', float('nan')):.4f} "
                          f"| {m.get('psnr_mean_db', float('nan')):.2f} dB |")
-    lines += ["", "Recipes: `configs/hyperprior/q*.yaml` (each file's comment says how it was trained).",
-              "Training data: `icm.data.photo_sources('train')` — scikit-image samples and Debian",
-              "`opencv-doc` example photos, random 128×128 crops with horizontal flips.", ""]
+    lines = ["# Shipped weights", "",
+             "Generated from the metadata inside each `.safetensors` file by",
+             "`python -m icm.train.export --card docs/weights.md`.", "",
+             "## Photo codecs", "",
+             "Whole-file bpp and RGB PSNR on the held-out photos (`icm.data.TEST_PHOTOS`), never used for training.", "",
+             "| model | q | λ | steps (total) | init | trained on | size | held-out bpp | held-out PSNR |",
+             "|---|---|---|---|---|---|---|---|---|", *photo, "",
+             "Recipes: `configs/hyperprior/q*.yaml` (each file's comment says how it was trained).",
+             "Training data: `icm.data.photo_sources('train')` — scikit-image samples and Debian",
+             "`opencv-doc` example photos, random 128×128 crops with horizontal flips.", ""]
+    if fmnist:
+        lines += ["## Fashion-MNIST (`bai2022-fmnist`)", "",
+                  "On all 10,000 Fashion-MNIST test images (never used for training; the first 1,000 were",
+                  "only watched during training): top-1 accuracy of the class read from the bitstream",
+                  "(no pixels decoded), mean bits per image of the whole `.icm` file and of its payload,",
+                  "and PSNR of the decoded picture.", "",
+                  "| model | q | α | β | steps (total) | init | trained on | size | accuracy | bits/image | payload bits/image | PSNR |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|", *fmnist, "",
+                  "Recipes: `configs/bai2022/fmnist-step1.yaml` (step 1, no rate), then",
+                  "`configs/bai2022/fmnist-step2-q*.yaml` (step 2, from step 1's last checkpoint).", ""]
+    pix = resources.files("icm.weights").joinpath("fmnist-pixel-classifier.safetensors")
+    if pix.is_file():
+        meta = read_metadata(pix.read_bytes())
+        acc = meta["measured_on_fashion_mnist_test"]["accuracy"]
+        lines += ["## Fashion-MNIST pixel-domain classifier", "",
+                  "`fmnist-pixel-classifier.safetensors`: the encoder + Transformer of `bai2022-fmnist` on",
+                  f"clean pixels (no codec), {meta['steps']} steps of `configs/bai2022/fmnist-pixel-classifier.yaml`",
+                  f"(step 1's budget and schedule), {size('fmnist-pixel-classifier.safetensors')}; test accuracy on clean",
+                  f"images {100 * acc:.2f}%. `icm eval --task classify` classifies the anchors' decoded pixels with it.", ""]
     path = Path(path)
     path.write_text("\n".join(lines))
     return path
