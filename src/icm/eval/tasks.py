@@ -9,7 +9,7 @@ ms-ssim    ``ms_ssim`` (0..1, RGB, 5 scales),                     ``ms_ssim_db``
 classify   ``agreement``: top-1 equals the same network's top-1   ``top1`` when
            on the uncompressed image (always);                    labels fit,
            ``top1`` / ``top5``: accuracy against the labels       else
-           (only when the labels are ImageNet classes)            ``agreement``
+           (ImageNet classes, or Fashion-MNIST)                   ``agreement``
 detect     COCO mAP — needs a detection model (none yet)
 segment    COCO mask mAP — needs a segmentation model (none yet)
 =========  ====================================================  ==============
