@@ -62,8 +62,8 @@ def test_registered_configurations():
     assert ids == {"bai2022": 3, "bai2022-fmnist": 4, "bai2022-tiny": 5}
     for n in BAI:
         info = model_info(n)
-        assert info.tasks == ("classify",) and info.pixel_decoder and info.qualities == (1, 2, 3)
-    for q, (a, b) in {1: (0.1, 0.001), 2: (0.3, 0.003), 3: (0.6, 0.006)}.items():
+        assert info.tasks == ("classify",) and info.pixel_decoder and info.qualities == (1, 2, 3, 4)
+    for q, (a, b) in {1: (0.1, 0.001), 2: (0.3, 0.003), 3: (0.6, 0.006), 4: (1.2, 0.012)}.items():
         assert QUALITIES[q] == (a, b)
         m = create_model("bai2022-tiny", quality=q, pretrained=False)
         assert (m.alpha, m.beta) == (a, b)
