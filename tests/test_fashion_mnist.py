@@ -20,7 +20,7 @@ from PIL import Image
 from icm import codec
 from icm.errors import IcmError
 from icm.eval import datasets, report, sweep, tasks
-from icm.models import create_model, has_weights
+from icm.models import create_model
 
 from conftest import shipped_qualities
 from test_eval import FakeAnchorModule, FakeJpeg
@@ -241,6 +241,6 @@ def test_fashion_mnist_demo(run_cli, tmp_path):
 def test_demo_model_choice_errors(run_cli, tmp_path):
     r = run_cli("demo", "--model", "dicm", "--out-dir", tmp_path)
     assert r.code == 2 and "invalid choice" in r.err
-    if not has_weights("bai2022-fmnist", 3):
+    if not shipped_qualities("bai2022-fmnist"):
         r = run_cli("demo", "--model", "bai2022-fmnist", "--out-dir", tmp_path)
         assert r.code == 2 and "no shipped weights" in r.err
