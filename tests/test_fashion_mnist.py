@@ -9,7 +9,6 @@ import importlib.util
 import io
 import json
 import re
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +22,9 @@ from icm.eval import datasets, report, sweep, tasks
 from icm.models import create_model
 
 from conftest import shipped_qualities
-from test_eval import FakeAnchorModule, FakeJpeg
+from test_eval import FakeAnchorModule, FakeJpeg, _idx
 
 HAS_ANCHOR_LIBS = all(importlib.util.find_spec(m) for m in ("pillow_heif", "imagecodecs"))
-
-
-def _idx(array: np.ndarray) -> bytes:
-    return bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", n) for n in array.shape) + array.tobytes()
 
 
 @pytest.fixture(scope="module")

@@ -45,11 +45,9 @@ import numpy as np
 from ..codec import read_rgb  # noqa: F401  (datasets read images the way the CLI does)
 from ..errors import IcmError
 
+from ..models.bai2022 import FASHION_MNIST_CLASSES  # noqa: F401  (one list of class names for model and data)
+
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 KNOWN = ("samples", "photos", "fashion-mnist[:train|test]", "coco:ANNOTATIONS.json:IMAGEDIR", "an image folder path")
 
@@ -159,8 +157,15 @@ def _find_idx(root: Path, stem: str) -> Path:
     )
 
 
-def fashion_mnist(split: str = "test", root: str | os.PathLike = FASHION_MNIST_DIR) -> Dataset:
-    """Fashion-MNIST from its idx files (``split``: ``"test"`` = t10k, or ``"train"``)."""
+def read_fashion_mnist(split: str = "test", root: str | os.PathLike = FASHION_MNIST_DIR,
+                       limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays of a Fashion-MNIST split: ``uint8 (N, 28, 28)`` images and ``int64 (N,)`` labels.
+
+    ``split`` is ``"test"`` (t10k) or ``"train"``; ``limit`` keeps the first images.
+
+    Raises:
+        IcmError: unknown split, dataset not installed, or files that disagree.
+    """
     prefix = {"test": "t10k", "train": "train"}.get(split)
     if prefix is None:
         raise IcmError(f"unknown Fashion-MNIST split {split!r}; known: test, train")
@@ -172,7 +177,13 @@ def fashion_mnist(split: str = "test", root: str | os.PathLike = FASHION_MNIST_D
     labels = read_idx(_find_idx(root, f"{prefix}-labels-idx1-ubyte"))
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise IcmError(f"Fashion-MNIST files in {root} disagree: images {images.shape}, labels {labels.shape}")
-    images = images.astype(np.uint8)
+    return images[:limit].astype(np.uint8), labels[:limit].astype(np.int64)
+
+
+def fashion_mnist(split: str = "test", root: str | os.PathLike = FASHION_MNIST_DIR) -> Dataset:
+    """Fashion-MNIST from its idx files (``split``: ``"test"`` = t10k, or ``"train"``)."""
+    images, labels = read_fashion_mnist(split, root)
+    prefix = {"test": "t10k", "train": "train"}[split]
 
     def loader(i: int) -> Callable[[], np.ndarray]:
         return lambda: np.repeat(images[i][..., None], 3, axis=2)

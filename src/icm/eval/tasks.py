@@ -292,27 +292,30 @@ def _fmnist_weights_digest() -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
-def luma(image: np.ndarray) -> np.ndarray:
-    """BT.601 luma of ``uint8 (H, W, 3)`` as float32 ``(H, W)`` in ``[0, 1]`` (greyscale passes exactly)."""
-    if image.ndim == 2:
-        return image.astype(np.float32) / 255.0
-    rgb = image.astype(np.float32) / 255.0
-    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
-
-
 def classify_fashion_mnist(image: np.ndarray) -> list[int]:
-    """Fashion-MNIST top-5 class indices of an image (its luma), best first."""
+    """Fashion-MNIST top-5 class indices of a ``uint8 (H, W, 3)`` image, best first.
+
+    The classifier sees the picture the way a greyscale codec does: its BT.601
+    luma (:func:`icm.codec.to_model_channels`).
+    """
     import torch
 
-    x = torch.from_numpy(np.ascontiguousarray(luma(image)))[None, None]
+    from ..codec import to_model_channels
+    from ..data import to_tensor
+
+    model = fashion_mnist_classifier()
     with torch.no_grad():
-        return top5(fashion_mnist_classifier().classify_pixels(x))
+        return top5(model.classify_pixels(to_model_channels(model, to_tensor(np.array(image))[None])))
+
+
+def _fashion_mnist_classes() -> tuple[str, ...]:
+    from ..models.bai2022 import FASHION_MNIST_CLASSES
+
+    return FASHION_MNIST_CLASSES
 
 
 def _label_space(classes) -> str | None:
-    from .datasets import FASHION_MNIST_CLASSES
-
-    if classes is not None and tuple(classes) == FASHION_MNIST_CLASSES:
+    if classes is not None and tuple(classes) == _fashion_mnist_classes():
         return "fashion-mnist"
     return "imagenet" if imagenet_label_map(classes) else None
 
@@ -389,18 +392,12 @@ class Classify(Task):
         if head is None:
             raise IcmError(f"model {model.model_name!r} lists 'classify' but has no classify(y_hat) method")
         names = tuple(getattr(model, "class_names", ()))
-        if self.space == "fashion-mnist" and names != tuple(_fmnist_classes()):
+        if self.space == "fashion-mnist" and names != _fashion_mnist_classes():
             raise IcmError(f"model {model.model_name!r} does not classify Fashion-MNIST's classes")
         if self.space != "fashion-mnist" and len(names) != 1000:
             raise IcmError(f"model {model.model_name!r} outputs {len(names)} classes, not ImageNet's 1000")
         with torch.no_grad():
             return self._score(top5(head(y_hat)), label, ref)
-
-
-def _fmnist_classes():
-    from .datasets import FASHION_MNIST_CLASSES
-
-    return FASHION_MNIST_CLASSES
 
 
 class _NeedsModel(Task):

@@ -201,22 +201,11 @@ class FashionMnist(Dataset):
 
 
 def _fashion_mnist(d: dict):
-    from ..eval.datasets import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, _find_idx, read_idx
+    from ..eval.datasets import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
 
-    root = Path(d.get("root", FASHION_MNIST_DIR))
-    if not root.is_dir():
-        raise IcmError(f"Fashion-MNIST is not installed ({root} is missing); "
-                       "install it with `apt-get install dataset-fashion-mnist`")
-
-    def split(prefix: str, limit=None):
-        images = read_idx(_find_idx(root, f"{prefix}-images-idx3-ubyte"))
-        labels = read_idx(_find_idx(root, f"{prefix}-labels-idx1-ubyte"))
-        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise IcmError(f"Fashion-MNIST files in {root} disagree: images {images.shape}, labels {labels.shape}")
-        return images[:limit], labels[:limit]
-
-    train = FashionMnist(*split("train", d.get("train_limit")), augment=bool(d.get("augment", True)))
-    val = FashionMnist(*split("t10k", int(d.get("val_limit", 1000))))
+    root = d.get("root", FASHION_MNIST_DIR)
+    train = FashionMnist(*read_fashion_mnist("train", root, d.get("train_limit")), augment=bool(d.get("augment", True)))
+    val = FashionMnist(*read_fashion_mnist("test", root, int(d.get("val_limit", 1000))))
     return train, val, FASHION_MNIST_CLASSES
 
 

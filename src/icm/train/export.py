@@ -72,16 +72,6 @@ def measure_on_photos(model, sources) -> dict:
             "bpp": bpps, "psnr_db": psnrs}
 
 
-def fashion_mnist_test(limit: int | None = None):
-    """The Fashion-MNIST test split as ``(uint8 (N, 28, 28), labels (N,))``."""
-    from ..eval.datasets import FASHION_MNIST_DIR, _find_idx, read_idx
-
-    root = Path(FASHION_MNIST_DIR)
-    images = read_idx(_find_idx(root, "t10k-images-idx3-ubyte"))[:limit]
-    labels = read_idx(_find_idx(root, "t10k-labels-idx1-ubyte"))[:limit]
-    return images, labels.astype("int64")
-
-
 def measure_on_fashion_mnist(model, batch: int = 500) -> dict:
     """Accuracy from the bitstream, bits per image (real ``.icm`` files) and PSNR on the 10,000 test images.
 
@@ -92,8 +82,9 @@ def measure_on_fashion_mnist(model, batch: int = 500) -> dict:
     import numpy as np
 
     from .. import bitstream, codec
+    from ..eval.datasets import read_fashion_mnist
 
-    images, labels = fashion_mnist_test()
+    images, labels = read_fashion_mnist("test")
     right, bits, payload, sq = 0, [], [], []
     with torch.no_grad():
         for i in range(0, len(images), batch):
@@ -112,7 +103,9 @@ def measure_on_fashion_mnist(model, batch: int = 500) -> dict:
 
 
 def pixel_accuracy_on_fashion_mnist(model, batch: int = 1000) -> dict:
-    images, labels = fashion_mnist_test()
+    from ..eval.datasets import read_fashion_mnist
+
+    images, labels = read_fashion_mnist("test")
     right = 0
     with torch.no_grad():
         for i in range(0, len(images), batch):
@@ -167,12 +160,16 @@ def main(argv=None) -> int:
     round_to_half(model)
     refresh_tables(model)
     model.eval()
-    trained_on = f"CPU ({platform.machine()}), {cfg['trainer'].get('threads', 'all')} thread(s)"
+    common = {
+        "recipe": cfg,
+        "steps": info["global_step"],
+        "steps_total_including_init": info["global_step"] + args.steps_before,
+        "trained_on": f"CPU ({platform.machine()}), {cfg['trainer'].get('threads', 'all')} thread(s)",
+        "weights_dtype": "float16 (coding tables int32, built from the rounded weights)",
+    }
     if name.startswith("bai2022"):
         step = int(cfg.get("step", 1))
-        meta = {**_bai2022_meta(model, cfg, step), "recipe": cfg, "steps": info["global_step"],
-                "steps_total_including_init": info["global_step"] + args.steps_before,
-                "trained_on": trained_on, "weights_dtype": "float16 (coding tables int32, built from the rounded weights)"}
+        meta = {**_bai2022_meta(model, cfg, step), **common}
         if step == 0:
             meta["role"] = "pixel-domain Fashion-MNIST classifier of icm eval (icm.eval.tasks.fashion_mnist_classifier)"
             meta["measured_on_fashion_mnist_test"] = pixel_accuracy_on_fashion_mnist(model)
@@ -195,11 +192,7 @@ def main(argv=None) -> int:
         "architecture": {k: getattr(model, k) for k in ("N", "M") if hasattr(model, k)},
         "data": {"train_split": "icm.data photo_sources('train')", "num_photos": len(train),
                  "crop": cfg["data"].get("crop"), "batch_size": cfg["data"].get("batch_size")},
-        "recipe": cfg,
-        "steps": info["global_step"],
-        "steps_total_including_init": info["global_step"] + args.steps_before,
-        "trained_on": trained_on,
-        "weights_dtype": "float16 (coding tables int32, built from the rounded weights)",
+        **common,
         "measured_on_held_out_photos": measure_on_photos(model, TEST_PHOTOS),
     }
     out = save_weights(model, Path(args.out_dir) / f"{name}-q{quality}.safetensors", meta)
