@@ -151,3 +151,31 @@ class PhotoList(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.items[i]
+
+
+def five_crops(img: np.ndarray, resize: int = 256, crop: int = 224) -> list[np.ndarray]:
+    """Centre and four corner ``crop``² crops after resizing the short side to ``resize``
+    (bicubic), the usual ImageNet evaluation views."""
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    scale = resize / min(h, w)
+    size = (max(crop, round(w * scale)), max(crop, round(h * scale)))
+    im = np.asarray(Image.fromarray(img).resize(size, Image.BICUBIC))
+    h, w = im.shape[:2]
+    tops = ((h - crop) // 2, 0, 0, h - crop, h - crop)
+    lefts = ((w - crop) // 2, 0, w - crop, 0, w - crop)
+    return [np.ascontiguousarray(im[t : t + crop, l : l + crop]) for t, l in zip(tops, lefts)]
+
+
+class FiveCrops(Dataset):
+    """:func:`five_crops` of every photo of ``sources``, as ``(3, crop, crop)`` tensors."""
+
+    def __init__(self, sources, resize: int = 256, crop: int = 224) -> None:
+        self.items = [to_tensor(c) for s in sources for c in five_crops(load_photo(s), resize, crop)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.items[i]

@@ -10,6 +10,11 @@ by a string on the command line (``--dataset``):
 ``photos``
     The held-out test photos (:data:`icm.data.TEST_PHOTOS`, loaded with
     :func:`icm.data.load_photo`); ids are the source names.  Unlabelled.
+``photo-crops``
+    The held-out photos of both the ``test`` and ``val`` splits
+    (:mod:`icm.data`; never used to train a codec), each resized to a short
+    side of 256 (bicubic) and cut into its centre and four corner 224×224
+    crops (:func:`icm.data.five_crops`); ids are ``source#k``.  Unlabelled.
 ``fashion-mnist`` / ``fashion-mnist:train`` / ``fashion-mnist:test``
     Debian's ``dataset-fashion-mnist`` (idx files, gzip or raw, under
     ``/usr/share/datasets/fashion-mnist/``; the default split is ``test``,
@@ -49,7 +54,7 @@ from ..models.bai2022 import FASHION_MNIST_CLASSES  # noqa: F401  (one list of c
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-KNOWN = ("samples", "photos", "fashion-mnist[:train|test]", "coco:ANNOTATIONS.json:IMAGEDIR", "an image folder path")
+KNOWN = ("samples", "photos", "photo-crops", "fashion-mnist[:train|test]", "coco:ANNOTATIONS.json:IMAGEDIR", "an image folder path")
 
 
 class Sample(NamedTuple):
@@ -264,6 +269,16 @@ def photos() -> Dataset:
     return Dataset("photos", "photos", [(s, (lambda s=s: load_photo(s)), None) for s in TEST_PHOTOS])
 
 
+def photo_crops() -> Dataset:
+    from ..data import TEST_PHOTOS, VAL_PHOTOS, five_crops, load_photo
+
+    items = []
+    for s in TEST_PHOTOS + VAL_PHOTOS:
+        for k in range(5):
+            items.append((f"{s}#{k}", (lambda s=s, k=k: five_crops(load_photo(s))[k]), None))
+    return Dataset("photo-crops", "photo-crops", items)
+
+
 def open_dataset(spec: str, limit: int | None = None) -> Dataset:
     """Resolve a ``--dataset`` string (see the module docstring).
 
@@ -275,6 +290,8 @@ def open_dataset(spec: str, limit: int | None = None) -> Dataset:
         ds = samples()
     elif spec == "photos":
         ds = photos()
+    elif spec == "photo-crops":
+        ds = photo_crops()
     elif spec == "fashion-mnist" or spec.startswith("fashion-mnist:"):
         ds = fashion_mnist(spec.partition(":")[2] or "test")
     elif spec.startswith("coco:"):

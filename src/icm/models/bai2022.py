@@ -239,7 +239,7 @@ class Bai2022(ImageCodec):
         """Padded ``x̂`` from ``ŷ``: only the blocks up to the last tap run."""
         return self._pixels(self._run(y_hat, max(self.taps))[1], tuple(y_hat.shape[-2:]))
 
-    def analyze_latent(self, y_hat: Tensor, task: str) -> Tensor:
+    def analyze_latent(self, y_hat: Tensor, task: str, image_size: tuple[int, int] | None = None) -> Tensor:
         return self.classify(y_hat)
 
     # -- verbs -------------------------------------------------------------------

@@ -66,6 +66,10 @@ def build(cfg: dict):
         from .bai2022 import build as build_bai2022
 
         return build_bai2022(cfg)
+    if info.name.split("-")[0] == "dicm":
+        from .dicm import build as build_dicm
+
+        return build_dicm(cfg)
     model = create_model(info.name, quality=m.get("quality"), pretrained=False, **m.get("kwargs", {}))
     if m.get("init"):
         _load_init(model, m["init"])

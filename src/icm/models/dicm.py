@@ -1,0 +1,349 @@
+"""Learned compression of backbone features for several analysis tasks from one
+bitstream (Tang, Yi, Wang, "Learned image compression for multiple semantic
+analysis tasks", IEEE Transactions on Broadcasting 2025; the project's
+``SEEDS.md``, section B).
+
+A classification backbone is split after its stride-4 stage.  The sender runs
+the head, a redundancy-elimination (RE) module and the encoder of a
+compression network; only ``ŷ`` and ``ẑ`` travel.  The receiver decodes the
+features and runs the rest of the backbone: no pixels exist anywhere::
+
+    sender                                                         receiver
+    x ─▶ head ─▶ f ─▶ RE (enc ▶ Q ▶ dec) ─▶ f_re ─▶ g_a ─▶ y ─▶ [hyperprior] ─▶ ŷ ─▶ g_s ─▶ f̂ ─▶ tail ─▶ {s8, s16, s32} ─▶ classifier
+         (stride 4)   ConvFormer blocks,            gnConv                          gnConv       (stage features for
+                      8× down, factorized rate      blocks, 4× down                 blocks       detection heads too)
+                      (not transmitted)             (y at stride 16)
+
+* **RE module** — ConvFormer-style MetaFormer blocks (timm's
+  ``MetaFormerBlock``) whose token mixer modulates with an 11×11 depth-wise
+  convolution, stride-2 down-scaling (×3) to a bottleneck with a factorized
+  prior, mirrored by transposed convolutions.  It runs at the sender only and
+  its rate is a training constraint, not part of the file.
+* **Compression network** — HorNet blocks (recursive gated convolution,
+  :mod:`icm.layers.gnconv`) of orders 2, 3, 4 (the last with a global
+  filter) with two stride-2 convolutions; the decoder mirrors it.
+* **Hyperprior** — the foundation's mean-scale hyperprior.  The hyper-encoder
+  is stride-2 convolutions around timm ViT blocks, as in the paper.  The
+  hyper-decoder is convolutions and pixel shuffles only: it must run in
+  exact fixed point so that every machine rebuilds the same probability
+  tables (:mod:`icm.layers.fixed_point`); a Transformer there could not be
+  decoded bit-exactly across thread counts and devices.
+
+Registered configurations: ``dicm`` (the paper's ResNet-50 at 256 channels;
+backbone weights come from a file the user gives, ``backbone_weights=``) and
+``dicm-lite0`` (EfficientNet-Lite0 cut at 24 channels, the ImageNet weights
+that install offline, widths scaled to the cut; z at stride 32 so that 224²
+crops need no padding).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from functools import partial
+
+import torch
+from torch import Tensor, nn
+
+from ..entropy import FactorizedPrior
+from ..latent import MeanScaleHyperprior
+from ..layers.gnconv import HorBlock, LayerNorm2d
+from ._base import ImageCodec
+from ._registry import register_model
+
+# Rate weight λ of stage 4 (λ·bpp + feature distortion) per quality; 4 is the
+# paper's 0.08 (SEEDS.md, dicm stage 4), lower qualities double λ each step.
+QUALITIES = {1: 0.64, 2: 0.32, 3: 0.16, 4: 0.08}
+
+
+class ConvModulation(nn.Module):
+    """Token mixer of the RE blocks: ``proj(dw11×11(GELU(1×1 x)) · 1×1 x)``.
+
+    A large depth-wise kernel makes spatial weights that modulate a linear
+    value branch (convolutional modulation, as in Conv2Former / ConvFormer).
+    """
+
+    def __init__(self, dim: int, kernel_size: int = 11, proj_drop: float = 0.0, **_) -> None:
+        super().__init__()
+        self.attn = nn.Sequential(nn.Conv2d(dim, dim, 1), nn.GELU(),
+                                  nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim))
+        self.value = nn.Conv2d(dim, dim, 1)
+        self.proj = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(self.attn(x) * self.value(x))
+
+
+def _re_blocks(dim: int, depth: int, kernel_size: int) -> list[nn.Module]:
+    from timm.layers import LayerNorm2d as TimmLayerNorm2d
+    from timm.models.metaformer import MetaFormerBlock
+
+    mixer = partial(ConvModulation, kernel_size=kernel_size)
+    return [MetaFormerBlock(dim, token_mixer=mixer, norm_layer=TimmLayerNorm2d, layer_scale_init_value=1e-6)
+            for _ in range(depth)]
+
+
+class RedundancyElimination(nn.Module):
+    """The RE module: an autoencoder on the cut feature with a factorized-prior rate.
+
+    Args:
+        channels: channels of the cut feature (in and out).
+        dims: width after the input 1×1 convolution, then after each of the
+            three down-scalings (the last is the bottleneck).
+        depths: MetaFormer blocks before each down-scaling.
+        kernel_size: of the modulation's depth-wise convolution.
+
+    ``forward(f)`` → ``{"f_re", "likelihoods"}``: ``f_re`` has ``f``'s shape
+    (``H, W`` multiples of 8); the bottleneck gets uniform noise in training
+    and is rounded in eval.
+    """
+
+    def __init__(self, channels: int, dims=(128, 128, 128, 192), depths=(1, 1, 2), kernel_size: int = 11) -> None:
+        super().__init__()
+        if len(dims) != len(depths) + 1:
+            raise ValueError("RE needs one more width than stages")
+        enc: list[nn.Module] = [nn.Conv2d(channels, dims[0], 1)]
+        for i, depth in enumerate(depths):
+            enc += _re_blocks(dims[i], depth, kernel_size)
+            enc += [nn.Conv2d(dims[i], dims[i + 1], 3, stride=2, padding=1), LayerNorm2d(dims[i + 1], eps=1e-6)]
+        dec: list[nn.Module] = []
+        for i in reversed(range(len(depths))):
+            dec += [nn.ConvTranspose2d(dims[i + 1], dims[i], 5, stride=2, padding=2, output_padding=1),
+                    LayerNorm2d(dims[i], eps=1e-6)]
+            dec += _re_blocks(dims[i], depth=depths[i], kernel_size=kernel_size)
+        dec.append(nn.Conv2d(dims[0], channels, 1))
+        self.encoder = nn.Sequential(*enc)
+        self.prior = FactorizedPrior(dims[-1])
+        self.decoder = nn.Sequential(*dec)
+
+    def forward(self, f: Tensor) -> dict:
+        b_hat, likelihoods = self.prior(self.encoder(f))
+        return {"f_re": self.decoder(b_hat), "likelihoods": likelihoods}
+
+
+class TokenBlocks(nn.Module):
+    """timm ViT blocks applied to the positions of a ``(B, C, H, W)`` map."""
+
+    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        from timm.models.vision_transformer import Block
+
+        norm = partial(nn.LayerNorm, eps=1e-6)
+        self.blocks = nn.Sequential(*(Block(dim, heads, mlp_ratio=mlp_ratio, qkv_bias=True, norm_layer=norm)
+                                      for _ in range(depth)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        t = self.blocks(x.flatten(2).transpose(1, 2))
+        return t.transpose(1, 2).reshape(b, c, h, w)
+
+
+def _conv(cin: int, cout: int, k: int, s: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, stride=s, padding=k // 2)
+
+
+def _deconv(cin: int, cout: int, k: int = 5) -> nn.ConvTranspose2d:
+    return nn.ConvTranspose2d(cin, cout, k, stride=2, padding=k // 2, output_padding=1)
+
+
+class DICM(ImageCodec):
+    """Split backbone + RE module + gnConv/hyperprior codec (Tang et al. 2025).
+
+    Args:
+        backbone: ``"resnet50"`` or ``"efficientnet_lite0"`` (:mod:`icm.models.backbones`).
+        backbone_weights: file of ResNet-50 weights (torchvision or MoCo v2).
+        pretrained_backbone: load EfficientNet-Lite0's offline ImageNet weights.
+        re_dims, re_depths, re_kernel: of the :class:`RedundancyElimination`.
+        dims: widths of the compression network after its first HorNet block,
+            the first down-scaling and the 3×3 convolution (the first must
+            equal the cut's channels).
+        orders: gnConv orders of its three HorNet blocks (the last has a
+            global filter, stored at ``filter_size``).
+        M: channels of ``y`` (stride 16).
+        N: channels of ``z``.
+        hyper_dim, hyper_heads, hyper_depth: ViT blocks of the hyper-encoder.
+        hyper_down: stride-2 steps from ``y`` to ``z`` (2 in the paper: z at 64).
+        out_conv: end ``g_s`` with a 1×1 convolution.  The paper's decoder ends
+            on a LeakyReLU and a HorBlock, which suits ResNet's non-negative
+            layer1 output; EfficientNet's cut (a BatchNorm output with no
+            activation) is signed and needs a linear last layer.
+        class_names: names of the classifier's outputs (ImageNet's by default).
+
+    Inputs are RGB ``(B, 3, H, W)`` in ``[0, 1]``, any size (padded to
+    ``stride``; stage features are cropped back to the input's extent).
+    """
+
+    has_pixel_decoder = False
+    tasks = ("classify",)
+
+    def __init__(
+        self,
+        *,
+        backbone: str = "resnet50",
+        backbone_weights: str | None = None,
+        pretrained_backbone: bool = True,
+        re_dims: tuple[int, ...] = (128, 128, 128, 192),
+        re_depths: tuple[int, ...] = (1, 1, 2),
+        re_kernel: int = 11,
+        dims: tuple[int, int, int] = (256, 128, 192),
+        orders: tuple[int, int, int] = (2, 3, 4),
+        filter_size: tuple[int, int] = (28, 28),
+        M: int = 192,
+        N: int = 128,
+        hyper_dim: int = 384,
+        hyper_heads: int = 6,
+        hyper_depth: int = 1,
+        hyper_down: int = 2,
+        out_conv: bool = False,
+        class_names: tuple[str, ...] | None = None,
+    ) -> None:
+        super().__init__()
+        from .backbones import create_backbone
+
+        if backbone == "resnet50":
+            self.backbone = create_backbone("resnet50", weights=backbone_weights)
+        else:
+            self.backbone = create_backbone(backbone, pretrained=pretrained_backbone)
+        c0 = self.backbone.cut_channels
+        if dims[0] != c0:
+            raise ValueError(f"dims[0] must equal the cut's {c0} channels, got {dims[0]}")
+        if hyper_down not in (1, 2):
+            raise ValueError("hyper_down is 1 (z at stride 32) or 2 (z at stride 64)")
+        self.cut_stride = self.backbone.cut_stride
+        self.y_stride = self.cut_stride * 4
+        self.stride = max(self.cut_stride * 8, self.y_stride * 2**hyper_down)  # RE needs 8× down of the cut
+        self.M, self.N = M, N
+        self.class_names = tuple(class_names) if class_names else None
+
+        self.re = RedundancyElimination(c0, re_dims, re_depths, re_kernel)
+        c1, c2 = dims[1], dims[2]
+        self.g_a = nn.Sequential(
+            HorBlock(c0, orders[0]), _conv(c0, c1, 5, 2), nn.LeakyReLU(inplace=True),
+            HorBlock(c1, orders[1]), _conv(c1, c2, 3),
+            HorBlock(c2, orders[2], global_filter=True, filter_size=filter_size), _conv(c2, M, 5, 2),
+            nn.LeakyReLU(inplace=True),
+        )
+        self.g_s = nn.Sequential(
+            _deconv(M, c2), nn.LeakyReLU(inplace=True),
+            HorBlock(c2, orders[2], global_filter=True, filter_size=filter_size), _conv(c2, c1, 3),
+            HorBlock(c1, orders[1]), _deconv(c1, c0), nn.LeakyReLU(inplace=True),
+            HorBlock(c0, orders[0]),
+            *([nn.Conv2d(c0, c0, 1)] if out_conv else []),
+        )
+        last_down = 2 if hyper_down == 2 else 1
+        h_a = nn.Sequential(_conv(M, hyper_dim, 3, 2), TokenBlocks(hyper_dim, hyper_depth, hyper_heads),
+                            _conv(hyper_dim, N, 3, last_down))
+        h_s: list[nn.Module] = [_conv(N, hyper_dim, 3), nn.LeakyReLU(inplace=True)]
+        for _ in range(hyper_down):
+            h_s += [_conv(hyper_dim, 4 * hyper_dim, 3), nn.PixelShuffle(2), nn.LeakyReLU(inplace=True)]
+        h_s.append(_conv(hyper_dim, 2 * M, 3))
+        self.latent = MeanScaleHyperprior(h_a, nn.Sequential(*h_s), z_channels=N)
+
+    # -- shipped weights -----------------------------------------------------
+    def load_shipped(self, state: dict) -> None:
+        """Load a shipped state dict; EfficientNet-Lite0's own weights are not in it
+        (they come with their package), every other key must be."""
+        if any(k.startswith("backbone.") for k in state):
+            self.load_state_dict(state)
+            return
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("backbone.")]
+        if missing or unexpected:
+            raise RuntimeError(f"shipped weights do not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+    # -- parts ---------------------------------------------------------------
+    def head_features(self, x: Tensor) -> Tensor:
+        """Sender's backbone head on a padded batch: the cut feature ``f``."""
+        return self.backbone.head(x)
+
+    def analysis(self, x: Tensor) -> Tensor:
+        """Padded images → ``y``: head, RE (bottleneck rounded in eval), codec encoder."""
+        return self.g_a(self.re(self.head_features(x))["f_re"])
+
+    def decode_features(self, y_hat: Tensor, image_size: tuple[int, int] | None = None) -> Tensor:
+        """``ŷ`` → decoded cut feature ``f̂``, cropped to the input's extent at the cut stride."""
+        f_hat = self.g_s(y_hat.contiguous())  # one memory layout → one convolution algorithm → same result
+        if image_size is not None:
+            s = self.cut_stride
+            f_hat = f_hat[..., : -(-image_size[0] // s), : -(-image_size[1] // s)]
+        return f_hat
+
+    def stages(self, f: Tensor) -> OrderedDict:
+        """Receiver's tail on a cut feature: ``{"0": s8, "1": s16, "2": s32}``."""
+        return self.backbone.tail(f)
+
+    def classify_features(self, f: Tensor) -> Tensor:
+        return self.backbone.classifier(self.stages(f)["2"])
+
+    def analyze_latent(self, y_hat: Tensor, task: str, image_size: tuple[int, int] | None = None) -> Tensor:
+        return self.classify_features(self.decode_features(y_hat, image_size))
+
+    # -- verbs ---------------------------------------------------------------
+    def forward(self, x: Tensor) -> dict:
+        """Everything training and tests need, for ``(B, 3, H, W)`` in ``[0, 1]``.
+
+        Returns:
+            ``{"f", "f_re", "f_hat", "y_hat", "logits", "likelihoods": {"y", "z"},
+            "re_likelihoods"}``; features are at the cut stride, cropped to the
+            input; in eval mode ``y_hat`` and ``logits`` equal what decoding the
+            bitstream and :meth:`analyze` give.
+        """
+        self._check_input(x)
+        size = tuple(x.shape[-2:])
+        f = self.head_features(self.pad(x))
+        re = self.re(f)
+        with torch.autocast(f.device.type, enabled=False):
+            out = self.latent(self.g_a(re["f_re"]).float())
+        f_hat = self.decode_features(out["y_hat"], size)
+        crop = f_hat.shape[-2:]
+        return {
+            "f": f[..., : crop[0], : crop[1]], "f_re": re["f_re"][..., : crop[0], : crop[1]], "f_hat": f_hat,
+            "y_hat": out["y_hat"], "logits": self.classify_features(f_hat),
+            "likelihoods": out["likelihoods"], "re_likelihoods": re["likelihoods"],
+        }
+
+    def classify_pixels(self, x: Tensor) -> Tensor:
+        """The uncompressed network's logits (head → tail → classifier, no RE, no codec)."""
+        self._check_input(x)
+        return self.backbone(x)
+
+
+def _imagenet_names() -> tuple[str, ...]:
+    from .bai2022 import _imagenet_names as names
+
+    return names()
+
+
+def _build(quality: int, defaults: dict, kwargs: dict) -> DICM:
+    cfg = {**defaults, **kwargs}
+    cfg.setdefault("class_names", _imagenet_names())
+    model = DICM(**cfg)
+    model.lmbda = QUALITIES[quality]
+    return model
+
+
+@register_model(
+    "dicm",
+    model_id=6,
+    qualities=tuple(QUALITIES),
+    description="Tang et al. 2025: ResNet-50 split at layer1 + RE + gnConv/hyperprior codec (backbone weights from a file)",
+    pixel_decoder=False,
+    tasks=("classify",),
+)
+def dicm(quality: int, **kwargs) -> DICM:
+    return _build(quality, {"backbone": "resnet50"}, kwargs)
+
+
+LITE0 = dict(backbone="efficientnet_lite0", re_dims=(48, 48, 48, 64), re_depths=(1, 1, 2), dims=(24, 64, 96),
+             M=96, N=64, hyper_dim=128, hyper_heads=4, hyper_depth=1, hyper_down=1, out_conv=True, filter_size=(28, 28))
+
+
+@register_model(
+    "dicm-lite0",
+    model_id=7,
+    qualities=tuple(QUALITIES),
+    description="dicm on EfficientNet-Lite0 (ImageNet weights, cut at 24 ch, stride 4); classifies from the bitstream",
+    pixel_decoder=False,
+    tasks=("classify",),
+)
+def dicm_lite0(quality: int, **kwargs) -> DICM:
+    return _build(quality, LITE0, kwargs)

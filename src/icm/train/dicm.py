@@ -1,0 +1,359 @@
+"""Training recipe of ``dicm`` (Tang, Yi, Wang 2025): the four stages of
+``SEEDS.md`` section B, as one thin Lightning module and the data they read.
+
+A recipe (``configs/dicm/``) names its stage at the top level::
+
+    stage: 4
+    model:   {name: dicm-lite0, quality: 4, init: runs/dicm-lite0-stage3/checkpoints/last.ckpt}
+    loss:    {...}                      # the stage's weights; defaults are the paper's
+    data:    {kind: photos, crop: 224, batch_size: 8}     # or imagefolder (root, crop)
+    optim:   {name: adamw, lr: 1.0e-4, min_lr: 1.0e-6, weight_decay: 0.0}
+    moco:    {queue: 65536, momentum: 0.999, temperature: 0.2, warmup_epochs: 10, refresh_every: 20}
+    trainer: {max_steps: ..., out_dir: ..., threads: 1}
+
+Stage 1 — backbone pre-training (MoCo v2 + ContrastiveCrop, :mod:`.moco`):
+    the backbone's pooled last stage is the MoCo encoder; crops are plain for
+    ``warmup_epochs`` and guided by the heatmap boxes after, refreshed every
+    ``refresh_every`` epochs.  Stage 2 starts from its checkpoint
+    (``model.init``): the RE module and codec in it are still untouched.
+Stage 2 — RE module alone, backbone frozen:
+    ``rate(RE bottleneck) + 128·L1(f, f_re)``, Adam 1e-4.
+Stage 3 — joint: ``InfoNCE + 0.1·rate + 0.1·L1`` with guided crops, SGD 1e-3
+    cosine; the MoCo encoder is head → RE → tail → pool.  ``train`` lists the
+    parts that learn (paper: ``[head, re, tail]``).
+Stage 4 — codec only, everything else frozen:
+    ``λ·bpp + 2048·MSE(f_re, f̂) + 384/256/192·MSE`` of the three tail stages
+    against the uncompressed network (head → tail, no RE, no codec), AdamW
+    1e-4; λ is the quality's (:data:`icm.models.dicm.QUALITIES`).
+
+Frozen parts stay in eval mode (their BatchNorm statistics do not move).
+Rates are bits per pixel of the input crop.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import IcmError
+
+STAGE_DEFAULTS = {
+    1: {"optim": {"name": "sgd", "lr": 0.03, "lr_batch": 256, "momentum": 0.9, "weight_decay": 1e-4}},
+    2: {"loss": {"rate": 1.0, "l1": 128.0}, "optim": {"name": "adam", "lr": 1e-4}},
+    3: {"loss": {"infonce": 1.0, "rate": 0.1, "l1": 0.1},
+        "optim": {"name": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4}},
+    4: {"loss": {"re_mse": 2048.0, "stage_mse": (384.0, 256.0, 192.0)}, "optim": {"name": "adamw", "lr": 1e-4}},
+}
+
+
+def bits_per_pixel(likelihoods, pixels: int) -> Tensor:
+    """Total ``-log2`` of likelihoods (a tensor or a dict of them) per image pixel, batch-averaged."""
+    liks = likelihoods.values() if isinstance(likelihoods, dict) else [likelihoods]
+    b = next(iter(liks)).shape[0] if not isinstance(likelihoods, dict) else next(iter(likelihoods.values())).shape[0]
+    return sum(-torch.log2(lik).sum() for lik in liks) / (b * pixels)
+
+
+class _Encoder(nn.Module):
+    """MoCo encoder on a dicm model: head (→ RE) → tail → global average pool.
+
+    With ``re`` the RE module's rate and L1 of the last call are kept in
+    ``self.aux`` for stage 3's loss.
+    """
+
+    def __init__(self, model, re: bool) -> None:
+        super().__init__()
+        self.head, self.tail = model.backbone.head, model.backbone.tail
+        self.re = model.re if re else None
+        self.aux: dict[str, Tensor] = {}
+
+    def last_stage(self, x: Tensor) -> Tensor:
+        f = self.head(x)
+        if self.re is not None:
+            out = self.re(f)
+            self.aux = {"rate": bits_per_pixel(out["likelihoods"], x.shape[-2] * x.shape[-1]),
+                        "l1": (out["f_re"] - f).abs().mean()}
+            f = out["f_re"]
+        return list(self.tail(f).values())[-1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.last_stage(x).mean(dim=(-2, -1))
+
+
+class DicmModule(L.LightningModule):
+    """The four stages of ``dicm`` training around a model built outside.
+
+    Args:
+        model: a :class:`icm.models.dicm.DICM`.
+        stage: 1–4 (see the module docstring).
+        loss: the stage's weights (``rate``, ``l1``, ``infonce``, ``re_mse``,
+            ``stage_mse``, and ``lmbda`` for stage 4, default the quality's λ).
+        optim: ``name`` (sgd, adam, adamw), ``lr`` (with ``lr_batch``: scaled by
+            global batch / lr_batch), ``momentum``, ``weight_decay``, ``min_lr``;
+            cosine from ``lr`` to ``min_lr`` over ``max_steps``.
+        moco: ``queue``, ``momentum``, ``temperature``, ``dim``, ``hidden``.
+        train_parts: stage 3's learning parts among ``head``, ``re``, ``tail``.
+        max_steps: length of the schedule; clip: gradient-norm clip (0: none).
+    """
+
+    def __init__(self, model: nn.Module, stage: int, loss: dict | None = None, optim: dict | None = None,
+                 moco: dict | None = None, train_parts=("head", "re", "tail"), batch_size: int = 8,
+                 max_steps: int = 1000, clip: float = 0.0) -> None:
+        super().__init__()
+        if stage not in (1, 2, 3, 4):
+            raise IcmError(f"dicm has training stages 1–4, not {stage!r}")
+        self.model, self.stage = model, stage
+        defaults = STAGE_DEFAULTS[stage]
+        self.weights = {**defaults.get("loss", {}), **(loss or {})}
+        if stage == 4:
+            self.weights.setdefault("lmbda", float(getattr(model, "lmbda", 0.08)))
+        self.optim = {**defaults["optim"], **(optim or {})}
+        self.batch_size, self.max_steps_, self.clip = batch_size, max_steps, clip
+        self.save_hyperparameters(ignore=["model"])
+
+        model.requires_grad_(False)
+        parts = {"head": model.backbone.head, "re": model.re, "tail": model.backbone.tail,
+                 "classifier": model.backbone.classifier}
+        if stage == 1:
+            learn = [model.backbone.head, model.backbone.tail]
+        elif stage == 2:
+            learn = [model.re]
+        elif stage == 3:
+            unknown = set(train_parts) - {"head", "re", "tail"}
+            if unknown:
+                raise IcmError(f"stage 3 trains parts among head, re, tail; unknown: {sorted(unknown)}")
+            learn = [parts[p] for p in train_parts]
+        else:
+            learn = [model.g_a, model.g_s, model.latent]
+        for m in learn:
+            m.requires_grad_(True)
+        self._learning = learn
+        self.moco = None
+        if stage in (1, 3):
+            from .moco import MoCo
+
+            c = moco or {}
+            enc = _Encoder(model, re=stage == 3)
+            feat = model.backbone.tail.out_channels[-1]
+            self.moco = MoCo(enc, feat, dim=int(c.get("dim", 128)), hidden=int(c.get("hidden", 2048)),
+                             queue_size=int(c.get("queue", 65536)), momentum=float(c.get("momentum", 0.999)),
+                             temperature=float(c.get("temperature", 0.2)))
+
+    def train(self, mode: bool = True):
+        # Frozen parts keep eval-mode BatchNorm/dropout whatever Lightning asks.
+        super().train(mode)
+        if mode:
+            self.model.eval()
+            for m in self._learning:
+                m.train()
+            if self.moco is not None:
+                self.moco.projector_q.train()
+                self.moco.encoder_k.train(any(p.requires_grad for p in self.moco.encoder_q.parameters()))
+        return self
+
+    # -- losses ------------------------------------------------------------
+    def loss(self, batch) -> dict[str, Tensor]:
+        w = self.weights
+        if self.stage in (1, 3):
+            q, k = batch
+            out = self.moco(q, k)
+            terms = {"infonce": out["loss"],
+                     "acc": (out["logits"].detach().argmax(1) == 0).float().mean()}
+            if self.stage == 1:
+                terms["loss"] = out["loss"]
+                return terms
+            aux = self.moco.encoder_q.aux
+            terms.update(rate=aux["rate"], l1=aux["l1"])
+            terms["loss"] = w["infonce"] * out["loss"] + w["rate"] * aux["rate"] + w["l1"] * aux["l1"]
+            return terms
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        pixels = x.shape[-2] * x.shape[-1]
+        m = self.model
+        if self.stage == 2:
+            with torch.no_grad():
+                f = m.head_features(m.pad(x))
+            out = m.re(f)
+            rate = bits_per_pixel(out["likelihoods"], pixels)
+            l1 = (out["f_re"] - f).abs().mean()
+            return {"loss": w["rate"] * rate + w["l1"] * l1, "rate": rate, "l1": l1}
+        out = m(x)
+        with torch.no_grad():
+            ref = m.stages(out["f"])
+        got = m.stages(out["f_hat"])
+        bpp = bits_per_pixel(out["likelihoods"], pixels)
+        re_mse = F.mse_loss(out["f_hat"], out["f_re"])
+        stage_mse = [F.mse_loss(got[k], ref[k]) for k in ref]
+        loss = w["lmbda"] * bpp + w["re_mse"] * re_mse + sum(a * b for a, b in zip(w["stage_mse"], stage_mse))
+        terms = {"loss": loss, "bpp": bpp, "re_mse": re_mse}
+        terms.update({f"mse{i}": v for i, v in enumerate(stage_mse)})
+        with torch.no_grad():
+            agree = m.backbone.classifier(got["2"]).argmax(1) == m.backbone.classifier(ref["2"]).argmax(1)
+        terms["agree"] = agree.float().mean()
+        return terms
+
+    def _step(self, batch, stage: str) -> Tensor:
+        terms = self.loss(batch)
+        n = (batch[0] if isinstance(batch, (list, tuple)) else batch).shape[0]
+        self.log_dict({f"{stage}/{k}": v.detach() for k, v in terms.items()}, prog_bar=stage == "train",
+                      on_step=stage == "train", on_epoch=stage != "train", batch_size=n, sync_dist=stage != "train")
+        return terms["loss"]
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        return self._step(batch, "val")
+
+    # -- ContrastiveCrop schedule -----------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        views = getattr(self, "views", None)
+        if views is None:
+            return
+        from .moco import should_refresh
+
+        epoch = self.current_epoch
+        views.warmup = epoch < self.crop_warmup
+        if should_refresh(epoch, self.crop_warmup, self.crop_every):
+            enc = self.moco.encoder_q
+            was = enc.training
+            enc.eval()
+            views.update_boxes(enc.last_stage, device=self.device)
+            enc.train(was)
+
+    # -- optimiser ---------------------------------------------------------------
+    def configure_optimizers(self):
+        o = self.optim
+        params = [p for p in self.parameters() if p.requires_grad]
+        lr = float(o["lr"])
+        if o.get("lr_batch"):
+            world = self._trainer.world_size if self._trainer is not None else 1
+            lr = lr * self.batch_size * world / float(o["lr_batch"])
+        name = o.get("name", "adam").lower()
+        wd = float(o.get("weight_decay", 0.0))
+        if name == "sgd":
+            opt = torch.optim.SGD(params, lr=lr, momentum=float(o.get("momentum", 0.9)), weight_decay=wd)
+        elif name == "adam":
+            opt = torch.optim.Adam(params, lr=lr, weight_decay=wd)
+        elif name == "adamw":
+            opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd if "weight_decay" in o else 0.01)
+        else:
+            raise IcmError(f"unknown optimiser {name!r}; use sgd, adam or adamw")
+        total, floor = max(self.max_steps_, 1), min(float(o.get("min_lr", 0.0)) / lr, 1.0)
+
+        def factor(i: int) -> float:
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, i / total)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        if self.clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for p in self.parameters() if p.requires_grad], self.clip)
+
+
+# -- data ----------------------------------------------------------------------------
+
+
+class _Images(Dataset):
+    """Whole images of a list of tensors (ContrastiveCrop needs the full picture)."""
+
+    def __init__(self, images: list[Tensor]) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.images[i]
+
+
+def _imagefolder(root: Path, transform):
+    from torchvision import datasets
+
+    if not (root / "train").is_dir():
+        raise IcmError(f"{root / 'train'} is not a directory (ImageNet layout: root/train/<class>/image)")
+    return datasets.ImageFolder(str(root / "train"), transform)
+
+
+def _datasets(stage: int, d: dict, seed: int):
+    """Training and validation datasets of a stage."""
+    from ..data import FiveCrops, PhotoCrops, load_photo, photo_sources, to_tensor
+
+    kind = d.get("kind", "photos")
+    crop = int(d.get("crop", 224))
+    val = (FiveCrops(photo_sources("val"), resize=int(d.get("val_resize", 256)), crop=int(d.get("val_crop", 224)))
+           if kind == "photos" else None)
+    if stage in (1, 3):
+        from .moco import ContrastiveCropViews
+
+        if kind == "photos":
+            base = _Images([to_tensor(load_photo(s)) for s in photo_sources("train")])
+        elif kind == "imagefolder":
+            from torchvision.transforms import v2
+
+            base = _imagefolder(Path(d["root"]), v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]))
+        else:
+            raise IcmError(f"unknown data kind {kind!r} for dicm; known: photos, imagefolder")
+        views = ContrastiveCropViews(base, size=crop, seed=seed, box_size=int(d.get("box_size", crop)))
+        return views, None
+    if kind == "photos":
+        return PhotoCrops(photo_sources("train"), size=crop, seed=seed), val
+    if kind == "imagefolder":
+        from torchvision import transforms as T
+
+        tf = T.Compose([T.RandomResizedCrop(crop, scale=(0.35, 1.0)), T.RandomHorizontalFlip(), T.ToTensor()])
+        return _imagefolder(Path(d["root"]), tf), None
+    raise IcmError(f"unknown data kind {kind!r} for dicm; known: photos, imagefolder")
+
+
+def load_init(model: nn.Module, path: str) -> None:
+    """Start from a checkpoint of any stage (its ``model.*`` weights) or a shipped .safetensors."""
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        model.load_shipped({k: (v.float() if v.is_floating_point() else v) for k, v in load_file(path).items()})
+        return
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise IcmError(f"init checkpoint not found: {path}") from None
+    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    model.load_state_dict(state)
+
+
+def build(cfg: dict):
+    """Model, LightningModule and data loaders of a ``dicm`` recipe."""
+    from torch.utils.data import IterableDataset
+
+    from ..models import create_model, model_info
+
+    m, d, o, t = cfg["model"], cfg["data"], cfg["optim"], cfg["trainer"]
+    stage = int(cfg.get("stage", 4))
+    info = model_info(m["name"])
+    model = create_model(info.name, quality=m.get("quality"), pretrained=False, **m.get("kwargs", {}))
+    if m.get("init"):
+        load_init(model, m["init"])
+    seed = int(t.get("seed", 0))
+    train, val = _datasets(stage, d, seed)
+    batch = int(d.get("batch_size", 8))
+    moco = cfg.get("moco") or {}
+    module = DicmModule(model, stage, loss=cfg.get("loss"), optim=o, moco=moco,
+                        train_parts=tuple(cfg.get("train", ("head", "re", "tail"))), batch_size=batch,
+                        max_steps=int(t.get("max_steps", 1000)), clip=float(o.get("clip", 0.0)))
+    workers = int(d.get("workers", 0))
+    common = {"num_workers": workers, "persistent_workers": workers > 0}
+    if stage in (1, 3):
+        module.views = train
+        module.crop_warmup = int(moco.get("warmup_epochs", 10))
+        module.crop_every = int(moco.get("refresh_every", 20))
+    shuffle = not isinstance(train, IterableDataset)
+    train_loader = DataLoader(train, batch_size=batch, shuffle=shuffle, drop_last=shuffle and len(train) >= batch,
+                              **common)
+    val_loader = DataLoader(val, batch_size=int(d.get("val_batch_size", 10))) if val is not None else None
+    torch.manual_seed(seed)
+    return model, module, train_loader, val_loader

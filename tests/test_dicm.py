@@ -1,0 +1,365 @@
+"""``dicm`` (Tang, Yi, Wang 2025): gnConv, the RE module, the codec on a split
+backbone, classification from the bitstream with no pixels, the four training
+stages, recipes and ``icm analyze`` / ``icm decompress`` on its files."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from icm import codec
+from icm.layers.fixed_point import FixedPointNet
+from icm.layers.gnconv import GlobalLocalFilter, GnConv, HorBlock
+from icm.models import Compressed, create_model, list_models, model_info
+from icm.models.dicm import DICM, QUALITIES, RedundancyElimination
+
+from conftest import gradient_image, random_image
+
+DICM_NAMES = [n for n in list_models() if n.startswith("dicm")]
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "dicm").glob("*.yaml"))
+# Narrow codecs so that every configuration runs in a second or two on one thread.
+SMALL = {
+    "dicm": dict(re_dims=(16, 16, 16, 16), dims=(256, 32, 32), M=32, N=16, hyper_dim=32, hyper_heads=2,
+                 filter_size=(8, 8)),
+    "dicm-lite0": dict(re_dims=(16, 16, 16, 16), dims=(24, 32, 32), M=32, N=16, hyper_dim=32, hyper_heads=2,
+                       filter_size=(8, 8), pretrained_backbone=False),
+}
+
+
+def make_dicm(name: str = "dicm-lite0", quality: int = 4, seed: int = 0, busy: bool = True, **kw) -> DICM:
+    """Seeded narrow model in eval mode; ``busy`` scales y up so that it carries many symbols."""
+    torch.manual_seed(seed)
+    model = create_model(name, quality=quality, pretrained=False, **{**SMALL[name], **kw}).eval()
+    if busy:
+        with torch.no_grad():
+            model.g_a[-2].weight.mul_(30.0)
+            model.latent.h_a[-1].weight.mul_(30.0)
+    return model
+
+
+# -- layers ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4, 5])
+def test_gnconv_orders_split_channels_and_keep_shape(order):
+    torch.manual_seed(0)
+    g = GnConv(32, order)
+    assert g.dims == [32 // 2**i for i in reversed(range(order))]
+    assert len(g.widen) == order - 1
+    x = torch.randn(2, 32, 9, 13, requires_grad=True)
+    y = g(x)
+    assert y.shape == x.shape
+    y.square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in g.parameters())
+
+
+def test_gnconv_rejects_indivisible_width():
+    with pytest.raises(ValueError, match="divisible by 8"):
+        GnConv(20, order=4)
+    with pytest.raises(ValueError, match="even"):
+        GlobalLocalFilter(7)
+
+
+def test_global_filter_with_unit_weights_is_the_identity_between_its_norms():
+    torch.manual_seed(0)
+    f = GlobalLocalFilter(8, size=(6, 6))
+    with torch.no_grad():
+        f.weight.zero_()
+        f.weight[..., 0] = 1.0  # every frequency multiplied by 1 + 0j
+        f.local.weight.zero_()
+        f.local.weight[:, :, 1, 1] = 1.0  # depth-wise delta
+    x = torch.randn(2, 8, 11, 14)  # another size than stored: the weight is resampled
+    want = f.norm_out(f.norm_in(x))
+    torch.testing.assert_close(f(x), want, atol=1e-5, rtol=1e-5)
+
+
+def test_horblock_starts_near_identity_with_layer_scale():
+    torch.manual_seed(0)
+    b = HorBlock(16, order=3)
+    x = torch.randn(1, 16, 8, 8)
+    assert (b(x) - x).abs().max() < 1e-3  # γ = 1e-6 at initialisation (HorNet)
+    assert b.gamma1.flatten().tolist() == pytest.approx([1e-6] * 16)
+
+
+def test_fixed_point_pixel_shuffle_is_exact_and_batch_independent():
+    torch.manual_seed(0)
+    h_s = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.LeakyReLU(), nn.Conv2d(8, 32, 3, padding=1),
+                        nn.PixelShuffle(2), nn.LeakyReLU(), nn.Conv2d(8, 6, 3, padding=1))
+    fp = FixedPointNet(h_s, act_bits=10)
+    z = torch.randint(-5, 6, (3, 4, 5, 7)).float()
+    out = fp(z)
+    assert out.shape == (3, 6, 10, 14) and torch.equal(out, torch.round(out))
+    assert torch.equal(torch.cat([fp(z[i : i + 1]) for i in range(3)]), out)
+    torch.testing.assert_close(out / 2**10, h_s(z).double(), atol=0.05, rtol=0.01)
+
+
+def test_re_module_shapes_and_rounded_bottleneck():
+    torch.manual_seed(0)
+    re = RedundancyElimination(24, dims=(16, 16, 16, 20), depths=(1, 1, 2), kernel_size=11).eval()
+    f = torch.randn(2, 24, 16, 24)
+    out = re(f)
+    assert out["f_re"].shape == f.shape and out["likelihoods"].shape == (2, 20, 2, 3)
+    b = re.encoder(f)
+    b_hat, _ = re.prior(b)
+    assert torch.equal(b_hat, torch.round(b))  # eval: rounding
+    torch.testing.assert_close(out["f_re"], re.decoder(b_hat))
+    blocks = [m for m in re.encoder if type(m).__name__ == "MetaFormerBlock"]
+    assert len(blocks) == 4 and blocks[0].token_mixer.attn[-1].kernel_size == (11, 11)
+    assert blocks[0].layer_scale1.scale.flatten()[0].item() == pytest.approx(1e-6)
+
+
+# -- models ----------------------------------------------------------------------------------
+
+
+def test_registered_configurations():
+    assert set(DICM_NAMES) == {"dicm", "dicm-lite0"}
+    assert {n: model_info(n).model_id for n in DICM_NAMES} == {"dicm": 6, "dicm-lite0": 7}
+    for n in DICM_NAMES:
+        info = model_info(n)
+        assert info.tasks == ("classify",) and not info.pixel_decoder and info.qualities == (1, 2, 3, 4)
+    assert QUALITIES[4] == 0.08  # the paper's rate weight
+
+
+def test_paper_configuration():
+    torch.manual_seed(0)
+    m = create_model("dicm", quality=4, pretrained=False)
+    assert m.backbone.name == "resnet50" and m.backbone.cut_channels == 256
+    assert (m.cut_stride, m.y_stride, m.stride, m.M) == (4, 16, 64, 192)
+    convs = [c for c in m.re.encoder if isinstance(c, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.stride[0]) for c in convs] == [
+        (256, 128, 1), (128, 128, 2), (128, 128, 2), (128, 192, 2)]
+    orders = [len(b.gnconv.dims) for b in m.g_a if isinstance(b, HorBlock)]
+    assert orders == [2, 3, 4] and isinstance(m.g_a[5].gnconv.gate, GlobalLocalFilter)
+    assert [c.out_channels for c in m.g_a if isinstance(c, nn.Conv2d)] == [128, 192, 192]
+    vit = m.latent.h_a[1].blocks[0]
+    assert vit.attn.num_heads == 6 and vit.attn.qkv.in_features == 384
+    assert len(model_info("dicm").description) > 10 and len(m.class_names) == 1000
+
+
+@pytest.mark.parametrize("name", ["dicm", "dicm-lite0"])
+def test_forward_backward_every_parameter_gets_a_gradient(name):
+    model = make_dicm(name, busy=False).train()
+    x = random_image(64, 64, seed=1, batch=2)
+    out = model(x)
+    assert out["f_hat"].shape == out["f"].shape == (2, model.backbone.cut_channels, 16, 16)
+    assert out["y_hat"].shape == (2, model.M, 4, 4) and out["logits"].shape == (2, 1000)
+    loss = (out["f_hat"] - out["f_re"]).square().mean() + out["logits"].square().mean()
+    loss = loss + sum(-torch.log2(v).mean() for v in out["likelihoods"].values()) - out["re_likelihoods"].log().mean()
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, missing[:5]
+
+
+@pytest.mark.parametrize("size", [(64, 64), (97, 131), (31, 20)])
+def test_analysis_from_bitstream_equals_eval_forward_exactly(size):
+    model = make_dicm()
+    x = random_image(*size, seed=2, batch=2)
+    out = model(x)
+    c = model.compress(x)
+    assert len(c.strings) == 2 and all(len(s) == 2 for s in c.strings)
+    assert torch.equal(model.analyze(c), out["logits"])
+    # one file alone: the same decoded latent; the tail's float arithmetic may
+    # take another path for another batch size
+    alone = Compressed([c.strings[1]], c.image_size)
+    y1 = model.latent.decompress(alone.strings, model.latent_shape(alone.image_size))
+    assert torch.equal(y1[0], out["y_hat"][1])
+    torch.testing.assert_close(model.analyze(alone)[0], out["logits"][1], atol=1e-5, rtol=1e-5)
+    h, w = size
+    assert out["f_hat"].shape[-2:] == (-(-h // 4), -(-w // 4))
+
+
+def test_no_pixel_decoder():
+    model = make_dicm()
+    c = model.compress(random_image(32, 32, seed=3))
+    with pytest.raises(ValueError, match="no pixel decoder"):
+        model.decompress(c, pixels=True)
+    assert set(model.decompress(c, pixels=False)) == {"y_hat"}
+    with pytest.raises(ValueError, match="does not run task 'detect'"):
+        model.analyze(c, task="detect")
+
+
+def test_lite0_bitstream_keeps_the_uncompressed_networks_prediction_when_trained_to():
+    """The codec path is the uncompressed network when RE and codec are identities:
+    the tail sees ``f`` itself, so the logits must match the unsplit network."""
+    model = make_dicm(busy=False)
+    x = random_image(64, 64, seed=4)
+    f = model.head_features(x)
+    torch.testing.assert_close(model.classify_features(f), model.classify_pixels(x))
+
+
+def test_load_shipped_takes_everything_but_the_lite0_backbone():
+    model = make_dicm(busy=False)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+    other = make_dicm(seed=1, busy=False)
+    other.load_shipped(copy.deepcopy(state))
+    assert all(torch.equal(v, other.state_dict()[k]) for k, v in state.items())
+    del state["g_a.1.weight"]
+    with pytest.raises(RuntimeError, match="g_a.1.weight"):
+        other.load_shipped(state)
+
+
+# -- training stages -----------------------------------------------------------------------------
+
+
+def _module(stage: int, **kw):
+    from icm.train.dicm import DicmModule
+
+    model = make_dicm(busy=False).train()
+    moco = {"queue": 64, "dim": 16, "hidden": 32, "momentum": 0.99}
+    return DicmModule(model, stage, moco=moco, batch_size=4, max_steps=10, **kw)
+
+
+def _train(module, batch, steps: int, lr: float):
+    params = [p for p in module.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    module.train()
+    # With one batch repeated, enqueued keys would be copies of the positives;
+    # keep the initial negatives so the objective stays the same.
+    queue = module.moco.queue.clone() if module.moco is not None else None
+    losses = []
+    for _ in range(steps):
+        if queue is not None:
+            module.moco.queue.copy_(queue)
+        opt.zero_grad()
+        loss = module.loss(batch)["loss"]
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def _photo_batch(n: int = 4, size: int = 64, seed: int = 0) -> torch.Tensor:
+    from icm.data import PhotoCrops, photo_sources
+
+    it = iter(PhotoCrops(photo_sources("val"), size=size, seed=seed))
+    return torch.stack([next(it) for _ in range(n)])
+
+
+@pytest.mark.parametrize("stage", [2, 4])
+def test_stage_lowers_its_loss(stage):
+    torch.manual_seed(0)
+    module = _module(stage)
+    learning = {id(p) for m in module._learning for p in m.parameters()}
+    assert all(p.requires_grad == (id(p) in learning) for p in module.model.parameters())
+    batch = _photo_batch()
+    with torch.no_grad():
+        module.eval()
+        before = module.loss(batch)["loss"].item()
+    frozen = {k: v.clone() for k, v in module.model.backbone.state_dict().items()}
+    _train(module, batch, steps=8, lr=1e-3)
+    with torch.no_grad():
+        module.eval()
+        after = module.loss(batch)["loss"].item()
+    assert after < 0.9 * before, (before, after)
+    # the backbone (BatchNorm statistics included) did not move
+    assert all(torch.equal(v, module.model.backbone.state_dict()[k]) for k, v in frozen.items())
+
+
+@pytest.mark.parametrize("stage", [1, 3])
+def test_contrastive_stage_lowers_infonce(stage):
+    torch.manual_seed(0)
+    module = _module(stage, train_parts=("re",)) if stage == 3 else _module(stage)
+    q = _photo_batch(4, seed=1)
+    batch = (q, q.flip(-1))  # two views of the same crops
+
+    # training-mode losses (BatchNorm on batch statistics, as MoCo trains), same negatives each step
+    losses = _train(module, batch, steps=8, lr=1e-3)
+    assert losses[-1] < 0.8 * losses[0], losses
+    if stage == 3:
+        assert "rate" in module.loss(batch) and not any(
+            p.requires_grad for p in module.model.backbone.parameters())
+
+
+def test_frozen_parts_stay_in_eval_mode():
+    module = _module(4)
+    module.train()
+    assert not module.model.backbone.training and not module.model.re.training
+    assert module.model.g_a.training and module.model.latent.training
+
+
+def test_unknown_stage_and_part():
+    from icm.errors import IcmError
+
+    with pytest.raises(IcmError, match="stages 1–4"):
+        _module(5)
+    with pytest.raises(IcmError, match="unknown"):
+        _module(3, train_parts=("re", "decoder"))
+
+
+def test_contrastive_crop_schedule_refreshes_boxes():
+    import lightning as L
+
+    from icm.train.dicm import build
+
+    cfg = {"stage": 3, "model": {"name": "dicm-lite0", "quality": 4, "kwargs": SMALL["dicm-lite0"]},
+           "train": ["re"], "data": {"kind": "photos", "crop": 64, "batch_size": 8},
+           "moco": {"queue": 64, "dim": 16, "hidden": 32, "warmup_epochs": 1, "refresh_every": 1},
+           "optim": {}, "trainer": {"max_steps": 1}}
+    torch.manual_seed(0)
+    model, module, train_loader, _ = build(cfg)
+    views = module.views
+    assert views.warmup and bool((views.boxes == torch.tensor([0.0, 0.0, 1.0, 1.0])).all())
+    steps = len(train_loader) + 1  # one epoch of plain crops, then the first step of epoch 1
+    trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, train_loader)
+    assert not views.warmup
+    area = (views.boxes[:, 2] - views.boxes[:, 0]) * (views.boxes[:, 3] - views.boxes[:, 1])
+    assert (area < 1.0).any() and (area > 0).all()
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_parses_and_builds(path):
+    from icm.train.dicm import DicmModule, build
+    from icm.train.run import load_config
+
+    cfg = load_config(path)
+    assert cfg["model"]["name"].startswith("dicm") and cfg["stage"] in (1, 2, 3, 4)
+    text = path.read_text()
+    assert "SEEDS.md, dicm stage" in text
+    cfg["model"]["init"] = None
+    cfg["model"]["kwargs"] = SMALL[cfg["model"]["name"]]
+    model, module, train_loader, val_loader = build(cfg)
+    assert isinstance(module, DicmModule) and module.stage == cfg["stage"]
+    batch = next(iter(train_loader))
+    assert (batch[0] if isinstance(batch, (list, tuple)) else batch).shape[-1] == cfg["data"]["crop"]
+    if cfg["stage"] == 4:
+        assert module.weights["lmbda"] == cfg["loss"]["lmbda"]
+
+
+# -- files and the command line ------------------------------------------------------------------
+
+
+@pytest.fixture
+def dicm_get_model(monkeypatch):
+    real = codec.get_model
+    model = make_dicm()
+    model.model_name, model.quality = "dicm-lite0", 4
+
+    def fake(name, quality):
+        return model if (name, quality) == ("dicm-lite0", 4) else real(name, quality)
+
+    monkeypatch.setattr(codec, "get_model", fake)
+    return model
+
+
+def test_cli_analyze_gives_imagenet_names_and_decompress_refuses(run_cli, dicm_get_model, tmp_path):
+    model = dicm_get_model
+    path = tmp_path / "a.icm"
+    path.write_bytes(codec.encode(model, gradient_image(45, 60))[0])
+    r = run_cli("analyze", path, "--json", "--task", "classify")
+    assert r.code == 0, r.err
+    row = json.loads(r.out)
+    assert (row["model"], row["task"]) == ("dicm-lite0", "classify")
+    f = codec.read(path)
+    logits = model.analyze(Compressed([f.sections], (45, 60)))
+    assert [t["index"] for t in row["top5"]] == logits[0].topk(5).indices.tolist()
+    assert [t["label"] for t in row["top5"]] == [model.class_names[t["index"]] for t in row["top5"]]
+    assert model.class_names[0].startswith("tench")
+    r = run_cli("decompress", path, "-o", tmp_path / "x.png")
+    assert r.code == 2 and "carries no pixel decoder" in r.err and not (tmp_path / "x.png").exists()
