@@ -15,8 +15,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import icm
 from icm.models import has_weights
@@ -135,3 +137,18 @@ def run_python():
         return p
 
     return run
+
+
+@pytest.fixture(scope="session")
+def imagefolder_root(tmp_path_factory) -> Path:
+    """ImageNet layout: train/ and val/ with two class folders of small PNGs."""
+    root = tmp_path_factory.mktemp("imagenet")
+    rng = np.random.default_rng(1)
+    for split, n in (("train", 8), ("val", 2)):
+        for c, cls in enumerate(("n01440764", "n01443537")):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 80, size=(40, 48, 3)).astype(np.uint8)
+                img[..., c] += 150  # red vs green
+                Image.fromarray(img).save(root / split / cls / f"{i}.png")
+    return root

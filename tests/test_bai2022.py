@@ -271,21 +271,6 @@ def fmnist_root(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def imagefolder_root(tmp_path_factory) -> Path:
-    """ImageNet layout: train/ and val/ with two class folders of small PNGs."""
-    root = tmp_path_factory.mktemp("imagenet")
-    rng = np.random.default_rng(1)
-    for split, n in (("train", 8), ("val", 2)):
-        for c, cls in enumerate(("n01440764", "n01443537")):
-            (root / split / cls).mkdir(parents=True)
-            for i in range(n):
-                img = rng.integers(0, 80, size=(40, 48, 3)).astype(np.uint8)
-                img[..., c] += 150  # red vs green
-                Image.fromarray(img).save(root / split / cls / f"{i}.png")
-    return root
-
-
 def _fmnist_cfg(root: Path, step: int = 1, **model) -> dict:
     return {
         "step": step,

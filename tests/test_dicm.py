@@ -26,7 +26,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "dicm").glob
 SMALL = {
     "dicm": dict(re_dims=(16, 16, 16, 16), dims=(256, 32, 32), M=32, N=16, hyper_dim=32, hyper_heads=2,
                  filter_size=(8, 8)),
-    "dicm-lite0": dict(re_dims=(16, 16, 16, 16), dims=(24, 32, 32), M=32, N=16, hyper_dim=32, hyper_heads=2,
+    "dicm-lite0": dict(re_dims=(16, 16), dims=(24, 32, 32), M=32, N=16, hyper_dim=32, hyper_heads=2,
                        filter_size=(8, 8), pretrained_backbone=False),
 }
 
@@ -104,10 +104,14 @@ def test_re_module_shapes_and_rounded_bottleneck():
     f = torch.randn(2, 24, 16, 24)
     out = re(f)
     assert out["f_re"].shape == f.shape and out["likelihoods"].shape == (2, 20, 2, 3)
-    b = re.encoder(f)
+    with torch.no_grad():
+        re.mean.fill_(0.5)
+        re.std.fill_(2.0)
+    out = re(f)
+    b = re.encoder((f - 0.5) / 2.0)
     b_hat, _ = re.prior(b)
     assert torch.equal(b_hat, torch.round(b))  # eval: rounding
-    torch.testing.assert_close(out["f_re"], re.decoder(b_hat))
+    torch.testing.assert_close(out["f_re"], re.unstandardise(re.decoder(b_hat)))
     blocks = [m for m in re.encoder if type(m).__name__ == "MetaFormerBlock"]
     assert len(blocks) == 4 and blocks[0].token_mixer.attn[-1].kernel_size == (11, 11)
     assert blocks[0].layer_scale1.scale.flatten()[0].item() == pytest.approx(1e-6)
@@ -314,7 +318,7 @@ def test_contrastive_crop_schedule_refreshes_boxes():
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_config_parses_and_builds(path):
+def test_config_parses_and_builds(path, imagefolder_root):
     from icm.train.dicm import DicmModule, build
     from icm.train.run import load_config
 
@@ -324,12 +328,20 @@ def test_config_parses_and_builds(path):
     assert "SEEDS.md, dicm stage" in text
     cfg["model"]["init"] = None
     cfg["model"]["kwargs"] = SMALL[cfg["model"]["name"]]
+    if cfg["data"]["kind"] == "imagefolder":  # the paper recipes: ImageNet layout, here a tiny fixture
+        assert cfg["trainer"]["strategy"] == "ddp" and cfg["model"]["name"] == "dicm"
+        cfg["data"].update(root=str(imagefolder_root), workers=0, batch_size=2, crop=32)
     model, module, train_loader, val_loader = build(cfg)
     assert isinstance(module, DicmModule) and module.stage == cfg["stage"]
     batch = next(iter(train_loader))
     assert (batch[0] if isinstance(batch, (list, tuple)) else batch).shape[-1] == cfg["data"]["crop"]
     if cfg["stage"] == 4:
         assert module.weights["lmbda"] == cfg["loss"]["lmbda"]
+    if cfg["stage"] == 2:  # a fresh RE module: the cut feature's statistics are measured first
+        assert not torch.equal(model.re.std, torch.ones_like(model.re.std))
+        f = model.head_features(batch[:4] if not isinstance(batch, (list, tuple)) else batch[0][:4])
+        spread = model.re.standardise(f).std(dim=(0, 2, 3))
+        assert 0.5 < float(spread.mean()) < 2.0  # unit spread per channel, up to crop-to-crop variation
 
 
 # -- files and the command line ------------------------------------------------------------------

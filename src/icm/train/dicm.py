@@ -311,6 +311,16 @@ def _datasets(stage: int, d: dict, seed: int):
     raise IcmError(f"unknown data kind {kind!r} for dicm; known: photos, imagefolder")
 
 
+def _first_images(dataset, n: int) -> Tensor:
+    """Up to ``n`` images of a dataset (items may be ``(image, label)``)."""
+    out = []
+    for item in dataset:
+        out.append(item[0] if isinstance(item, (tuple, list)) else item)
+        if len(out) == n:
+            break
+    return torch.stack(out)
+
+
 def load_init(model: nn.Module, path: str) -> None:
     """Start from a checkpoint of any stage (its ``model.*`` weights) or a shipped .safetensors."""
     if path.endswith(".safetensors"):
@@ -340,6 +350,8 @@ def build(cfg: dict):
         load_init(model, m["init"])
     seed = int(t.get("seed", 0))
     train, val = _datasets(stage, d, seed)
+    if stage == 2 and not m.get("init"):
+        model.measure_feature_stats(_first_images(train, int(d.get("stats_images", 64))))
     batch = int(d.get("batch_size", 8))
     moco = cfg.get("moco") or {}
     module = DicmModule(model, stage, loss=cfg.get("loss"), optim=o, moco=moco,
