@@ -26,7 +26,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "dicm").glob
 SMALL = {
     "dicm": dict(re_dims=(16, 16, 16, 16), dims=(256, 32, 32), M=32, N=16, hyper_dim=32, hyper_heads=2,
                  filter_size=(8, 8)),
-    "dicm-lite0": dict(re_dims=(16, 16), dims=(24, 32, 32), M=32, N=16, hyper_dim=32, hyper_heads=2,
+    "dicm-lite0": dict(re_dims=(16,), re_depths=(), dims=(24, 32, 32), M=32, N=16, hyper_dim=32, hyper_heads=2,
                        filter_size=(8, 8), pretrained_backbone=False),
 }
 
@@ -255,7 +255,7 @@ def test_stage_lowers_its_loss(stage):
         module.eval()
         before = module.loss(batch)["loss"].item()
     frozen = {k: v.clone() for k, v in module.model.backbone.state_dict().items()}
-    _train(module, batch, steps=8, lr=1e-3)
+    _train(module, batch, steps=10, lr=3e-3)
     with torch.no_grad():
         module.eval()
         after = module.loss(batch)["loss"].item()

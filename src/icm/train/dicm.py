@@ -321,8 +321,14 @@ def _first_images(dataset, n: int) -> Tensor:
     return torch.stack(out)
 
 
-def load_init(model: nn.Module, path: str) -> None:
-    """Start from a checkpoint of any stage (its ``model.*`` weights) or a shipped .safetensors."""
+def load_init(model: nn.Module, path: str, parts=None) -> None:
+    """Start from a checkpoint of any stage (its ``model.*`` weights) or a shipped .safetensors.
+
+    Args:
+        parts: top-level parts to take (``backbone``, ``re``, ``g_a``, ``g_s``,
+            ``latent``); default all.  Stage 4 takes ``[backbone, re]`` from stage
+            3: its codec starts from scratch, and may have another shape.
+    """
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
@@ -333,7 +339,18 @@ def load_init(model: nn.Module, path: str) -> None:
     except FileNotFoundError:
         raise IcmError(f"init checkpoint not found: {path}") from None
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    model.load_state_dict(state)
+    if parts is None:
+        model.load_state_dict(state)
+        return
+    parts = tuple(parts)
+    unknown = set(parts) - {name for name, _ in model.named_children()}
+    if unknown:
+        raise IcmError(f"model.init_parts: unknown parts {sorted(unknown)}")
+    state = {k: v for k, v in state.items() if k.split(".")[0] in parts}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k.split(".")[0] in parts]
+    if missing or unexpected:
+        raise IcmError(f"{path} does not fit parts {list(parts)}: missing {missing[:3]}, unexpected {unexpected[:3]}")
 
 
 def build(cfg: dict):
@@ -347,7 +364,7 @@ def build(cfg: dict):
     info = model_info(m["name"])
     model = create_model(info.name, quality=m.get("quality"), pretrained=False, **m.get("kwargs", {}))
     if m.get("init"):
-        load_init(model, m["init"])
+        load_init(model, m["init"], m.get("init_parts"))
     seed = int(t.get("seed", 0))
     train, val = _datasets(stage, d, seed)
     if stage == 2 and not m.get("init"):
