@@ -390,8 +390,17 @@ def test_demo(run_cli, tmp_path):
     assert len(photos) == len(shipped_qualities("hyperprior")) * len(stems) == len(stems) * 4
     assert "median PSNR gain over JPEG" in r.out
     fmnist = shipped_qualities("bai2022-fmnist")
-    assert len(list(out.glob("*.icm"))) == len(photos) + 10 * len(fmnist)
+    features = shipped_qualities("dicm-lite0")
+    assert len(list(out.glob("*.icm"))) == len(photos) + 10 * len(fmnist) + len(stems) * len(features)
     assert ("Fashion-MNIST" in r.out) == bool(fmnist)
+    assert ("agreement with the uncompressed network" in r.out) == bool(features)
+    if features:
+        from icm import codec
+
+        assert (out / "dicm.png").is_file()
+        for path in out.glob("*-dicm-lite0-q*.icm"):
+            f = codec.read(path)
+            assert (f.header.height, f.header.width) == (224, 224)
 
 
 def test_demo_without_weights_is_one_line(run_cli, tmp_path):

@@ -66,15 +66,7 @@ def jpeg_bytes(img: np.ndarray, quality: int, subsampling: int = 2) -> bytes:
 
 def jpeg_at_size(img: np.ndarray, target: int) -> tuple[int, bytes]:
     """The highest JPEG quality whose file is at most ``target`` bytes (quality 1 if none)."""
-    lo, hi, best = 1, 100, None
-    while lo <= hi:
-        q = (lo + hi) // 2
-        data = jpeg_bytes(img, q)
-        if len(data) <= target:
-            best, lo = (q, data), q + 1
-        else:
-            hi = q - 1
-    return best if best is not None else (1, jpeg_bytes(img, 1))
+    return _largest_at_most(lambda q: jpeg_bytes(img, q), range(1, 101), target)
 
 
 def _decode_jpeg(data: bytes) -> np.ndarray:
@@ -231,10 +223,19 @@ def photo_demo(out_dir: str, quality: int | None, model_name: str = "hyperprior"
 
 
 def _largest_at_most(encode, qualities, target: int) -> tuple[int, bytes]:
-    """``(q, data)`` of the largest file not above ``target`` bytes (the smallest file if none is)."""
-    files = [(q, encode(q)) for q in qualities]
-    fitting = [f for f in files if len(f[1]) <= target]
-    return max(fitting, key=lambda f: len(f[1])) if fitting else min(files, key=lambda f: len(f[1]))
+    """``(q, data)`` of the largest file not above ``target`` bytes, by bisection over
+    ``qualities`` ordered from the smallest file to the largest (the smallest file if
+    none fits)."""
+    qualities = list(qualities)
+    lo, hi, best = 0, len(qualities) - 1, None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        data = encode(qualities[mid])
+        if len(data) <= target:
+            best, lo = (qualities[mid], data), mid + 1
+        else:
+            hi = mid - 1
+    return best if best is not None else (qualities[0], encode(qualities[0]))
 
 
 def dicm_demo(out_dir: str, quality: int | None, model_name: str = "dicm-lite0") -> None:
@@ -266,11 +267,11 @@ def dicm_demo(out_dir: str, quality: int | None, model_name: str = "dicm-lite0")
         for q in qualities:
             model = codec.get_model(model_name, q)
             data = codec.encode(model, to_tensor(crop)[None])[0]
-            (out / f"{stem}-q{q}.icm").write_bytes(data)
+            (out / f"{stem}-{model_name}-q{q}.icm").write_bytes(data)
             probs = torch.softmax(codec.analyze(data, task="classify")["output"], dim=1)[0]
             top5 = probs.topk(5)
             ours = int(top5.indices[0])
-            jq, jdata = _largest_at_most(lambda v: jpeg.encode(crop, v), range(1, 96, 2), len(data))
+            jq, jdata = _largest_at_most(lambda v: jpeg.encode(crop, v), range(1, 96), len(data))
             hq, hdata = _largest_at_most(lambda v: hevc.encode(crop, v), range(51, 9, -1), len(data))
             jp, hp = classify_pixels(jpeg.decode(jdata))[0], classify_pixels(hevc.decode(hdata))[0]
             agree["icm"] += ours == ref
