@@ -4,6 +4,11 @@
   torchvision detection targets; RLE helpers; a COCO JSON writer.
 - :mod:`icm.tasks.synthetic`: a seeded synthetic multi-object set (shapes on
   textures and photo crops, exact boxes and masks) written in COCO format.
+- :mod:`icm.tasks.detection`: Faster / Mask R-CNN (torchvision) on the
+  compressed-domain backbone of ``dicm`` — decoded latent → feature decoder →
+  backbone tail → FPN → RPN → RoI heads, no resizing, boxes in the coded
+  image's pixels — and the same heads on pixels as the reference.
+- :mod:`icm.tasks.metrics`: COCO box / mask mAP (torchmetrics, pycocotools).
 
 Submodules are imported on demand so that ``import icm.tasks`` stays light.
 """
