@@ -177,6 +177,17 @@ def test_analysis_from_bitstream_equals_eval_forward_exactly(size):
     assert out["f_hat"].shape[-2:] == (-(-h // 4), -(-w // 4))
 
 
+def test_codec_down_one_keeps_y_at_twice_the_cut_stride():
+    model = make_dicm(codec_down=1)
+    x = random_image(40, 72, seed=5)
+    out = model(x)
+    assert (model.y_stride, model.stride) == (8, 16)
+    assert out["y_hat"].shape[-2:] == (6, 10) and out["f_hat"].shape[-2:] == (10, 18)
+    assert torch.equal(model.analyze(model.compress(x)), out["logits"])
+    with pytest.raises(ValueError, match="codec_down"):
+        make_dicm(codec_down=3)
+
+
 def test_no_pixel_decoder():
     model = make_dicm()
     c = model.compress(random_image(32, 32, seed=3))

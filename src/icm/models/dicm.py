@@ -178,6 +178,8 @@ class DICM(ImageCodec):
         N: channels of ``z``.
         hyper_dim, hyper_heads, hyper_depth: ViT blocks of the hyper-encoder.
         hyper_down: stride-2 steps from ``y`` to ``z`` (2 in the paper: z at 64).
+        codec_down: stride-2 steps of the compression network (2 in the
+            paper: ``y`` at 4× the cut's stride; 1 keeps ``y`` at twice it).
         out_conv: end ``g_s`` with a 1×1 convolution.  The paper's decoder ends
             on a LeakyReLU and a HorBlock, which suits ResNet's non-negative
             layer1 output; EfficientNet's cut (a BatchNorm output with no
@@ -210,6 +212,7 @@ class DICM(ImageCodec):
         hyper_depth: int = 1,
         hyper_down: int = 2,
         out_conv: bool = False,
+        codec_down: int = 2,
         class_names: tuple[str, ...] | None = None,
     ) -> None:
         super().__init__()
@@ -225,7 +228,9 @@ class DICM(ImageCodec):
         if hyper_down not in (1, 2):
             raise ValueError("hyper_down is 1 (z at stride 32) or 2 (z at stride 64)")
         self.cut_stride = self.backbone.cut_stride
-        self.y_stride = self.cut_stride * 4
+        if codec_down not in (1, 2):
+            raise ValueError("codec_down is 1 or 2")
+        self.y_stride = self.cut_stride * 2**codec_down
         self.stride = max(self.cut_stride * 2 ** len(re_depths), self.y_stride * 2**hyper_down)
         self.M, self.N = M, N
         self.class_names = tuple(class_names) if class_names else None
@@ -235,11 +240,11 @@ class DICM(ImageCodec):
         self.g_a = nn.Sequential(
             HorBlock(c0, orders[0]), _conv(c0, c1, 5, 2), nn.LeakyReLU(inplace=True),
             HorBlock(c1, orders[1]), _conv(c1, c2, 3),
-            HorBlock(c2, orders[2], global_filter=True, filter_size=filter_size), _conv(c2, M, 5, 2),
+            HorBlock(c2, orders[2], global_filter=True, filter_size=filter_size), _conv(c2, M, 5, 2 if codec_down == 2 else 1),
             nn.LeakyReLU(inplace=True),
         )
         self.g_s = nn.Sequential(
-            _deconv(M, c2), nn.LeakyReLU(inplace=True),
+            _deconv(M, c2) if codec_down == 2 else _conv(M, c2, 5), nn.LeakyReLU(inplace=True),
             HorBlock(c2, orders[2], global_filter=True, filter_size=filter_size), _conv(c2, c1, 3),
             HorBlock(c1, orders[1]), _deconv(c1, c0), nn.LeakyReLU(inplace=True),
             HorBlock(c0, orders[0]),
