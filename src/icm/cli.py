@@ -25,6 +25,7 @@ def _progress(items, desc: str, total: int | None = None):
 
 def _cmd_models(args) -> int:
     from .models import has_weights, list_models, model_info
+    from .models._registry import heads_tasks
 
     rows = []
     for name in list_models():
@@ -36,19 +37,19 @@ def _cmd_models(args) -> int:
             "qualities": list(info.qualities),
             "weights": shipped,
             "pixels": info.pixel_decoder,
-            "tasks": list(info.tasks),
+            "tasks": list(info.tasks) + list(heads_tasks(name)),  # detection heads ship apart from the codec
             "description": info.description,
         })
     if args.json:
         for r in rows:
             print(json.dumps(r))
         return 0
-    print(f"{'model':<18}{'qualities':<12}{'weights':<12}{'pixels':<8}{'tasks':<22}description")
+    print(f"{'model':<18}{'qualities':<12}{'weights':<12}{'pixels':<8}{'tasks':<25}description")
     for r in rows:
         qs = ",".join(map(str, r["qualities"]))
         ws = ",".join(map(str, r["weights"])) or "-"
         print(f"{r['name']:<18}{qs:<12}{ws:<12}{'yes' if r['pixels'] else 'no':<8}"
-              f"{','.join(r['tasks']) or '-':<22}{r['description']}")
+              f"{','.join(r['tasks']) or '-':<25}{r['description']}")
     return 0
 
 
@@ -99,19 +100,29 @@ def _cmd_decompress(args) -> int:
     return 0
 
 
+def _analyzed(files, task, codec):
+    """``(path, file, analyze result)`` for each file, errors naming the file (many may be given)."""
+    for path in _progress(files, "analyze"):
+        try:
+            f = codec.read(path)
+            res = codec.analyze(f, task=task)
+        except IcmError as e:
+            raise IcmError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
+        yield path, f, res
+
+
 def _cmd_analyze(args) -> int:
     import torch
 
     from . import codec
 
+    if args.task in codec.DETECTION_TASKS:
+        return _analyze_detections(args)
+    if args.draw or args.image:
+        raise IcmError("--draw and --image go with --task detect or --task segment")
     if args.top < 1:
         raise IcmError(f"--top must be at least 1, not {args.top}")
-    for path in _progress(args.files, "analyze"):
-        try:
-            f = codec.read(path)
-            res = codec.analyze(f, task=args.task)
-        except IcmError as e:  # name the file: many may be given
-            raise IcmError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
+    for path, f, res in _analyzed(args.files, args.task, codec):
         model = res["model"]
         probs = torch.softmax(res["output"][0].float(), dim=0)
         k = min(args.top, probs.numel())
@@ -128,6 +139,53 @@ def _cmd_analyze(args) -> int:
             for rank, t in enumerate(top, 1):
                 print(f"  {rank}. {t['label']}  {t['prob']:.4f}")
     return 0
+
+
+def _analyze_detections(args) -> int:
+    from . import codec
+    from .tasks.results import draw, to_records
+
+    if not 0.0 <= args.score_thresh <= 1.0:
+        raise IcmError(f"--score-thresh must be within [0, 1], not {args.score_thresh}")
+    if args.draw and len(args.files) > 1:
+        raise IcmError("--draw takes a single .icm file")
+    if args.image and not args.draw:
+        raise IcmError("--image is the picture to draw on: it goes with --draw OUT.png")
+    for path, f, res in _analyzed(args.files, args.task, codec):
+        model, heads = res["model"], res["heads"]
+        dets = to_records(res["output"][0], heads.categories, args.score_thresh, masks=args.task == "segment")
+        if args.json:
+            print(json.dumps({"file": str(path), "model": model.model_name, "quality": f.header.quality,
+                              "bytes": f.size, "bpp": round(f.bpp, 6), "task": args.task, "detections": dets}))
+        else:
+            print(f"{path}: {model.model_name} q{f.header.quality}, {f.header.width}x{f.header.height}, "
+                  f"{f.size} bytes, {f.bpp:.4f} bpp, {len(dets)} detection{'s' if len(dets) != 1 else ''}"
+                  f" scoring {args.score_thresh:g} or more")
+            for d in dets:
+                print(f"  {d['label']:<14} {d['score']:.3f}  [{', '.join(f'{v:.1f}' for v in d['box'])}]")
+        if args.draw:
+            picture = _picture_for(args.image, f, model, codec)
+            try:
+                from PIL import Image
+
+                Image.fromarray(draw(picture, dets)).save(args.draw)
+            except (ValueError, OSError) as e:
+                raise IcmError(f"cannot write {args.draw}: {e}") from None
+    return 0
+
+
+def _picture_for(image, f, model, codec):
+    """The picture to draw on: the user's (of the coded size), or pixels decoded for drawing only."""
+    size = (f.header.height, f.header.width)
+    if image is None:
+        if not getattr(model, "has_pixel_decoder", False):
+            raise IcmError(f"--draw needs --image PICTURE: {model.model_name} files carry no pixels")
+        return codec.to_uint8(codec.decode(f, model=model, pixels=True)["x_hat"])
+    picture = codec.read_rgb(image)
+    if picture.shape[:2] != size:
+        raise IcmError(f"--image {image} is {picture.shape[1]}x{picture.shape[0]}, "
+                       f"the file codes {size[1]}x{size[0]}")
+    return picture
 
 
 def _cmd_info(args) -> int:
@@ -199,12 +257,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", metavar="IMAGE", help="output image (one input only; default FILE.png)")
     s.set_defaults(func=_cmd_decompress)
 
-    s = sub.add_parser("analyze", help="task results (classification) straight from .icm files, no pixels")
+    s = sub.add_parser("analyze", help="task results (classification, detection, instance segmentation) "
+                                       "straight from .icm files, no pixels")
     s.add_argument("files", nargs="+", metavar="FILE.icm")
     s.add_argument("--task", default="classify", choices=("classify", "detect", "segment"))
     s.add_argument("--json", action="store_true",
-                   help='one JSON object per line: {"file", "model", "quality", "bytes", "bpp", "task", "top5"}')
+                   help='one JSON object per line: {"file", "model", "quality", "bytes", "bpp", "task", "top5"}; '
+                        'detect/segment: "detections": [{"label", "index", "score", "box", ("mask": COCO RLE)}]')
     s.add_argument("--top", type=int, default=5, metavar="K", help="classes to report (default 5; JSON key topK)")
+    s.add_argument("--score-thresh", type=float, default=0.5, metavar="S",
+                   help="detect/segment: report detections scoring at least S (default 0.5)")
+    s.add_argument("--draw", metavar="OUT.png", help="detect/segment: draw boxes, labels and masks into OUT.png")
+    s.add_argument("--image", metavar="PICTURE", help="the picture to draw on (the file has no pixels; "
+                                                       "it must have the coded size)")
     s.set_defaults(func=_cmd_analyze)
 
     s = sub.add_parser("info", help="model, quality, size, bytes and bpp of .icm files")

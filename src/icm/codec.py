@@ -122,21 +122,66 @@ def _on_payload(f: bitstream.IcmFile, model, run):
         raise BitstreamError(f"corrupted .icm payload: {e}") from None
 
 
+DETECTION_TASKS = ("detect", "segment")
+
+
+@functools.lru_cache(maxsize=16)
+def get_heads(model):
+    """The shipped detection heads of ``model``'s family, built on ``model`` once per
+    process (:func:`icm.tasks.detection.load_heads`); ``None`` where none ship or the
+    model has no split backbone to run them on."""
+    if not hasattr(model, "decode_features"):
+        return None
+    from .tasks.detection import load_heads
+
+    return load_heads(model, model.model_name)
+
+
+def heads_for(model, task: str):
+    """Detection heads that run ``task`` (``detect`` or ``segment``) on ``model``'s latent.
+
+    Raises:
+        IcmError: a model without a split backbone, without shipped heads, or heads
+            without masks for ``segment``.
+    """
+    name = model.model_name
+    if not hasattr(model, "decode_features"):
+        tasks = ", ".join(getattr(model, "tasks", ())) or "none"
+        raise IcmError(f"model {name!r} does not run task {task!r} from its bitstream (its tasks: {tasks})")
+    heads = get_heads(model)
+    if heads is None:
+        raise IcmError(f"no shipped detection heads for {name}")
+    if task == "segment" and not heads.masks:
+        raise IcmError(f"the shipped {name} heads detect boxes only; they cannot run task 'segment'")
+    return heads
+
+
 def analyze(data: bytes | bitstream.IcmFile, model=None, task: str | None = None) -> dict:
     """Run an analysis task straight from ``.icm`` bytes (no pixels are made).
 
     Returns:
         ``{"output", "task", "file", "model"}``; for ``classify`` the output is
-        logits ``(1, classes)``.
+        logits ``(1, classes)``; for ``detect`` / ``segment`` a list with one
+        torchvision-style dict (``boxes`` in the image's pixels, ``labels``,
+        ``scores``, and ``masks`` ``(N, 1, H, W)`` probabilities), and
+        ``"heads"`` (their ``categories`` name the labels).
 
     Raises:
-        IcmError: the file's model has no analysis tasks, or not ``task``.
+        IcmError: the file's model has no analysis tasks, or not ``task``, or
+            no detection heads for ``detect`` / ``segment``.
         BitstreamError: the file is malformed.
     """
     f = data if isinstance(data, bitstream.IcmFile) else bitstream.unpack(data)
     info = model_info_by_id(f.header.model_id)
     if info is not None and not info.tasks:
         raise IcmError(f"model {info.name!r} has no analysis tasks; use icm decompress")
+    if task in DETECTION_TASKS:
+        from .tasks.detection import detect_from_bitstream
+
+        model = model_for(f.header, model)
+        heads = heads_for(model, task)
+        output = _on_payload(f, model, lambda c: detect_from_bitstream(model, heads, c))
+        return {"output": output, "task": task, "file": f, "model": model, "heads": heads}
     if info is not None and task is not None and task not in info.tasks:
         raise IcmError(f"model {info.name!r} does not run task {task!r} (its tasks: {', '.join(info.tasks)})")
     model = model_for(f.header, model)

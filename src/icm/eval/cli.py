@@ -24,10 +24,14 @@ examples:
   icm eval --dataset ~/imagenet-val --limit 200 --task classify --codecs hyperprior,hevc --reference hevc
   icm eval --from icm-eval/ --report out/ --reference jpeg
 
-datasets: samples, photos, fashion-mnist[:train|test], coco:ANNOTATIONS.json:IMAGEDIR, or an image folder
-          (flat: unlabelled; class subfolders: labelled by sorted folder name)
+  icm eval --dataset synthetic:val --task segment --codecs dicm-lite0,jpeg,hevc --report out/
+
+datasets: samples, photos, fashion-mnist[:train|test], synthetic[:val], coco:ANNOTATIONS.json:IMAGEDIR,
+          or an image folder (flat: unlabelled; class subfolders: labelled by sorted folder name)
 tasks:    psnr, ms-ssim, classify (top-1/top-5 where labels are ImageNet classes, and top-1
-          agreement with the uncompressed image), detect, segment (need task models, none yet)
+          agreement with the uncompressed image), detect (box mAP), segment (mask mAP) on COCO-format
+          datasets: the shipped dicm-lite0 heads, on the decoded latent for dicm models and on
+          decoded pixels for every other codec
 results:  one JSON per codec in --out (schema: icm.eval.sweep); per-image results are cached in
           --cache (default OUT/cache), so an interrupted sweep resumes without re-coding
 """
@@ -39,7 +43,8 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
         "eval", help="rate–task sweeps of codecs over a dataset; BD-rate tables, plots, reports",
         description="Code a dataset with codecs × qualities, measure a task, write results and a report.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("--dataset", metavar="D", help="samples, photos, fashion-mnist, coco:ANN.json:DIR or a folder")
+    s.add_argument("--dataset", metavar="D",
+                   help="samples, photos, fashion-mnist, synthetic:val, coco:ANN.json:DIR or a folder")
     s.add_argument("--task", default="psnr", metavar="T", help="psnr (default), ms-ssim, classify, detect, segment")
     s.add_argument("--codecs", metavar="LIST", help="comma-separated model and anchor names (jpeg = jpeg420)")
     s.add_argument("--qualities", action="append", default=[], metavar="CODEC=Q,Q",
@@ -80,6 +85,7 @@ def parse_qualities(items: list[str]) -> dict[str, list[int]]:
 
 def _list() -> int:
     from ..models import has_weights, list_models, model_info
+    from ..models._registry import heads_tasks
     from .datasets import KNOWN
     from .sweep import ALIASES, _anchors
     from .tasks import TASKS
@@ -88,8 +94,9 @@ def _list() -> int:
     for name in list_models():
         info = model_info(name)
         shipped = [q for q in info.qualities if has_weights(name, q)]
+        tasks = info.tasks + heads_tasks(name)
         print(f"  {name:<18} qualities {list(info.qualities)}, shipped weights {shipped or 'none'}, "
-              f"tasks from bitstream: {', '.join(info.tasks) or 'none'}")
+              f"tasks from bitstream: {', '.join(tasks) or 'none'}")
     mod = _anchors()
     print("anchors:" if mod else "anchors: (icm.eval.anchors is not installed)")
     for name in (mod.list_anchors() if mod else []):

@@ -20,6 +20,11 @@ by a string on the command line (``--dataset``):
     ``/usr/share/datasets/fashion-mnist/``; the default split is ``test``,
     10,000 images).  28×28 greyscale, repeated to three channels; labels are
     the 10 clothing classes.
+``synthetic`` / ``synthetic:val``
+    The held-out split of the synthetic detection set (:mod:`icm.tasks.synthetic`:
+    :data:`SYNTHETIC_VAL` images, split ``val``, never trained on), generated on
+    first use into ``$XDG_CACHE_HOME/icm/synthetic`` (default ``~/.cache``); a COCO
+    dataset like the next.
 ``coco:ANNOTATIONS.json:IMAGEDIR``
     COCO-format instances: the images of ``ANNOTATIONS.json`` read from
     ``IMAGEDIR`` (ids are the COCO image ids); the annotations are kept on
@@ -54,7 +59,10 @@ from ..models.bai2022 import FASHION_MNIST_CLASSES  # noqa: F401  (one list of c
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-KNOWN = ("samples", "photos", "photo-crops", "fashion-mnist[:train|test]", "coco:ANNOTATIONS.json:IMAGEDIR", "an image folder path")
+KNOWN = ("samples", "photos", "photo-crops", "fashion-mnist[:train|test]", "synthetic[:val]",
+         "coco:ANNOTATIONS.json:IMAGEDIR", "an image folder path")
+SYNTHETIC_VAL = {"num_images": 200, "size": (160, 160), "seed": 0, "split_name": "val"}
+"""The held-out synthetic split: the validation split of ``configs/detection/lite0-synthetic-*.yaml``."""
 
 
 class Sample(NamedTuple):
@@ -257,6 +265,22 @@ def coco(annotations: str | os.PathLike, image_dir: str | os.PathLike) -> Datase
     return Dataset(f"coco:{ann}", f"coco-{_slug(ann.stem)}-{digest}", items, coco=data)
 
 
+def synthetic_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "icm" / "synthetic"
+
+
+def synthetic(split: str = "val") -> Dataset:
+    """The held-out synthetic detection split (:data:`SYNTHETIC_VAL`), generated on first use."""
+    if split != "val":
+        raise IcmError(f"the synthetic evaluation set has one split, val (never trained on), not {split!r}")
+    from ..tasks.synthetic import ensure_synthetic
+
+    root = synthetic_cache_dir()
+    ds = coco(ensure_synthetic(root, **SYNTHETIC_VAL), root)
+    ds.name, ds.slug = "synthetic:val", "synthetic-val"
+    return ds
+
+
 def samples() -> Dataset:
     from ..demo import sample_paths
 
@@ -294,6 +318,8 @@ def open_dataset(spec: str, limit: int | None = None) -> Dataset:
         ds = photo_crops()
     elif spec == "fashion-mnist" or spec.startswith("fashion-mnist:"):
         ds = fashion_mnist(spec.partition(":")[2] or "test")
+    elif spec == "synthetic" or spec.startswith("synthetic:"):
+        ds = synthetic(spec.partition(":")[2] or "val")
     elif spec.startswith("coco:"):
         ann, sep, image_dir = spec[len("coco:"):].rpartition(":")
         if not sep or not ann or not image_dir:

@@ -34,7 +34,8 @@ from . import bd
 from .sweep import ALIASES, REFERENCE, SCHEMA_VERSION
 
 THIN_OVERLAP = 0.5
-_PERCENT = {"top1", "top5", "agreement"}
+_POOLED = {"map", "map_50", "mask_map", "mask_map_50"}
+_PERCENT = {"top1", "top5", "agreement"} | _POOLED
 _NAMES = {
     "psnr": "PSNR (dB)",
     "ms_ssim": "MS-SSIM",
@@ -42,6 +43,10 @@ _NAMES = {
     "top1": "top-1 accuracy (%)",
     "top5": "top-5 accuracy (%)",
     "agreement": "top-1 agreement with the uncompressed image (%)",
+    "map": "box mAP@[.5:.95] (%)",
+    "map_50": "box AP@.5 (%)",
+    "mask_map": "mask mAP@[.5:.95] (%)",
+    "mask_map_50": "mask AP@.5 (%)",
 }
 _RATES = {"bpp": "whole file", "payload_bpp": "payload"}
 
@@ -306,7 +311,8 @@ def write_report(results: list[dict], out_dir: str | os.PathLike, reference: str
         blocks.append(("h3", "Rate–metric curves"))
         for m in metrics:
             png = f"{slug}-{_slug(m)}.png"
-            plot_group(group, m, reference, out / png, f"{dataset} — {_NAMES.get(m, m)}, mean over {n} image{'s' if n != 1 else ''}")
+            over = "over" if m in _POOLED else "mean over"  # mAP pools the detections of all images
+            plot_group(group, m, reference, out / png, f"{dataset} — {_NAMES.get(m, m)}, {over} {n} image{'s' if n != 1 else ''}")
             entry["plots"].append(png)
             blocks.append(("img", png, f"{_NAMES.get(m, m)} against bpp"))
 

@@ -41,7 +41,7 @@ Results schema (``<out>/<dataset slug>--<task>--<codec>.json``)::
         "bpp",                          # mean over images of 8·(whole-file bytes)/(H·W)
         "payload_bpp",                  # same with the coded payload only (no container/header)
         "bytes", "payload_bytes",       # means over images
-        <metric>: mean over images,     # e.g. "psnr"
+        <metric>: mean over images,     # e.g. "psnr"; detect/segment: mAP over the images
         "encode_s_median",
         "decode_s_median",              # pixels decoded (anchors; models without the task)
         "task_s_median",                # tasks with a network run on decoded pixels
@@ -50,7 +50,8 @@ Results schema (``<out>/<dataset slug>--<task>--<codec>.json``)::
       "images": [{                      # one per (quality, image), the raw material of "points"
         "image", "quality", "height", "width", "bytes", "payload_bytes", "bpp",
         "payload_bpp", "encode_s", "decode_s" | "analyze_s", ["task_s"], <metrics>,
-        [classify: "pred_top5", "reference_top1", "imagenet_label"]
+        [classify: "pred_top5", "reference_top1", "imagenet_label"],
+        [detect / segment: "pred": {"boxes", "labels", "scores", ["masks": RLE counts]}]
       }, ...],
       "icm_version", "created", "machine"
     }
@@ -162,6 +163,7 @@ def resolve_codec(name: str, qualities=None) -> Codec:
             anchor whose package is missing.
     """
     from ..models import has_weights, list_models, model_info
+    from ..models._registry import heads_tasks
 
     name = ALIASES.get(name, name)
     if name in list_models():
@@ -174,9 +176,14 @@ def resolve_codec(name: str, qualities=None) -> Codec:
         bad = [q for q in qualities if q not in info.qualities]
         if bad:
             raise IcmError(f"model {name!r} has qualities {list(info.qualities)}, not {bad}")
+        tasks = tuple(info.tasks) + heads_tasks(name)  # detection heads ship beside the codec
         settings = {"model": name, "model_id": info.model_id, "pixel_decoder": info.pixel_decoder,
-                    "tasks": list(info.tasks)}
-        return Codec(name, f"icm {name}", "model", tuple(qualities), settings, tasks=tuple(info.tasks))
+                    "tasks": list(tasks)}
+        if heads_tasks(name):
+            from .detect import heads_digest
+
+            settings["heads_sha256"] = heads_digest(name)  # new heads never hit old cached detections
+        return Codec(name, f"icm {name}", "model", tuple(qualities), settings, tasks=tasks)
     mod = _anchors()
     anchor_names = list(mod.list_anchors()) if mod is not None else []
     if name not in anchor_names:
@@ -299,17 +306,19 @@ def _median(values) -> float | None:
     return float(statistics.median(values)) if values else None
 
 
-def aggregate(rows: list[dict], qualities, metrics) -> list[dict]:
-    """Per-quality means (rates, metrics) and medians (times) of per-image rows."""
+def aggregate(rows: list[dict], qualities, task) -> list[dict]:
+    """Per-quality means (rates), the task's metrics (:meth:`~icm.eval.tasks.Task.aggregate`:
+    means of per-image numbers, or mAP over the images) and medians (times) of per-image rows."""
     points = []
     for q in qualities:
         rs = [r for r in rows if r["quality"] == q]
         if not rs:
             continue
         p = {"quality": q, "n_images": len(rs)}
-        for k in ("bpp", "payload_bpp", "bytes", "payload_bytes", *metrics):
+        for k in ("bpp", "payload_bpp", "bytes", "payload_bytes"):
             vals = [r[k] for r in rs if r.get(k) is not None]
             p[k] = float(np.mean(vals)) if vals else None
+        p.update(task.aggregate(rs))
         for t in ("encode_s", "decode_s", "task_s", "analyze_s"):
             m = _median(r.get(t) for r in rs)
             if m is not None:
@@ -390,7 +399,7 @@ def run_sweep(codecs: list[Codec], dataset: Dataset, task, out_dir: str | os.Pat
                 if ref is None:
                     ref = task.reference(image)
                     cache.put("_reference", rkey, ref, {"image": image_id})
-            refs.append({"ref": ref, "label": label})
+            refs.append({"image": image_id, "ref": ref, "label": label})
             for c in codecs:
                 for q in c.qualities:
                     about = {"codec": c.name, "settings": c.settings, "quality": q, "weights": c.state_hash(q),
@@ -423,7 +432,7 @@ def run_sweep(codecs: list[Codec], dataset: Dataset, task, out_dir: str | os.Pat
             pool.shutdown(wait=True, cancel_futures=True)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    uncompressed = _uncompressed(task, refs)
+    uncompressed = task.uncompressed(refs)
     paths = []
     for c in codecs:
         qpos = {q: i for i, q in enumerate(c.qualities)}
@@ -442,7 +451,7 @@ def run_sweep(codecs: list[Codec], dataset: Dataset, task, out_dir: str | os.Pat
             "qualities": list(c.qualities),
             "n_images": len(dataset),
             "uncompressed": uncompressed,
-            "points": aggregate(rs, c.qualities, task.metrics),
+            "points": aggregate(rs, c.qualities, task),
             "images": rs,
             "icm_version": _icm_version(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -452,17 +461,6 @@ def run_sweep(codecs: list[Codec], dataset: Dataset, task, out_dir: str | os.Pat
         p.write_text(json.dumps(result, indent=1))
         paths.append(p)
     return paths
-
-
-def _uncompressed(task, refs: list[dict]) -> dict:
-    """The task on the original images (classify: accuracy of the network itself)."""
-    if task.name != "classify" or not getattr(task, "label_map", None):
-        return {}
-    scored = [(r["ref"]["top5"], task.label_map[r["label"]]) for r in refs if r["label"] is not None]
-    if not scored:
-        return {}
-    return {"top1": float(np.mean([p[0] == t for p, t in scored])),
-            "top5": float(np.mean([t in p for p, t in scored]))}
 
 
 def _icm_version() -> str:

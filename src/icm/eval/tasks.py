@@ -10,11 +10,17 @@ classify   ``agreement``: top-1 equals the same network's top-1   ``top1`` when
            on the uncompressed image (always);                    labels fit,
            ``top1`` / ``top5``: accuracy against the labels       else
            (ImageNet classes, or Fashion-MNIST)                   ``agreement``
-detect     COCO mAP — needs a detection model (none yet)
-segment    COCO mask mAP — needs a segmentation model (none yet)
+detect     ``pred``: boxes, labels, scores per image; the rate    ``map``
+           point's ``map`` / ``map_50`` (COCO box mAP@[.5:.95],
+           AP@.5) is measured over all its images at once
+segment    as detect, plus RLE masks; ``mask_map``,              ``mask_map``
+           ``mask_map_50`` beside the box figures
 =========  ====================================================  ==============
 
-Every number is "higher is better".
+Every number is "higher is better".  Most tasks average per-image numbers
+into a rate point; a task whose metric is not such an average (mAP) says so
+in :meth:`Task.aggregate`.  Detection and segmentation are in
+:mod:`icm.eval.detect`.
 
 Classification
 --------------
@@ -92,6 +98,19 @@ class Task:
     def on_latent(self, model, y_hat, image: np.ndarray, label: int | None, ref: dict | None) -> dict:
         """Per-image numbers for a task that runs on our decoded latent."""
         raise IcmError(f"task {self.name!r} does not run on a decoded latent")
+
+    def aggregate(self, rows: list[dict]) -> dict:
+        """The metrics of one rate point from its per-image rows (default: means over images)."""
+        out = {}
+        for k in self.metrics:
+            vals = [r[k] for r in rows if r.get(k) is not None]
+            out[k] = float(np.mean(vals)) if vals else None
+        return out
+
+    def uncompressed(self, refs: list[dict]) -> dict:
+        """The task's network on the original images, from :meth:`reference` outputs
+        (``refs``: one ``{"image", "ref", "label"}`` per image); ``{}`` if it has no such figure."""
+        return {}
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -373,6 +392,16 @@ class Classify(Task):
     def reference(self, image):
         return {"top5": self._pixels(image)}
 
+    def uncompressed(self, refs):
+        """Accuracy of the network itself on the original images."""
+        if not self.label_map:
+            return {}
+        scored = [(r["ref"]["top5"], self.label_map[r["label"]]) for r in refs if r["label"] is not None]
+        if not scored:
+            return {}
+        return {"top1": float(np.mean([p[0] == t for p, t in scored])),
+                "top5": float(np.mean([t in p for p, t in scored]))}
+
     def _score(self, pred: list[int], label, ref) -> dict:
         out = {"agreement": float(pred[0] == ref["top5"][0]), "pred_top5": pred,
                "reference_top1": ref["top5"][0]}
@@ -402,31 +431,19 @@ class Classify(Task):
             return self._score(top5(model.analyze_latent(y_hat, "classify", image_size=image.shape[:2])), label, ref)
 
 
-class _NeedsModel(Task):
-    what = ""
-
-    def __init__(self) -> None:
-        raise IcmError(f"task {self.name!r} needs a {self.what} model; none is registered yet")
-
-
-class Detect(_NeedsModel):
-    name, what = "detect", "detection"
-
-
-class Segment(_NeedsModel):
-    name, what = "segment", "segmentation"
-
-
-_BY_NAME = {"psnr": PSNR, "ms-ssim": MSSSIM, "classify": Classify, "detect": Detect, "segment": Segment}
+_BY_NAME = {"psnr": PSNR, "ms-ssim": MSSSIM, "classify": Classify}
 
 
 def get_task(name: str) -> Task:
     """A fresh task object by ``--task`` name.
 
     Raises:
-        IcmError: unknown name (listing the known ones), or a task whose model
-            does not exist yet.
+        IcmError: unknown name (listing the known ones).
     """
+    if name in ("detect", "segment"):
+        from .detect import Detect, Segment
+
+        return Detect() if name == "detect" else Segment()
     cls = _BY_NAME.get(name)
     if cls is None:
         raise IcmError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")

@@ -91,6 +91,27 @@ def has_weights(name: str, quality: int) -> bool:
     return resources.files("icm.weights").joinpath(weights_name(name, quality)).is_file()
 
 
+def heads_name(name: str) -> str:
+    """File of the detection heads shipped for a model family (one for every quality)."""
+    return f"{name}-rcnn.safetensors"
+
+
+def heads_tasks(name: str) -> tuple[str, ...]:
+    """``("detect", "segment")``, ``("detect",)`` or ``()``: what the shipped detection heads
+    of ``name`` run (read from their metadata; :func:`icm.tasks.detection.load_heads` builds them)."""
+    path = resources.files("icm.weights").joinpath(heads_name(name))
+    if not path.is_file():
+        return ()
+    with path.open("rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        raw = f.read(min(n, 1 << 24))
+    try:
+        meta = read_metadata(len(raw).to_bytes(8, "little") + raw)
+    except (ValueError, KeyError):
+        return ()
+    return ("detect", "segment") if meta.get("architecture", {}).get("masks") else ("detect",)
+
+
 def read_weights(name: str, quality: int):
     """Shipped state dict and metadata of ``name`` at ``quality``.
 

@@ -55,6 +55,8 @@ def _entry(d, where: str, iou_type: str, scores: bool) -> dict[str, Tensor]:
         if not isinstance(s, Tensor) or s.shape != (n,):
             raise ValueError(f"{where}: 'scores' must be a tensor (N,) with N = {n}")
         out["scores"] = s.detach().float().cpu()
+    elif "iscrowd" in d:  # ground truth: crowd regions match detections without counting as misses
+        out["iscrowd"] = torch.as_tensor(d["iscrowd"]).long().reshape(-1).cpu()
     return out
 
 
@@ -70,7 +72,8 @@ def coco_map(
             probabilities ``(N, H, W)`` / ``(N, 1, H, W)`` binarised at 0.5 (the
             output of :class:`~icm.tasks.detection.CompressedDomainRCNN` as is).
         targets: one dict per image, the same keys without ``scores``; masks
-            ``(N, H, W)`` bool/uint8.
+            ``(N, H, W)`` bool/uint8; optional ``iscrowd`` ``(N,)`` 0/1 (COCO's
+            crowd regions).
         iou_type: ``"bbox"`` (box IoU) or ``"segm"`` (mask IoU).
 
     Returns:
@@ -83,21 +86,60 @@ def coco_map(
     """
     if iou_type not in IOU_TYPES:
         raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
-    if not isinstance(predictions, (list, tuple)) or not isinstance(targets, (list, tuple)):
-        raise ValueError("predictions and targets must be lists of dicts, one per image")
-    if len(predictions) != len(targets):
-        raise ValueError(f"{len(predictions)} predictions for {len(targets)} targets: one of each per image")
-    preds = [_entry(p, f"prediction {i}", iou_type, scores=True) for i, p in enumerate(predictions)]
-    gts = [_entry(t, f"target {i}", iou_type, scores=False) for i, t in enumerate(targets)]
-    if iou_type == "segm":
-        for i, (p, t) in enumerate(zip(preds, gts)):
-            if len(p["masks"]) and len(t["masks"]) and p["masks"].shape[-2:] != t["masks"].shape[-2:]:
-                raise ValueError(f"image {i}: predicted masks are {tuple(p['masks'].shape[-2:])}, "
-                                 f"ground truth {tuple(t['masks'].shape[-2:])}")
-
-    from torchmetrics.detection import MeanAveragePrecision
-
-    metric = MeanAveragePrecision(iou_type=iou_type, backend="pycocotools")
-    metric.update(preds, gts)
+    metric = CocoMAP((iou_type,))
+    metric.update(predictions, targets)
     result = metric.compute()
-    return {"map": float(result["map"]), "map_50": float(result["map_50"])}
+    prefix = "" if iou_type == "bbox" else "mask_"
+    return {"map": result[f"{prefix}map"], "map_50": result[f"{prefix}map_50"]}
+
+
+class CocoMAP:
+    """Incremental COCO mAP over box and/or mask IoU: :meth:`update` image by image
+    (masks are kept run-length encoded, so a whole validation set fits in memory),
+    :meth:`compute` at the end.
+
+    Args:
+        iou_types: ``("bbox",)``, ``("segm",)`` or both.
+
+    ``compute()`` → ``{"map", "map_50"}`` for ``bbox`` and ``{"mask_map",
+    "mask_map_50"}`` for ``segm`` (floats; ``-1`` without any ground truth).
+    """
+
+    def __init__(self, iou_types=("bbox",)) -> None:
+        from torchmetrics.detection import MeanAveragePrecision
+
+        iou_types = tuple(iou_types)
+        if not iou_types or any(t not in IOU_TYPES for t in iou_types):
+            raise ValueError(f"iou_types must be among {IOU_TYPES}, got {iou_types!r}")
+        # No synchronisation across processes: callers gather compact records themselves
+        # (icm.tasks.results), which is cheaper than torchmetrics' tensor gathering.
+        self.metrics = {t: MeanAveragePrecision(iou_type=t, backend="pycocotools", sync_on_compute=False)
+                        for t in iou_types}
+
+    def update(self, predictions: list[dict], targets: list[dict]) -> None:
+        """Add images: the same arguments as :func:`coco_map`."""
+        if not isinstance(predictions, (list, tuple)) or not isinstance(targets, (list, tuple)):
+            raise ValueError("predictions and targets must be lists of dicts, one per image")
+        if len(predictions) != len(targets):
+            raise ValueError(f"{len(predictions)} predictions for {len(targets)} targets: one of each per image")
+        for iou_type, metric in self.metrics.items():
+            preds = [_entry(p, f"prediction {i}", iou_type, scores=True) for i, p in enumerate(predictions)]
+            gts = [_entry(t, f"target {i}", iou_type, scores=False) for i, t in enumerate(targets)]
+            if iou_type == "segm":
+                for i, (p, t) in enumerate(zip(preds, gts)):
+                    if len(p["masks"]) and len(t["masks"]) and p["masks"].shape[-2:] != t["masks"].shape[-2:]:
+                        raise ValueError(f"image {i}: predicted masks are {tuple(p['masks'].shape[-2:])}, "
+                                         f"ground truth {tuple(t['masks'].shape[-2:])}")
+            metric.update(preds, gts)
+
+    def compute(self) -> dict[str, float]:
+        out = {}
+        for iou_type, metric in self.metrics.items():
+            result = metric.compute()
+            prefix = "" if iou_type == "bbox" else "mask_"
+            out.update({f"{prefix}map": float(result["map"]), f"{prefix}map_50": float(result["map_50"])})
+        return out
+
+    def reset(self) -> None:
+        for metric in self.metrics.values():
+            metric.reset()

@@ -270,6 +270,30 @@ def make_synthetic(out_dir, num_images: int, seed: int = 0, size: tuple[int, int
     return path
 
 
+def ensure_synthetic(out_dir, num_images: int, seed: int = 0, size: tuple[int, int] = (160, 160),
+                     split_name: str = "train", min_objects: int = 1, max_objects: int = 5,
+                     progress: bool = False) -> Path:
+    """:func:`make_synthetic` unless ``out_dir`` already holds this very split.
+
+    The split is reused when ``instances_<split_name>.json`` records the same seed,
+    size and object counts, lists ``num_images`` images and every image file
+    exists; otherwise it is generated again (same arguments, same bytes).
+    """
+    path = Path(out_dir) / f"instances_{split_name}.json"
+    h, w = (int(s) for s in size)
+    want = {"seed": seed, "split": split_name, "size": [h, w], "objects": [min_objects, max_objects]}
+    try:
+        data = json.loads(path.read_text())
+        info = data.get("info", {})
+        same = ({k: info.get(k) for k in want} == want and len(data["images"]) == num_images
+                and all((path.parent / im["file_name"]).is_file() for im in data["images"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        same = False
+    if same:
+        return path
+    return make_synthetic(out_dir, num_images, seed, (h, w), min_objects, max_objects, split_name, progress)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m icm.tasks.synthetic OUT --images N --seed S --size 160 [--split train]``."""
     p = argparse.ArgumentParser(prog="python -m icm.tasks.synthetic", description=__doc__.splitlines()[0])

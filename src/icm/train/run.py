@@ -7,7 +7,10 @@ A recipe has four sections (see ``configs/``)::
     optim:   {lr: 3e-4, final_lr_ratio: 0.1, clip: 1.0}
     trainer: {max_steps: 8000, val_every: 1000, out_dir: runs/hyperprior-q3, threads: 1, seed: 0}
 
-``bai2022`` recipes add ``step`` and ``loss`` (see :mod:`icm.train.bai2022`).
+``bai2022`` recipes add ``step`` and ``loss`` (see :mod:`icm.train.bai2022`),
+``dicm`` recipes ``stage`` (:mod:`icm.train.dicm`); a top-level ``task: detect``
+or ``task: segment`` trains detection heads on a ``dicm`` codec
+(:mod:`icm.train.detection`).
 Every key of ``trainer`` beyond ours goes to ``lightning.Trainer`` as is
 (``accelerator``, ``devices``, ``strategy: ddp``, ``num_nodes``, …).
 """
@@ -52,7 +55,8 @@ def _load_init(model, path: str) -> None:
 
 
 def build(cfg: dict):
-    """Model, LightningModule and data loaders of a recipe (``bai2022`` recipes: :mod:`.bai2022`)."""
+    """Model, LightningModule and data loaders of a recipe (``bai2022``: :mod:`.bai2022`; ``dicm``:
+    :mod:`.dicm`; ``task: detect|segment``: :mod:`.detection`)."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -60,6 +64,10 @@ def build(cfg: dict):
     from ..models import create_model, model_info
     from .rd import RateDistortionModule
 
+    if "task" in cfg:
+        from .detection import build as build_detection
+
+        return build_detection(cfg)
     m, d, o, t = cfg["model"], cfg["data"], cfg["optim"], cfg["trainer"]
     info = model_info(m["name"])
     if info.name.split("-")[0] == "bai2022":
