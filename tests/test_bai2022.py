@@ -17,7 +17,7 @@ from PIL import Image
 import icm
 from icm import codec
 from icm.models import Compressed, create_model, list_models, model_info
-from icm.models.bai2022 import FASHION_MNIST_CLASSES, QUALITIES, Bai2022
+from icm.models.bai2022 import FASHION_MNIST_CLASSES, FMNIST_QUALITIES, QUALITIES, Bai2022
 
 from conftest import TINY as HP_TINY, gradient_image, make_tiny_model, random_image
 
@@ -62,10 +62,17 @@ def test_registered_configurations():
     assert ids == {"bai2022": 3, "bai2022-fmnist": 4, "bai2022-tiny": 5}
     for n in BAI:
         info = model_info(n)
-        assert info.tasks == ("classify",) and info.pixel_decoder and info.qualities == (1, 2, 3, 4)
+        assert info.tasks == ("classify",) and info.pixel_decoder
+        assert info.qualities == ((1, 2, 3, 4, 5, 6, 7) if n == "bai2022-fmnist" else (1, 2, 3, 4))
     for q, (a, b) in {1: (0.1, 0.001), 2: (0.3, 0.003), 3: (0.6, 0.006), 4: (1.2, 0.012)}.items():
-        assert QUALITIES[q] == (a, b)
+        assert QUALITIES[q] == FMNIST_QUALITIES[q] == (a, b)
         m = create_model("bai2022-tiny", quality=q, pretrained=False)
+        assert (m.alpha, m.beta) == (a, b)
+    # the machine-weighted Fashion-MNIST points: β/α ten times below the paper's 0.01
+    for q in (5, 6, 7):
+        a, b = FMNIST_QUALITIES[q]
+        assert b / a == pytest.approx(0.001)
+        m = create_model("bai2022-fmnist", quality=q, pretrained=False)
         assert (m.alpha, m.beta) == (a, b)
 
 
@@ -95,6 +102,7 @@ def test_fmnist_configuration():
     model = create_model("bai2022-fmnist", quality=1, pretrained=False)
     assert model.class_names == FASHION_MNIST_CLASSES and model.num_classes == 10
     assert (model.in_channels, model.y_stride, model.stride) == (1, 4, 8)
+    assert (model.M, model.N) == (32, 32)
     with torch.no_grad():
         out = model(torch.rand(2, 1, 28, 28))
     assert out["y_hat"].shape[-2:] == (8, 8) and out["likelihoods"]["z"].shape[-2:] == (4, 4)
@@ -412,7 +420,7 @@ def test_config_parses_and_builds(path, fmnist_root, imagefolder_root):
         alpha, beta = 1.0, 0.001  # unused by step 0
     else:
         alpha, beta = cfg["loss"]["alpha"], cfg["loss"]["beta"]
-        assert (alpha, beta) == ((1.0, 0.001) if step == 1 else QUALITIES[q])
+        assert (alpha, beta) == ((1.0, 0.001) if step == 1 else FMNIST_QUALITIES[q])
         assert "SEEDS.md" in path.read_text()
     if step == 2:
         assert cfg["model"]["init"].endswith("last.ckpt") and cfg["optim"]["clip"] == 1.0
