@@ -188,6 +188,14 @@ def test_codec_down_one_keeps_y_at_twice_the_cut_stride():
         make_dicm(codec_down=3)
 
 
+def test_layer_scale_sets_every_codec_horblock():
+    model = make_dicm(layer_scale=0.1, busy=False)
+    blocks = [m for m in [*model.g_a, *model.g_s] if isinstance(m, HorBlock)]
+    assert len(blocks) == 6
+    assert all(float(b.gamma1.flatten()[0]) == pytest.approx(0.1) for b in blocks)
+    assert float(make_dicm(busy=False).g_a[0].gamma2.flatten()[0]) == pytest.approx(1e-6)
+
+
 def test_no_pixel_decoder():
     model = make_dicm()
     c = model.compress(random_image(32, 32, seed=3))

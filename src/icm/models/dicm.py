@@ -178,6 +178,8 @@ class DICM(ImageCodec):
         N: channels of ``z``.
         hyper_dim, hyper_heads, hyper_depth: ViT blocks of the hyper-encoder.
         hyper_down: stride-2 steps from ``y`` to ``z`` (2 in the paper: z at 64).
+        layer_scale: initial γ of the codec's HorNet blocks (HorNet: 1e-6, which
+            leaves them out of the first thousands of steps).
         codec_down: stride-2 steps of the compression network (2 in the
             paper: ``y`` at 4× the cut's stride; 1 keeps ``y`` at twice it).
         out_conv: end ``g_s`` with a 1×1 convolution.  The paper's decoder ends
@@ -213,6 +215,7 @@ class DICM(ImageCodec):
         hyper_down: int = 2,
         out_conv: bool = False,
         codec_down: int = 2,
+        layer_scale: float = 1e-6,
         class_names: tuple[str, ...] | None = None,
     ) -> None:
         super().__init__()
@@ -237,17 +240,18 @@ class DICM(ImageCodec):
 
         self.re = RedundancyElimination(c0, re_dims, re_depths, re_kernel)
         c1, c2 = dims[1], dims[2]
+        hor = partial(HorBlock, layer_scale=layer_scale)
         self.g_a = nn.Sequential(
-            HorBlock(c0, orders[0]), _conv(c0, c1, 5, 2), nn.LeakyReLU(inplace=True),
-            HorBlock(c1, orders[1]), _conv(c1, c2, 3),
-            HorBlock(c2, orders[2], global_filter=True, filter_size=filter_size), _conv(c2, M, 5, 2 if codec_down == 2 else 1),
+            hor(c0, orders[0]), _conv(c0, c1, 5, 2), nn.LeakyReLU(inplace=True),
+            hor(c1, orders[1]), _conv(c1, c2, 3),
+            hor(c2, orders[2], global_filter=True, filter_size=filter_size), _conv(c2, M, 5, 2 if codec_down == 2 else 1),
             nn.LeakyReLU(inplace=True),
         )
         self.g_s = nn.Sequential(
             _deconv(M, c2) if codec_down == 2 else _conv(M, c2, 5), nn.LeakyReLU(inplace=True),
-            HorBlock(c2, orders[2], global_filter=True, filter_size=filter_size), _conv(c2, c1, 3),
-            HorBlock(c1, orders[1]), _deconv(c1, c0), nn.LeakyReLU(inplace=True),
-            HorBlock(c0, orders[0]),
+            hor(c2, orders[2], global_filter=True, filter_size=filter_size), _conv(c2, c1, 3),
+            hor(c1, orders[1]), _deconv(c1, c0), nn.LeakyReLU(inplace=True),
+            hor(c0, orders[0]),
             *([nn.Conv2d(c0, c0, 1)] if out_conv else []),
         )
         self._init_codec()
