@@ -63,13 +63,13 @@ def test_registered_configurations():
     for n in BAI:
         info = model_info(n)
         assert info.tasks == ("classify",) and info.pixel_decoder
-        assert info.qualities == ((1, 2, 3, 4, 5, 6, 7) if n == "bai2022-fmnist" else (1, 2, 3, 4))
+        assert info.qualities == ((1, 2, 3, 4, 5, 6, 7, 8) if n == "bai2022-fmnist" else (1, 2, 3, 4))
     for q, (a, b) in {1: (0.1, 0.001), 2: (0.3, 0.003), 3: (0.6, 0.006), 4: (1.2, 0.012)}.items():
         assert QUALITIES[q] == FMNIST_QUALITIES[q] == (a, b)
         m = create_model("bai2022-tiny", quality=q, pretrained=False)
         assert (m.alpha, m.beta) == (a, b)
     # the machine-weighted Fashion-MNIST points: β/α ten times below the paper's 0.01
-    for q in (5, 6, 7):
+    for q in (5, 6, 7, 8):
         a, b = FMNIST_QUALITIES[q]
         assert b / a == pytest.approx(0.001)
         m = create_model("bai2022-fmnist", quality=q, pretrained=False)

@@ -292,12 +292,16 @@ def fashion_mnist_classifier():
     from safetensors.torch import load
 
     from ..models import create_model
+    from ..models._registry import read_metadata
 
     path = resources.files("icm.weights").joinpath(FASHION_MNIST_WEIGHTS)
     if not path.is_file():
         raise IcmError(f"the Fashion-MNIST pixel classifier ({FASHION_MNIST_WEIGHTS}) is not installed with icm")
-    model = create_model("bai2022-fmnist", pretrained=False)
-    state = {k: v.float() for k, v in load(path.read_bytes()).items()}
+    raw = path.read_bytes()
+    # its own widths (from its metadata): the classifier does not follow the codec's latent size
+    arch = read_metadata(raw).get("architecture", {})
+    model = create_model("bai2022-fmnist", pretrained=False, **{k: arch[k] for k in ("M", "N") if k in arch})
+    state = {k: v.float() for k, v in load(raw).items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     codec_parts = ("latent.", "tap_proj.", "fuse.", "decoder.")
     if unexpected or any(not k.startswith(codec_parts) for k in missing):

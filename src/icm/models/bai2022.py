@@ -55,7 +55,7 @@ QUALITIES = {1: (0.1, 0.001), 2: (0.3, 0.003), 3: (0.6, 0.006), 4: (1.2, 0.012)}
 # the paper's ratio makes β·MSE (≈ 0.012 × 380 at q4) four times α·CE, and most of
 # the rate pays for pixels.  Their recipes (configs/bai2022/fmnist-step2-q5..7.yaml)
 # use an 8-channel latent (kwargs M=8, N=8); no weights ship for them yet.
-FMNIST_QUALITIES = {**QUALITIES, 5: (0.15, 0.00015), 6: (0.4, 0.0004), 7: (1.2, 0.0012)}
+FMNIST_QUALITIES = {**QUALITIES, 5: (0.15, 0.00015), 6: (0.4, 0.0004), 7: (1.2, 0.0012), 8: (2.4, 0.0024)}
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
