@@ -102,7 +102,7 @@ def test_fmnist_configuration():
     model = create_model("bai2022-fmnist", quality=1, pretrained=False)
     assert model.class_names == FASHION_MNIST_CLASSES and model.num_classes == 10
     assert (model.in_channels, model.y_stride, model.stride) == (1, 4, 8)
-    assert (model.M, model.N) == (32, 32)
+    assert (model.M, model.N) == (8, 8)  # 8×8×8 latent values for 28×28 pixels
     with torch.no_grad():
         out = model(torch.rand(2, 1, 28, 28))
     assert out["y_hat"].shape[-2:] == (8, 8) and out["likelihoods"]["z"].shape[-2:] == (4, 4)
