@@ -153,15 +153,28 @@ class PhotoList(Dataset):
         return self.items[i]
 
 
-def five_crops(img: np.ndarray, resize: int = 256, crop: int = 224) -> list[np.ndarray]:
-    """Centre and four corner ``crop``² crops after resizing the short side to ``resize``
-    (bicubic), the usual ImageNet evaluation views."""
+def _resized(img: np.ndarray, resize: int, crop: int) -> np.ndarray:
+    """Short side resized to ``resize`` (bicubic), neither side below ``crop``."""
     from PIL import Image
 
     h, w = img.shape[:2]
     scale = resize / min(h, w)
     size = (max(crop, round(w * scale)), max(crop, round(h * scale)))
-    im = np.asarray(Image.fromarray(img).resize(size, Image.BICUBIC))
+    return np.asarray(Image.fromarray(img).resize(size, Image.BICUBIC))
+
+
+def centre_crop(img: np.ndarray, resize: int = 256, crop: int = 224) -> np.ndarray:
+    """The ``crop``² centre crop after resizing the short side to ``resize`` (bicubic)."""
+    im = _resized(img, resize, crop)
+    h, w = im.shape[:2]
+    top, left = (h - crop) // 2, (w - crop) // 2
+    return np.ascontiguousarray(im[top : top + crop, left : left + crop])
+
+
+def five_crops(img: np.ndarray, resize: int = 256, crop: int = 224) -> list[np.ndarray]:
+    """Centre and four corner ``crop``² crops after resizing the short side to ``resize``
+    (bicubic), the usual ImageNet evaluation views."""
+    im = _resized(img, resize, crop)
     h, w = im.shape[:2]
     tops = ((h - crop) // 2, 0, 0, h - crop, h - crop)
     lefts = ((w - crop) // 2, 0, w - crop, 0, w - crop)

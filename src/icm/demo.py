@@ -243,7 +243,7 @@ def dicm_demo(out_dir: str, quality: int | None, model_name: str = "dicm-lite0")
     import torch
 
     from . import codec
-    from .data import five_crops, to_tensor
+    from .data import centre_crop, to_tensor
     from .eval.anchors import get_anchor
     from .eval.tasks import classify_pixels, imagenet_class_names
 
@@ -252,7 +252,7 @@ def dicm_demo(out_dir: str, quality: int | None, model_name: str = "dicm-lite0")
     out.mkdir(parents=True, exist_ok=True)
     names = imagenet_class_names()
     jpeg, hevc = get_anchor("jpeg420"), get_anchor("hevc")
-    crops = [(p.stem, five_crops(codec.read_rgb(p))[0]) for p in sample_paths()]
+    crops = [(p.stem, centre_crop(codec.read_rgb(p))) for p in sample_paths()]
     short = lambda i: names[i].split(",")[0][:18]  # noqa: E731
     print(f"icm demo: {model_name} at qualities {qualities} on the centre 224x224 crop of {len(crops)} bundled "
           "photos: ImageNet classes straight from the bitstream (no pixels), beside EfficientNet-Lite0 on the "

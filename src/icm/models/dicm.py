@@ -331,8 +331,8 @@ class DICM(ImageCodec):
         """Everything training and tests need, for ``(B, 3, H, W)`` in ``[0, 1]``.
 
         Returns:
-            ``{"f", "f_re", "f_hat", "y_hat", "logits", "likelihoods": {"y", "z"},
-            "re_likelihoods"}``; features are at the cut stride, cropped to the
+            ``{"f", "f_re", "f_hat", "y_hat", "stages", "logits", "likelihoods": {"y", "z"},
+            "re_likelihoods"}`` (``stages``: the tail's features of ``f̂``); features are at the cut stride, cropped to the
             input; in eval mode ``y_hat`` and ``logits`` equal what decoding the
             bitstream and :meth:`analyze` give.
         """
@@ -344,9 +344,10 @@ class DICM(ImageCodec):
             out = self.latent(self.encode_features(re["f_re"]).float())
         f_hat = self.decode_features(out["y_hat"], size)
         crop = f_hat.shape[-2:]
+        stages = self.stages(f_hat)
         return {
             "f": f[..., : crop[0], : crop[1]], "f_re": re["f_re"][..., : crop[0], : crop[1]], "f_hat": f_hat,
-            "y_hat": out["y_hat"], "logits": self.classify_features(f_hat),
+            "y_hat": out["y_hat"], "stages": stages, "logits": self.backbone.classifier(stages["2"]),
             "likelihoods": out["likelihoods"], "re_likelihoods": re["likelihoods"],
         }
 

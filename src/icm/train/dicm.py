@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import IcmError
+from ..losses import bpp
 
 STAGE_DEFAULTS = {
     1: {"optim": {"name": "sgd", "lr": 0.03, "lr_batch": 256, "momentum": 0.9, "weight_decay": 1e-4}},
@@ -53,10 +54,9 @@ STAGE_DEFAULTS = {
 
 
 def bits_per_pixel(likelihoods, pixels: int) -> Tensor:
-    """Total ``-log2`` of likelihoods (a tensor or a dict of them) per image pixel, batch-averaged."""
-    liks = likelihoods.values() if isinstance(likelihoods, dict) else [likelihoods]
-    b = next(iter(liks)).shape[0] if not isinstance(likelihoods, dict) else next(iter(likelihoods.values())).shape[0]
-    return sum(-torch.log2(lik).sum() for lik in liks) / (b * pixels)
+    """:func:`icm.losses.bpp` of one likelihood tensor or a dict of them; ``pixels`` per image."""
+    liks = likelihoods if isinstance(likelihoods, dict) else {"x": likelihoods}
+    return bpp(liks, next(iter(liks.values())).shape[0] * pixels)
 
 
 class _Encoder(nn.Module):
@@ -184,15 +184,15 @@ class DicmModule(L.LightningModule):
         out = m(x)
         with torch.no_grad():
             ref = m.stages(out["f"])
-        got = m.stages(out["f_hat"])
-        bpp = bits_per_pixel(out["likelihoods"], pixels)
+        got = out["stages"]
+        rate = bits_per_pixel(out["likelihoods"], pixels)
         re_mse = F.mse_loss(out["f_hat"], out["f_re"])
         stage_mse = [F.mse_loss(got[k], ref[k]) for k in ref]
-        loss = w["lmbda"] * bpp + w["re_mse"] * re_mse + sum(a * b for a, b in zip(w["stage_mse"], stage_mse))
-        terms = {"loss": loss, "bpp": bpp, "re_mse": re_mse}
+        loss = w["lmbda"] * rate + w["re_mse"] * re_mse + sum(a * b for a, b in zip(w["stage_mse"], stage_mse))
+        terms = {"loss": loss, "bpp": rate, "re_mse": re_mse}
         terms.update({f"mse{i}": v for i, v in enumerate(stage_mse)})
         with torch.no_grad():
-            agree = m.backbone.classifier(got["2"]).argmax(1) == m.backbone.classifier(ref["2"]).argmax(1)
+            agree = out["logits"].argmax(1) == m.backbone.classifier(ref["2"]).argmax(1)
         terms["agree"] = agree.float().mean()
         return terms
 
