@@ -188,6 +188,39 @@ def test_codec_down_one_keeps_y_at_twice_the_cut_stride():
         make_dicm(codec_down=3)
 
 
+def test_codec_down_zero_codes_y_at_the_cut_resolution():
+    model = make_dicm(codec_down=0, hyper_down=2)
+    x = random_image(37, 50, seed=6)
+    out = model(x)
+    assert (model.y_stride, model.stride) == (4, 16)
+    # padded to 48 x 64: y at stride 4, the decoded feature cropped back to ⌈37/4⌉ x ⌈50/4⌉
+    assert out["y_hat"].shape[-2:] == (12, 16) and out["f_hat"].shape[-2:] == (10, 13)
+    assert torch.equal(model.analyze(model.compress(x)), out["logits"])
+
+
+def test_identity_codec_init_starts_as_a_scalar_quantiser():
+    torch.manual_seed(1)
+    model = create_model("dicm-lite0", quality=4, pretrained=False, codec_down=0, hyper_down=2, out_conv=True,
+                         codec_init="identity", **{**SMALL["dicm-lite0"], "dims": (24, 48, 48), "M": 48}).eval()
+    f = torch.randn(2, 24, 12, 20) * model.re.std + model.re.mean
+    s = model.re.standardise(f)
+    with torch.no_grad():
+        y = model.encode_features(f)
+        # y holds the positive and negative parts of s on a unit grid ...
+        diff = (y[:, :24] - y[:, 24:] - s).abs()
+        assert float(diff.max()) < 0.15 and float(diff.mean()) < 0.02
+        # ... and the decoder undoes it (up to the 1% jitter on every weight)
+        err = (model.re.standardise(model.decode_features(y)) - s).square().mean() / s.square().mean()
+        rounded = (model.re.standardise(model.decode_features(torch.round(y))) - s).square().mean()
+    assert err < 0.01
+    # a unit grid on a unit-variance feature: uniform rounding noise 1/12 on each part, twice
+    assert 0.05 < float(rounded) < 0.2
+    with pytest.raises(ValueError, match="identity"):
+        make_dicm(codec_init="identity")  # codec_down 2
+    with pytest.raises(ValueError, match="codec_init"):
+        make_dicm(codec_init="zeros")
+
+
 def test_layer_scale_sets_every_codec_horblock():
     model = make_dicm(layer_scale=0.1, busy=False)
     blocks = [m for m in [*model.g_a, *model.g_s] if isinstance(m, HorBlock)]

@@ -181,11 +181,18 @@ class DICM(ImageCodec):
         layer_scale: initial γ of the codec's HorNet blocks (HorNet: 1e-6, which
             leaves them out of the first thousands of steps).
         codec_down: stride-2 steps of the compression network (2 in the
-            paper: ``y`` at 4× the cut's stride; 1 keeps ``y`` at twice it).
-        out_conv: end ``g_s`` with a 1×1 convolution.  The paper's decoder ends
-            on a LeakyReLU and a HorBlock, which suits ResNet's non-negative
-            layer1 output; EfficientNet's cut (a BatchNorm output with no
-            activation) is signed and needs a linear last layer.
+            paper: ``y`` at 4× the cut's stride; 1 keeps ``y`` at twice it, 0
+            at the cut's own resolution).
+        out_conv: end ``g_s`` with a 1×1 convolution and no rectifier before
+            its last HorBlock.  The paper's decoder ends on a LeakyReLU and a
+            HorBlock, which suits ResNet's non-negative layer1 output;
+            EfficientNet's cut (a BatchNorm output with no activation) is signed,
+            and a 24-channel rectifier in front of it loses half its sign
+            pattern (the decoded feature's error then stays near its variance).
+        codec_init: ``"kaiming"`` (variance-preserving random convolutions) or
+            ``"identity"`` (``codec_down=0`` only): ``g_s(g_a(f))`` starts as the
+            identity, ``y`` being the standardised feature's positive and
+            negative parts on a unit grid.
         class_names: names of the classifier's outputs (ImageNet's by default).
 
     Inputs are RGB ``(B, 3, H, W)`` in ``[0, 1]``, any size (padded to
@@ -216,6 +223,7 @@ class DICM(ImageCodec):
         out_conv: bool = False,
         codec_down: int = 2,
         layer_scale: float = 1e-6,
+        codec_init: str = "kaiming",
         class_names: tuple[str, ...] | None = None,
     ) -> None:
         super().__init__()
@@ -231,8 +239,8 @@ class DICM(ImageCodec):
         if hyper_down not in (1, 2):
             raise ValueError("hyper_down is 1 (z at stride 32) or 2 (z at stride 64)")
         self.cut_stride = self.backbone.cut_stride
-        if codec_down not in (1, 2):
-            raise ValueError("codec_down is 1 or 2")
+        if codec_down not in (0, 1, 2):
+            raise ValueError("codec_down is 0, 1 or 2")
         self.y_stride = self.cut_stride * 2**codec_down
         self.stride = max(self.cut_stride * 2 ** len(re_depths), self.y_stride * 2**hyper_down)
         self.M, self.N = M, N
@@ -242,7 +250,7 @@ class DICM(ImageCodec):
         c1, c2 = dims[1], dims[2]
         hor = partial(HorBlock, layer_scale=layer_scale)
         self.g_a = nn.Sequential(
-            hor(c0, orders[0]), _conv(c0, c1, 5, 2), nn.LeakyReLU(inplace=True),
+            hor(c0, orders[0]), _conv(c0, c1, 5, 2 if codec_down else 1), nn.LeakyReLU(inplace=True),
             hor(c1, orders[1]), _conv(c1, c2, 3),
             hor(c2, orders[2], global_filter=True, filter_size=filter_size), _conv(c2, M, 5, 2 if codec_down == 2 else 1),
             nn.LeakyReLU(inplace=True),
@@ -250,11 +258,18 @@ class DICM(ImageCodec):
         self.g_s = nn.Sequential(
             _deconv(M, c2) if codec_down == 2 else _conv(M, c2, 5), nn.LeakyReLU(inplace=True),
             hor(c2, orders[2], global_filter=True, filter_size=filter_size), _conv(c2, c1, 3),
-            hor(c1, orders[1]), _deconv(c1, c0), nn.LeakyReLU(inplace=True),
+            hor(c1, orders[1]), _deconv(c1, c0) if codec_down else _conv(c1, c0, 5),
+            # A signed cut feature cannot pass a c0-wide rectifier: with out_conv
+            # the path to the output stays linear (the HorBlock is residual).
+            *([] if out_conv else [nn.LeakyReLU(inplace=True)]),
             hor(c0, orders[0]),
             *([nn.Conv2d(c0, c0, 1)] if out_conv else []),
         )
         self._init_codec()
+        if codec_init == "identity":
+            self._init_codec_identity(c0, c1, c2, M, codec_down, out_conv)
+        elif codec_init != "kaiming":
+            raise ValueError(f"codec_init is 'kaiming' or 'identity', not {codec_init!r}")
         last_down = 2 if hyper_down == 2 else 1
         h_a = nn.Sequential(_conv(M, hyper_dim, 3, 2), TokenBlocks(hyper_dim, hyper_depth, hyper_heads),
                             _conv(hyper_dim, N, 3, last_down))
@@ -273,6 +288,38 @@ class DICM(ImageCodec):
                 nn.init.kaiming_normal_(m.weight, a=0.01, nonlinearity="leaky_relu",
                                         mode="fan_in" if isinstance(m, nn.Conv2d) else "fan_out")
                 nn.init.zeros_(m.bias)
+
+    @torch.no_grad()
+    def _init_codec_identity(self, c0: int, c1: int, c2: int, M: int, codec_down: int, out_conv: bool,
+                             step: float = 1.0, jitter: float = 0.01) -> None:
+        # g_s(g_a(s)) = s at the start: each convolution is a centred delta on
+        # chosen channels, and the rectifiers see the feature split into its
+        # positive and negative parts ([s, -s] → y = [relu(s), relu(-s)] / step),
+        # so y is the standardised cut feature on a uniform grid of ``step`` and
+        # stage 4 starts from a working scalar quantiser instead of from noise.
+        # A little random jitter keeps the other channels alive.
+        if codec_down != 0 or not out_conv or min(c1, c2, M) < 2 * c0:
+            raise ValueError("codec_init='identity' needs codec_down=0, out_conv=True and c1, c2, M >= 2*dims[0]")
+        leak = 1.0 + 0.01  # lrelu(x) - lrelu(-x) = 1.01 x
+
+        def set_(conv: nn.Conv2d, pairs) -> None:
+            w = conv.weight
+            w.mul_(jitter)
+            conv.bias.zero_()
+            k = w.shape[-1] // 2
+            for o, i, v in pairs:
+                w[o, i, k, k] += v
+
+        ga = [m for m in self.g_a if isinstance(m, nn.Conv2d)]
+        gs = [m for m in self.g_s if isinstance(m, nn.Conv2d)]
+        n = 2 * c0
+        set_(ga[0], [(i, i, 1.0) for i in range(c0)] + [(c0 + i, i, -1.0) for i in range(c0)])
+        set_(ga[1], [(i, i, 1.0 / leak) for i in range(n)])
+        set_(ga[2], [(i, i, 1.0 / step) for i in range(n)])
+        set_(gs[0], [(i, i, step) for i in range(n)])
+        set_(gs[1], [(i, i, 1.0) for i in range(n)])
+        set_(gs[2], [(i, i, 1.0 / leak) for i in range(c0)] + [(i, c0 + i, -1.0 / leak) for i in range(c0)])
+        set_(gs[3], [(i, i, 1.0) for i in range(c0)])
 
     # -- shipped weights -----------------------------------------------------
     def load_shipped(self, state: dict) -> None:
