@@ -63,7 +63,7 @@ def test_registered_configurations():
     for n in BAI:
         info = model_info(n)
         assert info.tasks == ("classify",) and info.pixel_decoder
-        assert info.qualities == ((1, 2, 3, 4, 5, 6, 7, 8) if n == "bai2022-fmnist" else (1, 2, 3, 4))
+        assert info.qualities == ((1, 2, 3, 4, 5, 6, 7, 8, 9) if n == "bai2022-fmnist" else (1, 2, 3, 4))
     for q, (a, b) in {1: (0.1, 0.001), 2: (0.3, 0.003), 3: (0.6, 0.006), 4: (1.2, 0.012)}.items():
         assert QUALITIES[q] == FMNIST_QUALITIES[q] == (a, b)
         m = create_model("bai2022-tiny", quality=q, pretrained=False)

@@ -16,7 +16,7 @@ from icm.tasks.metrics import coco_map
 torch.set_num_threads(1)
 
 # Narrow codec (as tests/test_dicm.py's SMALL) and narrow heads: each test runs in a second or two.
-CODEC = dict(re_dims=(16,), re_depths=(), dims=(24, 32, 32), M=32, N=16, hyper_dim=32, hyper_heads=2,
+CODEC = dict(re_dims=(16,), re_depths=(), dims=(24, 48, 48), M=48, N=16, hyper_dim=32, hyper_heads=2,
              filter_size=(8, 8), pretrained_backbone=False)
 HEADS = dict(fpn_channels=32, representation_size=64, mask_layers=(16, 16), box_score_thresh=0.0,
              rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=100, rpn_pre_nms_top_n_test=200,
@@ -118,13 +118,14 @@ def test_odd_sizes_come_back_in_input_pixels_without_resizing(codec, monkeypatch
         by_latent = heads.forward_latent(codec(x)["y_hat"], (h, w))[0]
 
     assert seen["sizes"] == [(h, w)]  # normalise/resize left the image as it was
-    assert seen["batch"].shape[-2:] == (128, 160)  # padded to the codec's stride only
+    st = codec.stride  # padded to the codec's stride only
+    assert seen["batch"].shape[-2:] == (-(-h // st) * st, -(-w // st) * st) == (112, 144)
     assert torch.equal(seen["batch"][..., :h, :w], x)  # no normalisation either
     with torch.no_grad():  # both paths see pyramids of the same shapes, with exact strides
         pix = heads.detector.backbone(seen["batch"])
         lat = heads.latent_backbone(codec(x)["y_hat"])
     assert [tuple(v.shape[-2:]) for v in pix.values()] == [tuple(v.shape[-2:]) for v in lat.values()]
-    assert list(lat) == ["0", "1", "2", "pool"] and lat["0"].shape[-2:] == (16, 20)
+    assert list(lat) == ["0", "1", "2", "pool"] and lat["0"].shape[-2:] == (112 // 8, 144 // 8)
     for det in (by_pixels, by_latent):
         boxes = det["boxes"]
         assert len(boxes) > 0
@@ -163,7 +164,8 @@ def test_input_errors(codec):
     with pytest.raises(ValueError, match="pyramid level"):
         make_heads(codec, anchor_sizes=((16,), (32,)))
     heads = make_heads(codec).train()
-    y_hat = torch.zeros(1, 32, 6, 8)
+    y_hat = torch.zeros(1, codec.M, -(-H // codec.stride) * codec.stride // codec.y_stride,
+                        -(-W // codec.stride) * codec.stride // codec.y_stride)
     with pytest.raises(ValueError, match="needs targets"):
         heads.forward_latent(y_hat, (H, W))
     with pytest.raises(ValueError, match="does not fit"):

@@ -36,7 +36,7 @@ torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "detection"
-SMALL = {"dicm-lite0": dict(re_dims=(16,), re_depths=(), dims=(24, 32, 32), M=32, N=16, hyper_dim=32, hyper_heads=2,
+SMALL = {"dicm-lite0": dict(re_dims=(16,), re_depths=(), dims=(24, 48, 48), M=48, N=16, hyper_dim=32, hyper_heads=2,
                             filter_size=(8, 8), pretrained_backbone=False),
          "dicm": dict(re_dims=(16, 16, 16, 16), dims=(256, 32, 32), M=32, N=16, hyper_dim=32, hyper_heads=2,
                       filter_size=(8, 8))}
@@ -96,7 +96,7 @@ def test_a_tiny_recipe_lowers_the_loss_and_logs_val_map(trained, tmp_path):
     heads = module.heads.train()
     opt = torch.optim.Adam(heads.trainable_parameters(), lr=1e-3)
     history = []
-    for _ in range(6):
+    for _ in range(10):
         torch.manual_seed(0)  # the same RPN / RoI sampling every step
         loss = sum(module.losses(images, targets).values())
         opt.zero_grad()

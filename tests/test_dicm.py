@@ -26,7 +26,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "dicm").glob
 SMALL = {
     "dicm": dict(re_dims=(16, 16, 16, 16), dims=(256, 32, 32), M=32, N=16, hyper_dim=32, hyper_heads=2,
                  filter_size=(8, 8)),
-    "dicm-lite0": dict(re_dims=(16,), re_depths=(), dims=(24, 32, 32), M=32, N=16, hyper_dim=32, hyper_heads=2,
+    "dicm-lite0": dict(re_dims=(16,), re_depths=(), dims=(24, 48, 48), M=48, N=16, hyper_dim=32, hyper_heads=2,
                        filter_size=(8, 8), pretrained_backbone=False),
 }
 
@@ -151,7 +151,8 @@ def test_forward_backward_every_parameter_gets_a_gradient(name):
     x = random_image(64, 64, seed=1, batch=2)
     out = model(x)
     assert out["f_hat"].shape == out["f"].shape == (2, model.backbone.cut_channels, 16, 16)
-    assert out["y_hat"].shape == (2, model.M, 4, 4) and out["logits"].shape == (2, 1000)
+    side = 64 // model.y_stride
+    assert out["y_hat"].shape == (2, model.M, side, side) and out["logits"].shape == (2, 1000)
     loss = (out["f_hat"] - out["f_re"]).square().mean() + out["logits"].square().mean()
     loss = loss + sum(-torch.log2(v).mean() for v in out["likelihoods"].values()) - out["re_likelihoods"].log().mean()
     loss.backward()
@@ -178,7 +179,7 @@ def test_analysis_from_bitstream_equals_eval_forward_exactly(size):
 
 
 def test_codec_down_one_keeps_y_at_twice_the_cut_stride():
-    model = make_dicm(codec_down=1)
+    model = make_dicm(codec_down=1, codec_init="kaiming", hyper_down=1)
     x = random_image(40, 72, seed=5)
     out = model(x)
     assert (model.y_stride, model.stride) == (8, 16)
@@ -189,7 +190,7 @@ def test_codec_down_one_keeps_y_at_twice_the_cut_stride():
 
 
 def test_codec_down_zero_codes_y_at_the_cut_resolution():
-    model = make_dicm(codec_down=0, hyper_down=2)
+    model = make_dicm()  # dicm-lite0's own codec_down 0, hyper_down 2
     x = random_image(37, 50, seed=6)
     out = model(x)
     assert (model.y_stride, model.stride) == (4, 16)
@@ -200,8 +201,7 @@ def test_codec_down_zero_codes_y_at_the_cut_resolution():
 
 def test_identity_codec_init_starts_as_a_scalar_quantiser():
     torch.manual_seed(1)
-    model = create_model("dicm-lite0", quality=4, pretrained=False, codec_down=0, hyper_down=2, out_conv=True,
-                         codec_init="identity", **{**SMALL["dicm-lite0"], "dims": (24, 48, 48), "M": 48}).eval()
+    model = create_model("dicm-lite0", quality=4, pretrained=False, **SMALL["dicm-lite0"]).eval()
     f = torch.randn(2, 24, 12, 20) * model.re.std + model.re.mean
     s = model.re.standardise(f)
     with torch.no_grad():
@@ -216,7 +216,7 @@ def test_identity_codec_init_starts_as_a_scalar_quantiser():
     # a unit grid on a unit-variance feature: uniform rounding noise 1/12 on each part, twice
     assert 0.05 < float(rounded) < 0.2
     with pytest.raises(ValueError, match="identity"):
-        make_dicm(codec_init="identity")  # codec_down 2
+        make_dicm(codec_down=2, codec_init="identity")
     with pytest.raises(ValueError, match="codec_init"):
         make_dicm(codec_init="zeros")
 

@@ -25,7 +25,7 @@ SMALL_KWARGS = {
     "bai2022-fmnist": {"dim": 24, "depth": 4, "heads": 2},
     "dicm": {"re_dims": (16, 16, 16, 16), "dims": (256, 32, 32), "M": 32, "N": 16, "hyper_dim": 32,
              "hyper_heads": 2, "filter_size": (8, 8)},
-    "dicm-lite0": {"re_dims": (16,), "re_depths": (), "dims": (24, 32, 32), "M": 32, "N": 16, "hyper_dim": 32,
+    "dicm-lite0": {"re_dims": (16,), "re_depths": (), "dims": (24, 48, 48), "M": 48, "N": 16, "hyper_dim": 32,
                    "hyper_heads": 2, "filter_size": (8, 8), "pretrained_backbone": False},
 }
 

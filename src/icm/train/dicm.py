@@ -93,6 +93,13 @@ class DicmModule(L.LightningModule):
         stage: 1–4 (see the module docstring).
         loss: the stage's weights (``rate``, ``l1``, ``infonce``, ``re_mse``,
             ``stage_mse``, and ``lmbda`` for stage 4, default the quality's λ).
+            Stage 4 also takes terms beyond the paper, off by default:
+            ``std_mse`` (MSE of the standardised features ``f̂`` and ``f_re``),
+            ``kl`` with ``kl_t`` (distillation: KL divergence of the decoded
+            network's class distribution from the uncompressed one's, at
+            temperature ``kl_t``, times ``kl_t²``) and ``lmbda_warmup`` (λ grows
+            linearly over that many steps, so that the entropy model settles
+            before the rate presses on ``y``).
         optim: ``name`` (sgd, adam, adamw), ``lr`` (with ``lr_batch``: scaled by
             global batch / lr_batch), ``momentum``, ``weight_decay``, ``min_lr``;
             cosine from ``lr`` to ``min_lr`` over ``max_steps``.
@@ -188,12 +195,24 @@ class DicmModule(L.LightningModule):
         rate = bits_per_pixel(out["likelihoods"], pixels)
         re_mse = F.mse_loss(out["f_hat"], out["f_re"])
         stage_mse = [F.mse_loss(got[k], ref[k]) for k in ref]
-        loss = w["lmbda"] * rate + w["re_mse"] * re_mse + sum(a * b for a, b in zip(w["stage_mse"], stage_mse))
-        terms = {"loss": loss, "bpp": rate, "re_mse": re_mse}
-        terms.update({f"mse{i}": v for i, v in enumerate(stage_mse)})
+        ramp = float(w.get("lmbda_warmup", 0))
+        lmbda = w["lmbda"] * (min(1.0, (self.global_step + 1) / ramp) if ramp and self.training else 1.0)
+        loss = lmbda * rate + w["re_mse"] * re_mse + sum(a * b for a, b in zip(w["stage_mse"], stage_mse))
+        terms = {"bpp": rate, "re_mse": re_mse}
+        if w.get("std_mse"):
+            # the same distortion on the standardised feature: every channel weighs alike
+            terms["std_mse"] = F.mse_loss(m.re.standardise(out["f_hat"]), m.re.standardise(out["f_re"]))
+            loss = loss + w["std_mse"] * terms["std_mse"]
         with torch.no_grad():
-            agree = out["logits"].argmax(1) == m.backbone.classifier(ref["2"]).argmax(1)
-        terms["agree"] = agree.float().mean()
+            ref_logits = m.backbone.classifier(ref["2"])
+        if w.get("kl"):
+            t = float(w.get("kl_t", 1.0))
+            terms["kl"] = F.kl_div(F.log_softmax(out["logits"] / t, 1), F.log_softmax(ref_logits / t, 1),
+                                   log_target=True, reduction="batchmean") * t * t
+            loss = loss + w["kl"] * terms["kl"]
+        terms["loss"] = loss
+        terms.update({f"mse{i}": v for i, v in enumerate(stage_mse)})
+        terms["agree"] = (out["logits"].argmax(1) == ref_logits.argmax(1)).float().mean()
         return terms
 
     def _step(self, batch, stage: str) -> Tensor:
