@@ -11,6 +11,7 @@ import torch
 from . import bitstream
 from .errors import BitstreamError, IcmError
 from .models import Compressed, create_model, model_info, model_info_by_id
+from .refine import supports_refine
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
@@ -63,11 +64,30 @@ def get_model(name: str, quality: int):
     return create_model(name, quality=quality, pretrained=True)
 
 
-def encode(model, x: torch.Tensor) -> list[bytes]:
+def check_refine(model, refine: int) -> None:
+    """:class:`IcmError` unless ``model`` can be coded with ``refine`` refinement steps."""
+    if refine < 0:
+        raise IcmError(f"refinement takes a number of steps >= 0, not {refine}")
+    if refine and not supports_refine(model):
+        raise IcmError(f"model {model.model_name!r} does not support refinement "
+                       "(only pixel-fidelity hyperprior models do)")
+
+
+def encode(model, x: torch.Tensor, refine: int = 0, callback=None) -> list[bytes]:
     """Code a batch ``(B, 3, H, W)`` into one ``.icm`` file per image (greyscale
-    models code its luma)."""
+    models code its luma).
+
+    Args:
+        refine: steps of encoder-side latent refinement (:mod:`icm.refine`);
+            0 codes the analysis transform's latents as they are.
+        callback: called with the step number after each refinement step.
+
+    Raises:
+        IcmError: ``refine`` for a model that does not support it.
+    """
     info = model_info(model.model_name)
-    coded = model.compress(to_model_channels(model, x))
+    check_refine(model, refine)
+    coded = model.compress(to_model_channels(model, x), refine=refine, callback=callback)
     h, w = coded.image_size
     header = bitstream.Header(info.model_id, model.quality, h, w)
     return [bitstream.pack(header, s) for s in coded.strings]

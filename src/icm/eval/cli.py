@@ -97,6 +97,8 @@ def _list() -> int:
         tasks = info.tasks + heads_tasks(name)
         print(f"  {name:<18} qualities {list(info.qualities)}, shipped weights {shipped or 'none'}, "
               f"tasks from bitstream: {', '.join(tasks) or 'none'}")
+    print("model options: NAME+refine or NAME+refine:N codes with N steps (default 100) of encoder-side "
+          "latent refinement (hyperprior)")
     mod = _anchors()
     print("anchors:" if mod else "anchors: (icm.eval.anchors is not installed)")
     for name in (mod.list_anchors() if mod else []):

@@ -80,6 +80,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import IcmError
+from ..refine import DEFAULT_STEPS
 from .datasets import Dataset, image_digest
 
 SCHEMA_VERSION = 1
@@ -122,6 +123,9 @@ class Codec:
         qualities: the qualities swept, in order.
         settings: what defines the codec's output besides quality (part of the cache key).
         anchor: the anchor object (anchors only).
+        model: the registered model a ``model`` codec runs (``name`` may add
+            an encoder option: ``hyperprior+refine``).
+        refine: encoder-side refinement steps (:mod:`icm.refine`).
     """
 
     name: str
@@ -131,6 +135,8 @@ class Codec:
     settings: dict
     anchor: object = None
     tasks: tuple = ()
+    model: str = ""
+    refine: int = 0
     _state: dict = field(default_factory=dict, repr=False)
 
     def state_hash(self, quality) -> str | None:
@@ -140,13 +146,26 @@ class Codec:
         if quality not in self._state:
             from .. import codec as icm_codec
 
-            model = icm_codec.get_model(self.name, quality)
+            model = icm_codec.get_model(self.model, quality)
             h = hashlib.sha256()
             for k, v in model.state_dict().items():
                 h.update(k.encode())
                 h.update(v.detach().cpu().contiguous().numpy().tobytes())
             self._state[quality] = h.hexdigest()
         return self._state[quality]
+
+
+def _split_refine(name: str) -> tuple[str, int | None]:
+    """``"hyperprior+refine:50"`` → ``("hyperprior", 50)``; ``+refine`` alone means
+    :data:`icm.refine.DEFAULT_STEPS`; no suffix → ``(name, None)``."""
+    base, plus, option = name.partition("+")
+    if not plus:
+        return name, None
+    word, colon, steps = option.partition(":")
+    if word != "refine" or (colon and not steps.isdigit()) or (colon and int(steps) < 1):
+        raise IcmError(f"unknown codec option {'+' + option!r} in {name!r}; the one option is "
+                       "+refine or +refine:N (N >= 1 steps)")
+    return base, int(steps) if colon else DEFAULT_STEPS
 
 
 def resolve_codec(name: str, qualities=None) -> Codec:
@@ -166,8 +185,10 @@ def resolve_codec(name: str, qualities=None) -> Codec:
     from ..models._registry import heads_tasks
 
     name = ALIASES.get(name, name)
-    if name in list_models():
-        info = model_info(name)
+    base, refine = _split_refine(name)
+    if base in list_models():
+        info = model_info(base)
+        name = base
         if qualities is None:
             qualities = [q for q in info.qualities if has_weights(name, q)]
             if not qualities:
@@ -183,7 +204,15 @@ def resolve_codec(name: str, qualities=None) -> Codec:
             from .detect import heads_digest
 
             settings["heads_sha256"] = heads_digest(name)  # new heads never hit old cached detections
-        return Codec(name, f"icm {name}", "model", tuple(qualities), settings, tasks=tasks)
+        if refine is None:
+            return Codec(name, f"icm {name}", "model", tuple(qualities), settings, tasks=tasks, model=name)
+        from .. import codec as icm_codec
+
+        icm_codec.check_refine(icm_codec.get_model(name, qualities[0]), refine)
+        settings["refine_steps"] = refine
+        spec = f"{name}+refine" + ("" if refine == DEFAULT_STEPS else f":{refine}")
+        return Codec(spec, f"icm {name} + refine ({refine} steps)", "model", tuple(qualities), settings,
+                     tasks=tasks, model=name, refine=refine)
     mod = _anchors()
     anchor_names = list(mod.list_anchors()) if mod is not None else []
     if name not in anchor_names:
@@ -231,10 +260,10 @@ def code_model(c: Codec, quality, image: np.ndarray, task, label, ref) -> dict:
     from .. import codec as icm_codec
     from ..data import to_tensor
 
-    model = icm_codec.get_model(c.name, quality)
+    model = icm_codec.get_model(c.model, quality)
     x = to_tensor(np.array(image))[None]  # a writable copy for torch
     t0 = time.perf_counter()
-    data = icm_codec.encode(model, x)[0]
+    data = icm_codec.encode(model, x, refine=c.refine)[0]
     t1 = time.perf_counter()
     h, w = image.shape[:2]
     row = {"height": h, "width": w, "bytes": len(data),

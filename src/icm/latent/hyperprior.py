@@ -113,8 +113,10 @@ class MeanScaleHyperprior(nn.Module):
         return {"y_hat": y_hat, "likelihoods": {"y": y_lik, "z": z_lik}}
 
     @torch.no_grad()
-    def compress(self, y: Tensor) -> LatentStrings:
-        z_int = torch.round(self.h_a(y))
+    def compress(self, y: Tensor, z: Tensor | None = None) -> LatentStrings:
+        """Code ``y``; ``z`` (default ``h_a(y)``) is the hyper-latent to code with
+        it, for an encoder that chose both itself (:mod:`icm.refine`)."""
+        z_int = torch.round(self.h_a(y) if z is None else z)
         z_strings = self.z_prior.compress(z_int)
         means, _, index = self._exact_params(z_int)
         y_strings = self.y_conditional.compress(torch.round(y - means), index)

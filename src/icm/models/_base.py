@@ -48,6 +48,7 @@ class ImageCodec(nn.Module):
     num_sections: int = 2
     has_pixel_decoder: bool = True
     tasks: tuple[str, ...] = ()
+    refinable: bool = False  # trained for R + λ·255²·MSE on a mean-scale hyperprior latent
     model_name: str = ""
     quality: int = 0
 
@@ -98,10 +99,23 @@ class ImageCodec(nn.Module):
         return {"x_hat": x_hat, "y_hat": out["y_hat"], "likelihoods": out["likelihoods"]}
 
     @torch.no_grad()
-    def compress(self, x: Tensor) -> Compressed:
-        """Code a batch of images ``(B, in_channels, H, W)`` in ``[0, 1]``."""
+    def compress(self, x: Tensor, refine: int = 0, callback=None) -> Compressed:
+        """Code a batch of images ``(B, in_channels, H, W)`` in ``[0, 1]``.
+
+        Args:
+            refine: gradient steps of encoder-side latent refinement
+                (:func:`icm.refine.refine_latents`; models with ``refinable``
+                only); the decoder does not change.
+            callback: called with the step number after each refinement step.
+        """
         self._check_input(x)
-        coded = self.latent.compress(self.analysis(self.pad(x)))
+        if refine:
+            from ..refine import refine_latents
+
+            y, z = refine_latents(self, x, steps=refine, callback=callback)
+            coded = self.latent.compress(y, z)
+        else:
+            coded = self.latent.compress(self.analysis(self.pad(x)))
         return Compressed(coded.strings, tuple(x.shape[-2:]))
 
     @torch.no_grad()

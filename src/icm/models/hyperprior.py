@@ -36,6 +36,7 @@ class Hyperprior(ImageCodec):
     """
 
     stride = 64
+    refinable = True
 
     def __init__(self, N: int = 64, M: int = 96) -> None:
         super().__init__()
