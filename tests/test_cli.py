@@ -76,7 +76,7 @@ def test_models_json(run_cli):
     assert r.code == 0
     rows = {d["name"]: d for d in map(json.loads, r.out.splitlines())}
     assert rows["hyperprior"]["id"] == 1
-    assert rows["hyperprior"]["qualities"] == [1, 2, 3, 4]
+    assert rows["hyperprior"]["qualities"] == [1, 2, 3, 4, 5]
     assert rows["hyperprior"]["weights"] == shipped_qualities("hyperprior")
     assert rows[TINY]["weights"] == []
 
@@ -387,7 +387,7 @@ def test_demo(run_cli, tmp_path):
 
     stems = {p.stem for p in sample_paths()}
     photos = [p for p in out.glob("*.icm") if p.stem.rsplit("-q", 1)[0] in stems]
-    assert len(photos) == len(shipped_qualities("hyperprior")) * len(stems) == len(stems) * 4
+    assert len(photos) == len(shipped_qualities("hyperprior")) * len(stems) == len(stems) * 5
     assert "median PSNR gain over JPEG" in r.out
     fmnist = shipped_qualities("bai2022-fmnist")
     features = shipped_qualities("dicm-lite0")

@@ -18,7 +18,7 @@ from ._base import ImageCodec
 from ._registry import register_model
 
 # λ of the rate–distortion loss  R + λ·255²·MSE  per quality.
-LAMBDAS = {1: 0.0009, 2: 0.0018, 3: 0.0035, 4: 0.0067}
+LAMBDAS = {1: 0.0009, 2: 0.0018, 3: 0.0035, 4: 0.0067, 5: 0.013}
 
 
 def _conv(cin: int, cout: int, k: int = 5, s: int = 2) -> nn.Conv2d:
