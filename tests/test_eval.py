@@ -413,6 +413,24 @@ def test_report_warns_on_thin_overlap(tmp_path):
     assert "Warning:** a: thin overlap" in md and "n/a" in md
 
 
+
+def _rd(codec_name, kind, rates, metric_values):
+    pts = [{"quality": i, "bpp": r, "payload_bpp": r, "psnr": m} for i, (r, m) in enumerate(zip(rates, metric_values))]
+    return {"codec": codec_name, "label": codec_name, "kind": kind, "points": pts}
+
+
+def test_zoom_window_frames_the_models_only_when_they_sit_in_a_corner():
+    anchor = _rd("jpeg", "anchor", [0.1, 0.5, 1.0, 4.0], [24, 30, 34, 41])
+    small = _rd("m", "model", [0.2, 0.3, 0.5], [26, 27.5, 29])
+    (x0, x1), (y0, y1) = report.zoom_window([anchor, small], "psnr")
+    assert (x0, x1) == (0.0, pytest.approx(0.8))
+    # every point left of 0.8 bpp (24, 30 from the anchor; 26–29 from the model) is inside
+    assert 23 < y0 < 24 and 30 < y1 < 31
+    wide = _rd("m", "model", [0.2, 1.0, 2.0], [26, 33, 37])
+    assert report.zoom_window([anchor, wide], "psnr") is None      # already spans half the axis
+    assert report.zoom_window([small], "psnr") is None              # nothing to zoom away from
+    assert report.zoom_window([anchor], "psnr") is None             # no model
+
 @pytest.mark.slow  # spawned workers import torch: ~20 s on two busy cores
 def test_process_pool_gives_the_same_rates(anchors, folder, tmp_path):
     (one,) = _sweep(["jpeg420"], folder, tmp_path / "one")

@@ -6,7 +6,9 @@ results are grouped by (dataset, task); each group gets
 
 * rate–metric plots of every codec on one axis, against whole-file bpp and
   against payload bpp (no container, header or checksum) — in bits per image
-  instead when every image of the group has the same size (Fashion-MNIST);
+  instead when every image of the group has the same size (Fashion-MNIST) —
+  and a third panel zoomed on the models' rates when their curves end below
+  40% of the rate axis;
 * a table of BD-rate and BD-metric of every codec against the reference
   (:func:`icm.eval.bd.bd_rate` / :func:`~icm.eval.bd.bd_metric`, pchip, over
   the overlapping range of the primary metric), with a warning where the
@@ -187,26 +189,53 @@ def fixed_pixels(group: list[dict]) -> int | None:
     return h * w if h and w else None
 
 
+ZOOM_BELOW = 0.4  # add a zoomed panel when the models' rates end below this share of the axis
+
+
+def zoom_window(group: list[dict], metric: str) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """Whole-file rate and metric limits around the models' curves, or ``None`` when they
+    already fill most of the rate axis (or there is no model or no anchor)."""
+    models = [_curve(r, "bpp", metric) for r in group if r["kind"] == "model"]
+    others = [_curve(r, "bpp", metric) for r in group if r["kind"] != "model"]
+    mx = [x for xs, _ in models for x in xs]
+    ax_max = max([x for xs, _ in models + others for x in xs], default=0.0)
+    if not mx or not any(xs for xs, _ in others) or max(mx) >= ZOOM_BELOW * ax_max:
+        return None
+    x0, x1 = 0.0, 1.6 * max(mx)
+    ys = [y for xs, ys in models + others for x, y in zip(xs, ys) if x <= x1]
+    lo, hi = min(ys), max(ys)
+    pad = 0.08 * (hi - lo) if hi > lo else 0.5
+    return (x0, x1), (lo - pad, hi + pad)
+
+
 def plot_group(group: list[dict], metric: str, reference: str, path: Path, title: str) -> None:
-    """One PNG, two panels: metric against whole-file and against payload rate (bpp, or bits
-    per image when all images have one size)."""
+    """One PNG: metric against whole-file and against payload rate (bpp, or bits per image
+    when all images have one size), plus a third panel zoomed on the models' rates when the
+    anchors' high-rate points would otherwise squeeze the models into a corner."""
     from matplotlib.figure import Figure  # no pyplot: no global backend, Agg by default
 
-    fig = Figure(figsize=(11, 4.6))
     scale = 100 if metric in _PERCENT else 1
     pixels = fixed_pixels(group)
-    for ax, rate in zip(fig.subplots(1, 2), _RATES):
+    zoom = zoom_window(group, metric)
+    panels = [(rate, None) for rate in _RATES] + ([("bpp", zoom)] if zoom else [])
+    fig = Figure(figsize=(5.5 * len(panels), 4.6))
+    for ax, (rate, window) in zip(fig.subplots(1, len(panels)), panels):
+        k = pixels or 1
         for r in group:
             x, y = _curve(r, rate, metric)
             if not x:
                 continue
-            if pixels:
-                x = [v * pixels for v in x]
             style = "o-" if r["kind"] == "model" else ".--"
             lw = 2.2 if r["codec"] == reference else 1.3
-            ax.plot(x, [v * scale for v in y], style, lw=lw, label=r["label"] + (" (ref.)" if r["codec"] == reference else ""))
-        ax.set_xlabel(f"bits per image ({_RATES[rate]})" if pixels else f"bits per pixel ({_RATES[rate]})")
+            ax.plot([v * k for v in x], [v * scale for v in y], style, lw=lw,
+                    label=r["label"] + (" (ref.)" if r["codec"] == reference else ""))
+        unit = "bits per image" if pixels else "bits per pixel"
+        ax.set_xlabel(f"{unit} ({_RATES[rate]}{', zoomed on the models' if window else ''})")
         ax.set_ylabel(_NAMES.get(metric, metric))
+        if window:
+            (x0, x1), (y0, y1) = window
+            ax.set_xlim(x0 * k, x1 * k)
+            ax.set_ylim(y0 * scale, y1 * scale)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
