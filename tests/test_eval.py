@@ -427,7 +427,9 @@ def test_zoom_window_frames_the_models_only_when_they_sit_in_a_corner():
     # every point left of 0.8 bpp (24, 30 from the anchor; 26–29 from the model) is inside
     assert 23 < y0 < 24 and 30 < y1 < 31
     wide = _rd("m", "model", [0.2, 1.0, 2.0], [26, 33, 37])
-    assert report.zoom_window([anchor, wide], "psnr") is None      # already spans half the axis
+    assert report.zoom_window([anchor, wide], "psnr") is None      # already spans half the rate axis
+    tall = _rd("m", "model", [0.2, 0.3, 0.5], [24, 28, 32])
+    assert report.zoom_window([anchor, tall], "psnr") is None      # spans half the metric axis
     assert report.zoom_window([small], "psnr") is None              # nothing to zoom away from
     assert report.zoom_window([anchor], "psnr") is None             # no model
 

@@ -7,8 +7,8 @@ results are grouped by (dataset, task); each group gets
 * rate–metric plots of every codec on one axis, against whole-file bpp and
   against payload bpp (no container, header or checksum) — in bits per image
   instead when every image of the group has the same size (Fashion-MNIST) —
-  and a third panel zoomed on the models' rates when their curves end below
-  40% of the rate axis;
+  and a third panel zoomed on the models when their curves sit in a corner
+  (ending below 40% of the rate axis and spanning under 25% of the metric's);
 * a table of BD-rate and BD-metric of every codec against the reference
   (:func:`icm.eval.bd.bd_rate` / :func:`~icm.eval.bd.bd_metric`, pchip, over
   the overlapping range of the primary metric), with a warning where the
@@ -189,17 +189,24 @@ def fixed_pixels(group: list[dict]) -> int | None:
     return h * w if h and w else None
 
 
-ZOOM_BELOW = 0.4  # add a zoomed panel when the models' rates end below this share of the axis
+# A zoomed panel is added when the models' rates end below ZOOM_RATE of the rate
+# axis and their metric spans under ZOOM_METRIC of the metric axis.
+ZOOM_RATE, ZOOM_METRIC = 0.4, 0.25
 
 
 def zoom_window(group: list[dict], metric: str) -> tuple[tuple[float, float], tuple[float, float]] | None:
     """Whole-file rate and metric limits around the models' curves, or ``None`` when they
-    already fill most of the rate axis (or there is no model or no anchor)."""
+    already fill enough of the plot (or there is no model or no anchor)."""
     models = [_curve(r, "bpp", metric) for r in group if r["kind"] == "model"]
     others = [_curve(r, "bpp", metric) for r in group if r["kind"] != "model"]
     mx = [x for xs, _ in models for x in xs]
-    ax_max = max([x for xs, _ in models + others for x in xs], default=0.0)
-    if not mx or not any(xs for xs, _ in others) or max(mx) >= ZOOM_BELOW * ax_max:
+    my = [y for _, ys in models for y in ys]
+    if not mx or not any(xs for xs, _ in others):
+        return None
+    all_x = [x for xs, _ in models + others for x in xs]
+    all_y = [y for _, ys in models + others for y in ys]
+    y_span = max(all_y) - min(all_y)
+    if max(mx) >= ZOOM_RATE * max(all_x) or (y_span > 0 and max(my) - min(my) >= ZOOM_METRIC * y_span):
         return None
     x0, x1 = 0.0, 1.6 * max(mx)
     ys = [y for xs, ys in models + others for x, y in zip(xs, ys) if x <= x1]
