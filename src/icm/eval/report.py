@@ -209,8 +209,8 @@ def zoom_window(group: list[dict], metric: str) -> tuple[tuple[float, float], tu
     if max(mx) >= ZOOM_RATE * max(all_x) or (y_span > 0 and max(my) - min(my) >= ZOOM_METRIC * y_span):
         return None
     x0, x1 = 0.0, 1.6 * max(mx)
-    ys = [y for xs, ys in models + others for x, y in zip(xs, ys) if x <= x1]
-    lo, hi = min(ys), max(ys)
+    inside = [y for xs, ys in models + others for x, y in zip(xs, ys) if x <= x1]
+    lo, hi = min(inside), max(inside)
     pad = 0.08 * (hi - lo) if hi > lo else 0.5
     return (x0, x1), (lo - pad, hi + pad)
 
@@ -225,9 +225,9 @@ def plot_group(group: list[dict], metric: str, reference: str, path: Path, title
     pixels = fixed_pixels(group)
     zoom = zoom_window(group, metric)
     panels = [(rate, None) for rate in _RATES] + ([("bpp", zoom)] if zoom else [])
+    k = pixels or 1  # bits per image instead of per pixel when every image has one size
     fig = Figure(figsize=(5.5 * len(panels), 4.6))
     for ax, (rate, window) in zip(fig.subplots(1, len(panels)), panels):
-        k = pixels or 1
         for r in group:
             x, y = _curve(r, rate, metric)
             if not x:
