@@ -26,9 +26,12 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "dicm").glob
 SMALL = {
     "dicm": dict(re_dims=(16, 16, 16, 16), dims=(256, 32, 32), M=32, N=16, hyper_dim=32, hyper_heads=2,
                  filter_size=(8, 8)),
-    "dicm-lite0": dict(re_dims=(16,), re_depths=(), dims=(24, 48, 48), M=48, N=16, hyper_dim=32, hyper_heads=2,
+    "dicm-lite0": dict(re_dims=(32,), re_depths=(), dims=(24, 48, 48), M=48, N=16, hyper_dim=32, hyper_heads=2,
                        filter_size=(8, 8), pretrained_backbone=False),
 }
+# The earlier Lite0 compression network: 5×5 convolutions at the cut's
+# resolution, started as the identity.
+IDENTITY = dict(codec_patch=0, codec_down=0, codec_init="identity", out_conv=True)
 
 
 def make_dicm(name: str = "dicm-lite0", quality: int = 4, seed: int = 0, busy: bool = True, **kw) -> DICM:
@@ -37,7 +40,7 @@ def make_dicm(name: str = "dicm-lite0", quality: int = 4, seed: int = 0, busy: b
     model = create_model(name, quality=quality, pretrained=False, **{**SMALL[name], **kw}).eval()
     if busy:
         with torch.no_grad():
-            model.g_a[-2].weight.mul_(30.0)
+            [m for m in model.g_a if isinstance(m, torch.nn.Conv2d)][-1].weight.mul_(30.0)
             model.latent.h_a[-1].weight.mul_(30.0)
     return model
 
@@ -179,18 +182,18 @@ def test_analysis_from_bitstream_equals_eval_forward_exactly(size):
 
 
 def test_codec_down_one_keeps_y_at_twice_the_cut_stride():
-    model = make_dicm(codec_down=1, codec_init="kaiming", hyper_down=1)
+    model = make_dicm(codec_patch=0, codec_down=1, codec_init="kaiming", hyper_down=1)
     x = random_image(40, 72, seed=5)
     out = model(x)
     assert (model.y_stride, model.stride) == (8, 16)
     assert out["y_hat"].shape[-2:] == (6, 10) and out["f_hat"].shape[-2:] == (10, 18)
     assert torch.equal(model.analyze(model.compress(x)), out["logits"])
     with pytest.raises(ValueError, match="codec_down"):
-        make_dicm(codec_down=3)
+        make_dicm(codec_patch=0, codec_down=3)
 
 
 def test_codec_down_zero_codes_y_at_the_cut_resolution():
-    model = make_dicm()  # dicm-lite0's own codec_down 0, hyper_down 2
+    model = make_dicm(**IDENTITY)  # hyper_down 2
     x = random_image(37, 50, seed=6)
     out = model(x)
     assert (model.y_stride, model.stride) == (4, 16)
@@ -201,7 +204,7 @@ def test_codec_down_zero_codes_y_at_the_cut_resolution():
 
 def test_identity_codec_init_starts_as_a_scalar_quantiser():
     torch.manual_seed(1)
-    model = create_model("dicm-lite0", quality=4, pretrained=False, **SMALL["dicm-lite0"]).eval()
+    model = create_model("dicm-lite0", quality=4, pretrained=False, **SMALL["dicm-lite0"], **IDENTITY).eval()
     f = torch.randn(2, 24, 12, 20) * model.re.std + model.re.mean
     s = model.re.standardise(f)
     with torch.no_grad():
@@ -216,9 +219,67 @@ def test_identity_codec_init_starts_as_a_scalar_quantiser():
     # a unit grid on a unit-variance feature: uniform rounding noise 1/12 on each part, twice
     assert 0.05 < float(rounded) < 0.2
     with pytest.raises(ValueError, match="identity"):
-        make_dicm(codec_down=2, codec_init="identity")
+        make_dicm(**{**IDENTITY, "codec_down": 2})
     with pytest.raises(ValueError, match="codec_init"):
-        make_dicm(codec_init="zeros")
+        make_dicm(**{**IDENTITY, "codec_init": "zeros"})
+    with pytest.raises(ValueError, match="codec_patch"):
+        make_dicm(codec_init="identity")
+
+
+def _smooth_images(n: int, size: int, seed: int) -> torch.Tensor:
+    """Random images with spatial correlation (blurred noise), in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, size // 4, size // 4, generator=g)
+    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def test_block_transform_fit_decorrelates_weights_by_fisher_and_calibrates_the_prior():
+    torch.manual_seed(0)
+    model = create_model("dicm-lite0", quality=4, pretrained=False,
+                         **{**SMALL["dicm-lite0"], "M": 384, "hyper_dim": 32}).eval()
+    assert (model.codec_patch, model.y_stride, model.stride) == (4, 16, 32)
+    model.re.init_identity(64.0)  # rounding in the RE: at most 1/128 of a standard deviation
+    images = _smooth_images(24, 64, seed=1)
+    info = model.fit_block_transform(images, step=2.0)
+    assert info["kept_share"] == pytest.approx(1.0)  # M = 24·4² keeps every coefficient
+    with torch.no_grad():
+        f = model.re(model.head_features(images))["f_re"]
+        s = model.re.standardise(f)
+        y = model.encode_features(f)
+        # the coefficients of the fitted images are uncorrelated ...
+        flat = y.permute(1, 0, 2, 3).reshape(384, -1)
+        live = flat.std(1) > 1e-3
+        corr = torch.corrcoef(flat[live])
+        off = corr - torch.diag(torch.diag(corr))
+        assert float(off.abs().max()) < 0.05
+        # ... and g_s inverts g_a (the HorNet blocks still near the identity; the
+        # decoder's bias is one per channel, the blocks' means one per position)
+        back = model.re.standardise(model.decode_features(y))
+        assert float((back - s).square().mean() / s.square().mean()) < 0.02
+    # each coefficient's grid is step·(F_k / mean F)^(-1/2): F_k·grid_k² is the same for all
+    grid = 1.0 / model.g_a[-1].weight.flatten(1).norm(dim=1)
+    fisher = info["fisher"]
+    ok = fisher > fisher.max() * 1e-6
+    product = fisher[ok] * grid[ok].square()
+    torch.testing.assert_close(product, torch.full_like(product, 4.0 * float(fisher.mean())), rtol=1e-3, atol=0)
+    # the hyper-decoder starts as one Gaussian per channel of y: its std and mean
+    out = model.latent.h_s(torch.zeros(1, model.N, 1, 1))[..., 0, 0]
+    scales, means = out.chunk(2, dim=1)
+    torch.testing.assert_close(scales.flatten(), y.std(dim=(0, 2, 3)), atol=0.05 * float(y.std()), rtol=0.05)
+    torch.testing.assert_close(means.flatten(), y.mean(dim=(0, 2, 3)), atol=0.05 * float(y.std()), rtol=0.05)
+    with pytest.raises(ValueError, match="codec_patch"):
+        make_dicm(**IDENTITY).fit_block_transform(images)
+
+
+def test_re_identity_init_rounds_finely_and_needs_a_stageless_module():
+    re = RedundancyElimination(24, dims=(32,), depths=())
+    re.init_identity(4.0)
+    f = torch.randn(2, 24, 6, 7)
+    with torch.no_grad():
+        err = re.eval()(f)["f_re"] - f
+    assert 0.02 < float(err.abs().max()) <= 0.125 + 1e-6  # half a grid step of 1/4
+    with pytest.raises(ValueError, match="without stages"):
+        RedundancyElimination(24, dims=(32, 32), depths=(1,)).init_identity(4.0)
 
 
 def test_layer_scale_sets_every_codec_horblock():
@@ -254,8 +315,8 @@ def test_load_shipped_takes_everything_but_the_lite0_backbone():
     other = make_dicm(seed=1, busy=False)
     other.load_shipped(copy.deepcopy(state))
     assert all(torch.equal(v, other.state_dict()[k]) for k, v in state.items())
-    del state["g_a.1.weight"]
-    with pytest.raises(RuntimeError, match="g_a.1.weight"):
+    del state["g_a.3.weight"]
+    with pytest.raises(RuntimeError, match="g_a.3.weight"):
         other.load_shipped(state)
 
 
@@ -427,3 +488,18 @@ def test_cli_analyze_gives_imagenet_names_and_decompress_refuses(run_cli, dicm_g
     assert model.class_names[0].startswith("tench")
     r = run_cli("decompress", path, "-o", tmp_path / "x.png")
     assert r.code == 2 and "carries no pixel decoder" in r.err and not (tmp_path / "x.png").exists()
+
+
+def test_photo_crops_at_evaluation_scale_come_from_resized_copies():
+    from icm.data import PhotoCrops, load_photo, photo_sources
+
+    sources = photo_sources("val")[:2]
+    native = [load_photo(s).shape[:2] for s in sources]
+    crops = PhotoCrops(sources, size=64, seed=0, short_sides=(96, 128))
+    sides = sorted(min(im.shape[:2]) for im in crops.images)
+    assert sides == [96, 96, 128, 128]
+    # aspect ratios are kept (to the pixel)
+    for im, (h, w) in zip(crops.images, native * 2):
+        assert abs(im.shape[1] / im.shape[0] - w / h) < 0.02
+    x = next(iter(crops))
+    assert x.shape == (3, 64, 64) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0

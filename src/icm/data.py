@@ -110,12 +110,19 @@ class PhotoCrops(IterableDataset):
         sources: photo sources (see :func:`load_photo`).
         size: crop side; photos smaller than this are skipped.
         seed: base seed; each worker derives its own stream.
+        short_sides: if given, crop from copies of every photo resized (bicubic)
+            to each of these short sides instead of from the photo as it is:
+            the scales a network sees at evaluation (short side 256 before
+            224² crops), not the photos' native ones.
     """
 
-    def __init__(self, sources, size: int = 128, seed: int = 0) -> None:
+    def __init__(self, sources, size: int = 128, seed: int = 0, short_sides=None) -> None:
         self.size = size
         self.seed = seed
-        self.images = [im for im in (load_photo(s) for s in sources) if min(im.shape[:2]) >= size]
+        photos = [load_photo(s) for s in sources]
+        if short_sides:
+            photos = [_resized(im, int(r), 0) for r in short_sides for im in photos]
+        self.images = [im for im in photos if min(im.shape[:2]) >= size]
         if not self.images:
             raise ValueError(f"no photo is at least {size} pixels on each side")
         areas = np.array([im.shape[0] * im.shape[1] for im in self.images], dtype=np.float64)

@@ -6,7 +6,7 @@ A recipe (``configs/dicm/``) names its stage at the top level::
     stage: 4
     model:   {name: dicm-lite0, quality: 4, init: runs/dicm-lite0-stage3/checkpoints/last.ckpt}
     loss:    {...}                      # the stage's weights; defaults are the paper's
-    data:    {kind: photos, crop: 224, batch_size: 8}     # or imagefolder (root, crop)
+    data:    {kind: photos, crop: 224, batch_size: 8, short_sides: [256, 320]}  # or imagefolder (root, crop)
     optim:   {name: adamw, lr: 1.0e-4, min_lr: 1.0e-6, weight_decay: 0.0}
     moco:    {queue: 65536, momentum: 0.999, temperature: 0.2, warmup_epochs: 10, refresh_every: 20}
     trainer: {max_steps: ..., out_dir: ..., threads: 1}
@@ -17,7 +17,11 @@ Stage 1 — backbone pre-training (MoCo v2 + ContrastiveCrop, :mod:`.moco`):
     ``refresh_every`` epochs.  Stage 2 starts from its checkpoint
     (``model.init``): the RE module and codec in it are still untouched.
 Stage 2 — RE module alone, backbone frozen:
-    ``rate(RE bottleneck) + 128·L1(f, f_re)``, Adam 1e-4.
+    ``rate(RE bottleneck) + 128·L1(f, f_re)``, Adam 1e-4.  ``model:
+    re_identity_gain`` starts an RE without stages as the identity
+    (:meth:`~icm.models.dicm.RedundancyElimination.init_identity`).
+    Stage 4's ``model: fit_transform: {images, step}`` fits a block-transform
+    codec to that many training crops first (:meth:`~icm.models.dicm.DICM.fit_block_transform`).
 Stage 3 — joint: ``InfoNCE + 0.1·rate + 0.1·L1`` with guided crops, SGD 1e-3
     cosine; the MoCo encoder is head → RE → tail → pool.  ``train`` lists the
     parts that learn (paper: ``[head, re, tail]``).
@@ -321,7 +325,7 @@ def _datasets(stage: int, d: dict, seed: int):
         views = ContrastiveCropViews(base, size=crop, seed=seed, box_size=int(d.get("box_size", crop)))
         return views, None
     if kind == "photos":
-        return PhotoCrops(photo_sources("train"), size=crop, seed=seed), val
+        return PhotoCrops(photo_sources("train"), size=crop, seed=seed, short_sides=d.get("short_sides")), val
     if kind == "imagefolder":
         from torchvision import transforms as T
 
@@ -388,6 +392,11 @@ def build(cfg: dict):
     train, val = _datasets(stage, d, seed)
     if stage == 2 and not m.get("init"):
         model.measure_feature_stats(_first_images(train, int(d.get("stats_images", 64))))
+        if m.get("re_identity_gain"):
+            model.re.init_identity(float(m["re_identity_gain"]))
+    fit = m.get("fit_transform")
+    if stage == 4 and fit:
+        model.fit_block_transform(_first_images(train, int(fit.get("images", 256))), step=float(fit.get("step", 1.0)))
     batch = int(d.get("batch_size", 8))
     moco = cfg.get("moco") or {}
     module = DicmModule(model, stage, loss=cfg.get("loss"), optim=o, moco=moco,
