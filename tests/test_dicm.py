@@ -320,6 +320,41 @@ def test_load_shipped_takes_everything_but_the_lite0_backbone():
         other.load_shipped(state)
 
 
+
+def test_adapted_receiver_starts_as_the_tail_and_leaves_the_reference_alone():
+    model = make_dicm(busy=False)
+    x = random_image(64, 64, seed=5)
+    f = model.head_features(x)
+    before, ref = model.classify_features(f), model.classify_pixels(x)
+    model.adapt_receiver(2)
+    assert len(model.receiver) == 2
+    torch.testing.assert_close(model.classify_features(f), before, rtol=0, atol=0)
+    with torch.no_grad():  # move the copy: the decoded path changes, the uncompressed reference does not
+        model.receiver[0][0].conv_pw.weight.mul_(-1.0)
+    assert (model.classify_features(f) - before).abs().max() > 1e-3
+    torch.testing.assert_close(model.classify_pixels(x), ref, rtol=0, atol=0)
+    stages = model.stages(f)
+    assert list(stages) == ["0", "1", "2"] and stages["1"].shape == model.backbone.tail(f)["1"].shape
+    with pytest.raises(ValueError, match="1–3"):
+        model.adapt_receiver(4)
+
+
+def test_load_shipped_rebuilds_adapted_receiver_stages():
+    model = make_dicm(busy=False)
+    model.adapt_receiver(1)
+    with torch.no_grad():
+        model.receiver[0][0].conv_dw.weight.add_(0.5)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+    assert DICM.receiver_stages_in(state) == 1 and any(k.startswith("receiver.0.") for k in state)
+    other = make_dicm(seed=0, busy=False)  # the same backbone, as the package's Lite0 weights would be
+    other.load_shipped(copy.deepcopy(state))
+    assert other.receiver is not None and len(other.receiver) == 1
+    assert all(torch.equal(v, other.state_dict()[k]) for k, v in state.items())
+    x = random_image(48, 40, seed=6)
+    torch.testing.assert_close(other.classify_features(other.head_features(x)),
+                               model.classify_features(model.head_features(x)), rtol=0, atol=0)
+
+
 # -- training stages -----------------------------------------------------------------------------
 
 
@@ -376,6 +411,39 @@ def test_stage_lowers_its_loss(stage):
     # the backbone (BatchNorm statistics included) did not move
     assert all(torch.equal(v, module.model.backbone.state_dict()[k]) for k, v in frozen.items())
 
+
+
+def test_receiver_adaptation_learns_only_the_copies_and_keeps_the_bitstream():
+    """Stage 4 with ``train: [receiver]``: the decoded feature is fixed (codec
+    frozen), the adapted stages lower the KL to the uncompressed network."""
+    from icm.errors import IcmError
+    from icm.train.dicm import DicmModule
+
+    torch.manual_seed(0)
+    model = make_dicm().train()
+    with pytest.raises(IcmError, match="adapt_receiver"):
+        DicmModule(model, 4, train_parts=("receiver",))
+    model.adapt_receiver(1)
+    loss = {"lmbda": 0.0, "re_mse": 0.0, "stage_mse": [0.0, 0.0, 0.0], "kl": 1.0}
+    module = DicmModule(model, 4, loss=loss, train_parts=("receiver",), batch_size=4, max_steps=10)
+    learning = {id(p) for p in model.receiver.parameters()}
+    assert all(p.requires_grad == (id(p) in learning) for p in model.parameters())
+    codec_before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("receiver.")}
+    batch = _photo_batch()
+    with torch.no_grad():
+        module.eval()
+        before = module.loss(batch)
+    _train(module, batch, steps=10, lr=3e-3)
+    module.train()
+    assert not model.receiver.training  # BatchNorm statistics of the copies stay the tail's
+    with torch.no_grad():
+        module.eval()
+        after = module.loss(batch)
+    assert after["kl"] < 0.7 * before["kl"], (before["kl"], after["kl"])
+    torch.testing.assert_close(after["bpp"], before["bpp"], rtol=0, atol=0)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in codec_before.items())
+    with pytest.raises(IcmError, match="codec, receiver"):
+        DicmModule(model, 4, train_parts=("tail",))
 
 @pytest.mark.parametrize("stage", [1, 3])
 def test_contrastive_stage_lowers_infonce(stage):

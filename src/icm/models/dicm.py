@@ -39,6 +39,7 @@ z at stride 32 so that 224² crops need no padding).
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from functools import partial
 
@@ -294,6 +295,8 @@ class DICM(ImageCodec):
             h_s += [_conv(hyper_dim, 4 * hyper_dim, 3), nn.PixelShuffle(2), nn.LeakyReLU(inplace=True)]
         h_s.append(_conv(hyper_dim, 2 * M, 3))
         self.latent = MeanScaleHyperprior(h_a, nn.Sequential(*h_s), z_channels=N)
+        # receiver-side copies of the tail's first stages (adapt_receiver); None: the tail as shipped
+        self.receiver: nn.ModuleList | None = None
 
     def _build_codec(self, c0, c1, c2, orders, filter_size, M, codec_down, out_conv, hor) -> None:
         self.g_a = nn.Sequential(
@@ -431,10 +434,37 @@ class DICM(ImageCodec):
         set_(gs[2], [(i, i, 1.0 / leak) for i in range(c0)] + [(i, c0 + i, -1.0 / leak) for i in range(c0)])
         set_(gs[3], [(i, i, 1.0) for i in range(c0)])
 
+    # -- receiver adaptation ---------------------------------------------------
+    def adapt_receiver(self, stages: int = 1) -> None:
+        """Give the receiver its own copy of the tail's first ``stages`` stages.
+
+        The decoded feature ``f̂`` then runs through the copies (trainable, see
+        stage 4's ``train: [receiver]``) and on through the remaining original
+        stages; the bitstream and the sender are untouched, and
+        :meth:`classify_pixels` keeps the original network, so the uncompressed
+        reference does not move.  The copies start equal to the tail, so before
+        any training step nothing changes.
+        """
+        n = len(self.backbone.tail.stages)
+        if not 1 <= stages <= n:
+            raise ValueError(f"adapt_receiver takes 1–{n} stages, got {stages}")
+        self.receiver = nn.ModuleList(copy.deepcopy(self.backbone.tail.stages[i]) for i in range(stages))
+        self.receiver.requires_grad_(False)
+
+    @staticmethod
+    def receiver_stages_in(state: dict) -> int:
+        """How many adapted receiver stages a state dict holds (keys ``receiver.<i>.…``)."""
+        idx = {int(k.split(".")[1]) for k in state if k.startswith("receiver.")}
+        return max(idx) + 1 if idx else 0
+
     # -- shipped weights -----------------------------------------------------
     def load_shipped(self, state: dict) -> None:
         """Load a shipped state dict; EfficientNet-Lite0's own weights are not in it
-        (they come with their package), every other key must be."""
+        (they come with their package), every other key must be.  Adapted
+        receiver stages in it are rebuilt first."""
+        rx = self.receiver_stages_in(state)
+        if rx and (self.receiver is None or len(self.receiver) != rx):
+            self.adapt_receiver(rx)
         if any(k.startswith("backbone.") for k in state):
             self.load_state_dict(state)
             return
@@ -474,8 +504,15 @@ class DICM(ImageCodec):
         return f_hat
 
     def stages(self, f: Tensor) -> OrderedDict:
-        """Receiver's tail on a cut feature: ``{"0": s8, "1": s16, "2": s32}``."""
-        return self.backbone.tail(f)
+        """Receiver's tail on a cut feature: ``{"0": s8, "1": s16, "2": s32}``
+        (through the adapted receiver stages where there are some)."""
+        if self.receiver is None:
+            return self.backbone.tail(f)
+        out: OrderedDict = OrderedDict()
+        for i, stage in enumerate(self.backbone.tail.stages):
+            f = (self.receiver[i] if i < len(self.receiver) else stage)(f)
+            out[str(i)] = f
+        return out
 
     def classify_features(self, f: Tensor) -> Tensor:
         return self.backbone.classifier(self.stages(f)["2"])

@@ -29,6 +29,10 @@ Stage 4 — codec only, everything else frozen:
     ``λ·bpp + 2048·MSE(f_re, f̂) + 384/256/192·MSE`` of the three tail stages
     against the uncompressed network (head → tail, no RE, no codec), AdamW
     1e-4; λ is the quality's (:data:`icm.models.dicm.QUALITIES`).
+    Beyond the paper, ``model: adapt_receiver: k`` gives the receiver its own
+    copy of the tail's first k stages and ``train: [receiver]`` (or ``[codec,
+    receiver]``) lets them learn against the decoded feature: receiver
+    adaptation, the uncompressed reference keeps the original tail.
 
 Frozen parts stay in eval mode (their BatchNorm statistics do not move).
 Rates are bits per pixel of the input crop.
@@ -108,12 +112,16 @@ class DicmModule(L.LightningModule):
             global batch / lr_batch), ``momentum``, ``weight_decay``, ``min_lr``;
             cosine from ``lr`` to ``min_lr`` over ``max_steps``.
         moco: ``queue``, ``momentum``, ``temperature``, ``dim``, ``hidden``.
-        train_parts: stage 3's learning parts among ``head``, ``re``, ``tail``.
+        train_parts: the learning parts: stage 3's among ``head``, ``re``,
+            ``tail`` (default all three); stage 4's among ``codec`` (the
+            compression network and hyperprior; the default) and ``receiver``
+            (the model's adapted receiver stages, :meth:`DICM.adapt_receiver`:
+            receiver adaptation, bitstream unchanged when ``codec`` is left out).
         max_steps: length of the schedule; clip: gradient-norm clip (0: none).
     """
 
     def __init__(self, model: nn.Module, stage: int, loss: dict | None = None, optim: dict | None = None,
-                 moco: dict | None = None, train_parts=("head", "re", "tail"), batch_size: int = 8,
+                 moco: dict | None = None, train_parts=None, batch_size: int = 8,
                  max_steps: int = 1000, clip: float = 0.0) -> None:
         super().__init__()
         if stage not in (1, 2, 3, 4):
@@ -135,12 +143,21 @@ class DicmModule(L.LightningModule):
         elif stage == 2:
             learn = [model.re]
         elif stage == 3:
+            train_parts = ("head", "re", "tail") if train_parts is None else tuple(train_parts)
             unknown = set(train_parts) - {"head", "re", "tail"}
             if unknown:
                 raise IcmError(f"stage 3 trains parts among head, re, tail; unknown: {sorted(unknown)}")
             learn = [parts[p] for p in train_parts]
         else:
-            learn = [model.g_a, model.g_s, model.latent]
+            train_parts = ("codec",) if train_parts is None else tuple(train_parts)
+            unknown = set(train_parts) - {"codec", "receiver"}
+            if unknown or not train_parts:
+                raise IcmError(f"stage 4 trains parts among codec, receiver; got {sorted(train_parts)}")
+            learn = [model.g_a, model.g_s, model.latent] if "codec" in train_parts else []
+            if "receiver" in train_parts:
+                if getattr(model, "receiver", None) is None:
+                    raise IcmError("train: [receiver] needs model.adapt_receiver (how many tail stages to adapt)")
+                learn.append(model.receiver)
         for m in learn:
             m.requires_grad_(True)
         self._learning = learn
@@ -162,6 +179,8 @@ class DicmModule(L.LightningModule):
             self.model.eval()
             for m in self._learning:
                 m.train()
+            if getattr(self.model, "receiver", None) is not None:
+                self.model.receiver.eval()  # adapted stages keep the tail's BatchNorm statistics
             if self.moco is not None:
                 self.moco.projector_q.train()
                 self.moco.encoder_k.train(any(p.requires_grad for p in self.moco.encoder_q.parameters()))
@@ -194,7 +213,7 @@ class DicmModule(L.LightningModule):
             return {"loss": w["rate"] * rate + w["l1"] * l1, "rate": rate, "l1": l1}
         out = m(x)
         with torch.no_grad():
-            ref = m.stages(out["f"])
+            ref = m.backbone.tail(out["f"])  # the original tail: the reference never adapts
         got = out["stages"]
         rate = bits_per_pixel(out["likelihoods"], pixels)
         re_mse = F.mse_loss(out["f_hat"], out["f_re"])
@@ -362,6 +381,9 @@ def load_init(model: nn.Module, path: str, parts=None) -> None:
     except FileNotFoundError:
         raise IcmError(f"init checkpoint not found: {path}") from None
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    rx = model.receiver_stages_in(state) if hasattr(model, "receiver_stages_in") else 0
+    if rx and (parts is None or "receiver" in parts) and model.receiver is None:
+        model.adapt_receiver(rx)
     if parts is None:
         model.load_state_dict(state)
         return
@@ -397,10 +419,12 @@ def build(cfg: dict):
     fit = m.get("fit_transform")
     if stage == 4 and fit:
         model.fit_block_transform(_first_images(train, int(fit.get("images", 256))), step=float(fit.get("step", 1.0)))
+    if stage == 4 and m.get("adapt_receiver") and getattr(model, "receiver", None) is None:
+        model.adapt_receiver(int(m["adapt_receiver"]))  # a copy of the (loaded) tail's first stages
     batch = int(d.get("batch_size", 8))
     moco = cfg.get("moco") or {}
     module = DicmModule(model, stage, loss=cfg.get("loss"), optim=o, moco=moco,
-                        train_parts=tuple(cfg.get("train", ("head", "re", "tail"))), batch_size=batch,
+                        train_parts=cfg.get("train"), batch_size=batch,
                         max_steps=int(t.get("max_steps", 1000)), clip=float(o.get("clip", 0.0)))
     workers = int(d.get("workers", 0))
     common = {"num_workers": workers, "persistent_workers": workers > 0}
