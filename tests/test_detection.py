@@ -119,13 +119,13 @@ def test_odd_sizes_come_back_in_input_pixels_without_resizing(codec, monkeypatch
 
     assert seen["sizes"] == [(h, w)]  # normalise/resize left the image as it was
     st = codec.stride  # padded to the codec's stride only
-    assert seen["batch"].shape[-2:] == (-(-h // st) * st, -(-w // st) * st) == (128, 160)  # stride 32
+    assert seen["batch"].shape[-2:] == (-(-h // st) * st, -(-w // st) * st) == (112, 144)  # stride 16
     assert torch.equal(seen["batch"][..., :h, :w], x)  # no normalisation either
     with torch.no_grad():  # both paths see pyramids of the same shapes, with exact strides
         pix = heads.detector.backbone(seen["batch"])
         lat = heads.latent_backbone(codec(x)["y_hat"])
     assert [tuple(v.shape[-2:]) for v in pix.values()] == [tuple(v.shape[-2:]) for v in lat.values()]
-    assert list(lat) == ["0", "1", "2", "pool"] and lat["0"].shape[-2:] == (128 // 8, 160 // 8)
+    assert list(lat) == ["0", "1", "2", "pool"] and lat["0"].shape[-2:] == (112 // 8, 144 // 8)
     for det in (by_pixels, by_latent):
         boxes = det["boxes"]
         assert len(boxes) > 0

@@ -41,7 +41,8 @@ def make_dicm(name: str = "dicm-lite0", quality: int = 4, seed: int = 0, busy: b
     if busy:
         with torch.no_grad():
             [m for m in model.g_a if isinstance(m, torch.nn.Conv2d)][-1].weight.mul_(30.0)
-            model.latent.h_a[-1].weight.mul_(30.0)
+            if hasattr(model.latent, "h_a"):
+                model.latent.h_a[-1].weight.mul_(30.0)
     return model
 
 
@@ -163,13 +164,15 @@ def test_forward_backward_every_parameter_gets_a_gradient(name):
     assert not missing, missing[:5]
 
 
+@pytest.mark.parametrize("entropy,sections", [("factorized", 1), ("hyperprior", 2)])
 @pytest.mark.parametrize("size", [(64, 64), (97, 131), (31, 20)])
-def test_analysis_from_bitstream_equals_eval_forward_exactly(size):
-    model = make_dicm()
+def test_analysis_from_bitstream_equals_eval_forward_exactly(size, entropy, sections):
+    model = make_dicm(entropy=entropy)
     x = random_image(*size, seed=2, batch=2)
     out = model(x)
     c = model.compress(x)
-    assert len(c.strings) == 2 and all(len(s) == 2 for s in c.strings)
+    assert model.num_sections == sections and len(out["likelihoods"]) == sections
+    assert len(c.strings) == 2 and all(len(s) == sections for s in c.strings)
     assert torch.equal(model.analyze(c), out["logits"])
     # one file alone: the same decoded latent; the tail's float arithmetic may
     # take another path for another batch size
@@ -182,7 +185,7 @@ def test_analysis_from_bitstream_equals_eval_forward_exactly(size):
 
 
 def test_codec_down_one_keeps_y_at_twice_the_cut_stride():
-    model = make_dicm(codec_patch=0, codec_down=1, codec_init="kaiming", hyper_down=1)
+    model = make_dicm(codec_patch=0, codec_down=1, codec_init="kaiming", hyper_down=1, entropy="hyperprior")
     x = random_image(40, 72, seed=5)
     out = model(x)
     assert (model.y_stride, model.stride) == (8, 16)
@@ -193,7 +196,7 @@ def test_codec_down_one_keeps_y_at_twice_the_cut_stride():
 
 
 def test_codec_down_zero_codes_y_at_the_cut_resolution():
-    model = make_dicm(**IDENTITY)  # hyper_down 2
+    model = make_dicm(**IDENTITY, entropy="hyperprior")  # hyper_down 2
     x = random_image(37, 50, seed=6)
     out = model(x)
     assert (model.y_stride, model.stride) == (4, 16)
@@ -236,7 +239,7 @@ def _smooth_images(n: int, size: int, seed: int) -> torch.Tensor:
 def test_block_transform_fit_decorrelates_weights_by_fisher_and_calibrates_the_prior():
     torch.manual_seed(0)
     model = create_model("dicm-lite0", quality=4, pretrained=False,
-                         **{**SMALL["dicm-lite0"], "M": 384, "hyper_dim": 32}).eval()
+                         **{**SMALL["dicm-lite0"], "M": 384, "hyper_dim": 32, "entropy": "hyperprior"}).eval()
     assert (model.codec_patch, model.y_stride, model.stride) == (4, 16, 32)
     model.re.init_identity(64.0)  # rounding in the RE: at most 1/128 of a standard deviation
     images = _smooth_images(24, 64, seed=1)
@@ -319,6 +322,39 @@ def test_load_shipped_takes_everything_but_the_lite0_backbone():
     with pytest.raises(RuntimeError, match="g_a.3.weight"):
         other.load_shipped(state)
 
+
+
+def test_factorized_latent_codes_y_alone_with_a_fitted_density():
+    from icm.latent import FactorizedLatent
+
+    torch.manual_seed(0)
+    lat = FactorizedLatent(3, upsample=2).eval()
+    y = torch.randn(2, 3, 4, 6) * torch.tensor([0.3, 2.0, 6.0])[:, None, None]
+    before = -torch.log2(lat(y)["likelihoods"]["y"]).mean().item()
+    bits = lat.fit(torch.randn(64, 3, 8, 8) * torch.tensor([0.3, 2.0, 6.0])[:, None, None], steps=300, lr=3e-2)
+    out = lat(y)
+    after = -torch.log2(out["likelihoods"]["y"]).mean().item()
+    # discretised Gaussians of σ 0.3, 2, 6 carry about 0.3, 2.9 and 4.6 bits: 2.6 on average
+    assert 2.3 < bits < 3.2 and after < before, (bits, before, after)
+    strings = lat.compress(y)
+    assert len(strings.strings) == 2 and all(len(s) == 1 for s in strings.strings)
+    assert torch.equal(lat.decompress(strings.strings, (2, 3)), out["y_hat"])
+    with pytest.raises(ValueError, match="hyper-latent"):
+        lat.compress(y, torch.zeros(1))
+
+
+def test_dicm_fit_prior_lowers_the_rate_of_a_factorized_model():
+    model = make_dicm(busy=True)
+    assert model.entropy == "factorized" and model.stride == model.y_stride == 16
+    images = _photo_batch(6, 64, seed=3)
+    rate = lambda: sum(-torch.log2(v).sum() for v in model(images)["likelihoods"].values()).item()  # noqa: E731
+    with torch.no_grad():
+        before = rate()
+        model.fit_prior(images, steps=400)
+        after = rate()
+    assert after < 0.85 * before, (before, after)
+    with pytest.raises(ValueError, match="factorized"):
+        make_dicm(entropy="hyperprior").fit_prior(images)
 
 
 def test_adapted_receiver_starts_as_the_tail_and_leaves_the_reference_alone():
@@ -460,6 +496,37 @@ def test_contrastive_stage_lowers_infonce(stage):
             p.requires_grad for p in module.model.backbone.parameters())
 
 
+
+def test_lightning_fit_trains_the_codec_in_training_mode():
+    """Models come from create_model in eval mode and Lightning keeps the modes it
+    finds: the module must switch its learning parts to training mode itself, or
+    the latents are rounded and the encoder gets no gradient."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from icm.train.dicm import DicmModule
+
+    torch.manual_seed(0)
+    model = make_dicm(busy=False)
+    assert not model.g_a.training
+    module = DicmModule(model, 4, batch_size=2, max_steps=2)
+    seen = []
+
+    class Watch(L.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            m = pl_module.model
+            seen.append((m.g_a.training, m.latent.training, m.backbone.training, m.re.training,
+                         float(m.g_a[-1].weight.grad.abs().sum())))
+
+    before = model.g_a[-1].weight.detach().clone()
+    frozen = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    trainer = L.Trainer(max_steps=2, callbacks=[Watch()], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, DataLoader(_photo_batch(4, 64), batch_size=2))
+    assert len(seen) == 2 and all(s[:4] == (True, True, False, False) and s[4] > 0 for s in seen), seen
+    assert not torch.equal(model.g_a[-1].weight, before)
+    assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in frozen.items())
+
 def test_frozen_parts_stay_in_eval_mode():
     module = _module(4)
     module.train()
@@ -508,7 +575,9 @@ def test_config_parses_and_builds(path, imagefolder_root):
     text = path.read_text()
     assert "SEEDS.md, dicm stage" in text
     cfg["model"]["init"] = None
-    cfg["model"]["kwargs"] = SMALL[cfg["model"]["name"]]
+    cfg["model"]["kwargs"] = {**cfg["model"].get("kwargs", {}), **SMALL[cfg["model"]["name"]]}
+    if cfg["model"].get("fit_prior"):
+        cfg["model"]["fit_prior"] = {"images": 8, "steps": 5}
     if cfg["data"]["kind"] == "imagefolder":  # the paper recipes: ImageNet layout, here a tiny fixture
         assert cfg["trainer"]["strategy"] == "ddp" and cfg["model"]["name"] == "dicm"
         cfg["data"].update(root=str(imagefolder_root), workers=0, batch_size=2, crop=32)

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..entropy import FactorizedPrior
-from ..latent import MeanScaleHyperprior
+from ..latent import FactorizedLatent, MeanScaleHyperprior
 from ..layers.gnconv import HorBlock, LayerNorm2d
 from ._base import ImageCodec
 from ._registry import register_model
@@ -219,6 +219,10 @@ class DICM(ImageCodec):
             ``"identity"`` (``codec_down=0`` only): ``g_s(g_a(f))`` starts as the
             identity, ``y`` being the standardised feature's positive and
             negative parts on a unit grid.
+        entropy: ``"hyperprior"`` (the paper: mean-scale hyperprior, ``y`` and
+            ``z`` in the file) or ``"factorized"`` (one learned density per
+            channel of ``y``, no ``z``: :class:`icm.latent.FactorizedLatent`;
+            the hyper-encoder/decoder arguments are then unused).
         class_names: names of the classifier's outputs (ImageNet's by default).
 
     Inputs are RGB ``(B, 3, H, W)`` in ``[0, 1]``, any size (padded to
@@ -251,6 +255,7 @@ class DICM(ImageCodec):
         layer_scale: float = 1e-6,
         codec_init: str = "kaiming",
         codec_patch: int = 0,
+        entropy: str = "hyperprior",
         class_names: tuple[str, ...] | None = None,
     ) -> None:
         super().__init__()
@@ -272,7 +277,11 @@ class DICM(ImageCodec):
             raise ValueError("codec_patch is a positive patch size (with codec_init 'kaiming') or 0")
         self.codec_patch = codec_patch
         self.y_stride = self.cut_stride * (codec_patch or 2**codec_down)
-        self.stride = max(self.cut_stride * 2 ** len(re_depths), self.y_stride * 2**hyper_down)
+        if entropy not in ("hyperprior", "factorized"):
+            raise ValueError(f"entropy is 'hyperprior' or 'factorized', not {entropy!r}")
+        self.entropy = entropy
+        side = 2**hyper_down if entropy == "hyperprior" else 1
+        self.stride = max(self.cut_stride * 2 ** len(re_depths), self.y_stride * side)
         self.M, self.N = M, N
         self.class_names = tuple(class_names) if class_names else None
 
@@ -287,6 +296,11 @@ class DICM(ImageCodec):
                 self._init_codec_identity(c0, c1, c2, M, codec_down, out_conv)
             elif codec_init != "kaiming":
                 raise ValueError(f"codec_init is 'kaiming' or 'identity', not {codec_init!r}")
+        if entropy == "factorized":
+            self.latent = FactorizedLatent(M, upsample=self.stride // self.y_stride)
+            self.num_sections = 1  # y only
+            self.receiver = None
+            return
         last_down = 2 if hyper_down == 2 else 1
         h_a = nn.Sequential(_conv(M, hyper_dim, 3, 2), TokenBlocks(hyper_dim, hyper_depth, hyper_heads),
                             _conv(hyper_dim, N, 3, last_down))
@@ -385,12 +399,25 @@ class DICM(ImageCodec):
         # 3–4.5 bpp against a zeroth-order entropy of 0.5 and stayed there for
         # hundreds of steps while the rate term pushed y to zero.
         y = torch.cat([self.g_a(s[i:i + chunk]) for i in range(0, len(s), chunk)])
-        last = self.latent.h_s[-1]
-        last.weight.mul_(0.01)
-        last.bias.copy_(torch.cat([y.std(dim=(0, 2, 3)), y.mean(dim=(0, 2, 3))]))
+        if self.entropy == "hyperprior":  # a factorized latent is fitted by fit_prior
+            last = self.latent.h_s[-1]
+            last.weight.mul_(0.01)
+            last.bias.copy_(torch.cat([y.std(dim=(0, 2, 3)), y.mean(dim=(0, 2, 3))]))
         self.train(was)
         return {"kept_share": float(importance[keep].sum() / importance.sum()), "fisher": fisher[keep],
                 "variance": var[keep]}
+
+    @torch.no_grad()
+    def fit_prior(self, images: Tensor, steps: int = 2000, chunk: int = 16) -> float:
+        """Fit a factorized latent's densities to ``y`` of ``images`` (the codec as it
+        is); returns the fitted bits per element of ``y``."""
+        if self.entropy != "factorized":
+            raise ValueError("fit_prior needs entropy='factorized'")
+        was = self.training
+        self.eval()
+        y = torch.cat([self.analysis(self.pad(images[i:i + chunk])) for i in range(0, len(images), chunk)])
+        self.train(was)
+        return self.latent.fit(y, steps=steps)
 
     def _init_codec(self) -> None:
         # Variance-preserving convolutions: with PyTorch's default initialisation
@@ -600,7 +627,7 @@ def dicm(quality: int, **kwargs) -> DICM:
 # channels has an odd gate count, which the global filter cannot halve.
 LITE0 = dict(backbone="efficientnet_lite0", re_dims=(64,), re_depths=(), dims=(24, 64, 96), orders=(2, 3, 3),
              M=384, N=64, hyper_dim=64, hyper_heads=4, hyper_depth=1, hyper_down=1, filter_size=(56, 56),
-             codec_patch=4)
+             codec_patch=4, entropy="factorized")
 
 
 # λ of the CPU-scale stage-4 loss (configs/dicm/lite0-stage4-q*.yaml:

@@ -21,7 +21,9 @@ Stage 2 — RE module alone, backbone frozen:
     re_identity_gain`` starts an RE without stages as the identity
     (:meth:`~icm.models.dicm.RedundancyElimination.init_identity`).
     Stage 4's ``model: fit_transform: {images, step}`` fits a block-transform
-    codec to that many training crops first (:meth:`~icm.models.dicm.DICM.fit_block_transform`).
+    codec to that many training crops first (:meth:`~icm.models.dicm.DICM.fit_block_transform`);
+    ``model: fit_prior: {images, steps}`` fits a factorized latent's densities
+    to the codec's ``y`` (:meth:`~icm.models.dicm.DICM.fit_prior`).
 Stage 3 — joint: ``InfoNCE + 0.1·rate + 0.1·L1`` with guided crops, SGD 1e-3
     cosine; the MoCo encoder is head → RE → tail → pool.  ``train`` lists the
     parts that learn (paper: ``[head, re, tail]``).
@@ -185,6 +187,12 @@ class DicmModule(L.LightningModule):
                 self.moco.projector_q.train()
                 self.moco.encoder_k.train(any(p.requires_grad for p in self.moco.encoder_q.parameters()))
         return self
+
+    def on_train_start(self) -> None:
+        # Lightning keeps every submodule in the mode it finds it in, and
+        # create_model returns models in eval mode: without this the learning
+        # parts would train in eval mode (rounded latents, no gradient to g_a).
+        self.train()
 
     # -- losses ------------------------------------------------------------
     def loss(self, batch) -> dict[str, Tensor]:
@@ -419,6 +427,9 @@ def build(cfg: dict):
     fit = m.get("fit_transform")
     if stage == 4 and fit:
         model.fit_block_transform(_first_images(train, int(fit.get("images", 256))), step=float(fit.get("step", 1.0)))
+    fp = m.get("fit_prior")
+    if stage == 4 and fp:  # a factorized latent's densities fitted to the codec's y first
+        model.fit_prior(_first_images(train, int(fp.get("images", 256))), steps=int(fp.get("steps", 2000)))
     if stage == 4 and m.get("adapt_receiver") and getattr(model, "receiver", None) is None:
         model.adapt_receiver(int(m["adapt_receiver"]))  # a copy of the (loaded) tail's first stages
     batch = int(d.get("batch_size", 8))
