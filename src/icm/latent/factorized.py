@@ -55,23 +55,20 @@ class FactorizedLatent(nn.Module):
         device = device if device is not None else self.prior._table_stamp.device
         return self.prior.decompress([s[0] for s in strings], shape).to(device)
 
-    @torch.no_grad()
     def fit(self, y: Tensor, steps: int = 2000, lr: float = 1e-2, batch: int = 2048, seed: int = 0) -> float:
         """Fit the density to latents ``y`` ``(B, C, h, w)`` (maximum likelihood of the
         noisy values, Adam), in place.  Returns the final bits per element."""
         g = torch.Generator().manual_seed(seed)
         c = y.shape[1]
         flat = y.detach().permute(1, 0, 2, 3).reshape(c, -1)
-        params = list(self.prior.parameters())
-        opt = torch.optim.Adam(params, lr=lr)
+        opt = torch.optim.Adam(self.prior.parameters(), lr=lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr / 20)
         bits = float("nan")
         for _ in range(steps):
             idx = torch.randint(flat.shape[1], (min(batch, flat.shape[1]),), generator=g)
             v = flat[:, idx] + torch.rand(c, idx.numel(), generator=g) - 0.5
-            with torch.enable_grad():
-                lik = self.prior.likelihood(v[None, :, :, None])
-                loss = -torch.log2(lik).mean()
+            with torch.enable_grad():  # callers may hold gradients off (DICM.fit_prior under no_grad)
+                loss = -torch.log2(self.prior.likelihood(v[None, :, :, None])).mean()
                 opt.zero_grad()
                 loss.backward()
             opt.step()

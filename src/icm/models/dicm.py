@@ -296,11 +296,16 @@ class DICM(ImageCodec):
                 self._init_codec_identity(c0, c1, c2, M, codec_down, out_conv)
             elif codec_init != "kaiming":
                 raise ValueError(f"codec_init is 'kaiming' or 'identity', not {codec_init!r}")
+        # receiver-side copies of the tail's first stages (adapt_receiver); None: the tail as shipped
+        self.receiver: nn.ModuleList | None = None
         if entropy == "factorized":
             self.latent = FactorizedLatent(M, upsample=self.stride // self.y_stride)
             self.num_sections = 1  # y only
-            self.receiver = None
-            return
+        else:
+            self.latent = self._build_hyperprior(M, N, hyper_dim, hyper_heads, hyper_depth, hyper_down)
+
+    @staticmethod
+    def _build_hyperprior(M, N, hyper_dim, hyper_heads, hyper_depth, hyper_down) -> MeanScaleHyperprior:
         last_down = 2 if hyper_down == 2 else 1
         h_a = nn.Sequential(_conv(M, hyper_dim, 3, 2), TokenBlocks(hyper_dim, hyper_depth, hyper_heads),
                             _conv(hyper_dim, N, 3, last_down))
@@ -308,9 +313,7 @@ class DICM(ImageCodec):
         for _ in range(hyper_down):
             h_s += [_conv(hyper_dim, 4 * hyper_dim, 3), nn.PixelShuffle(2), nn.LeakyReLU(inplace=True)]
         h_s.append(_conv(hyper_dim, 2 * M, 3))
-        self.latent = MeanScaleHyperprior(h_a, nn.Sequential(*h_s), z_channels=N)
-        # receiver-side copies of the tail's first stages (adapt_receiver); None: the tail as shipped
-        self.receiver: nn.ModuleList | None = None
+        return MeanScaleHyperprior(h_a, nn.Sequential(*h_s), z_channels=N)
 
     def _build_codec(self, c0, c1, c2, orders, filter_size, M, codec_down, out_conv, hor) -> None:
         self.g_a = nn.Sequential(
@@ -407,7 +410,6 @@ class DICM(ImageCodec):
         return {"kept_share": float(importance[keep].sum() / importance.sum()), "fisher": fisher[keep],
                 "variance": var[keep]}
 
-    @torch.no_grad()
     def fit_prior(self, images: Tensor, steps: int = 2000, chunk: int = 16) -> float:
         """Fit a factorized latent's densities to ``y`` of ``images`` (the codec as it
         is); returns the fitted bits per element of ``y``."""
@@ -415,7 +417,8 @@ class DICM(ImageCodec):
             raise ValueError("fit_prior needs entropy='factorized'")
         was = self.training
         self.eval()
-        y = torch.cat([self.analysis(self.pad(images[i:i + chunk])) for i in range(0, len(images), chunk)])
+        with torch.no_grad():
+            y = torch.cat([self.analysis(self.pad(images[i:i + chunk])) for i in range(0, len(images), chunk)])
         self.train(was)
         return self.latent.fit(y, steps=steps)
 
