@@ -117,6 +117,28 @@ def test_a_tiny_recipe_lowers_the_loss_and_logs_val_map(trained, tmp_path):
     assert len(val) == 1 and 0.0 <= float(val[0][cols.index("val/map")]) <= 1.0
 
 
+def test_mixed_path_alternates_pixels_and_latent_and_validates_on_the_latent(trained, monkeypatch):
+    cfg, _ = trained
+    _, module, train_loader, _ = build({**copy.deepcopy(cfg), "path": "mixed"})
+    images, targets = next(iter(train_loader))
+    used = []
+    heads = module.heads.train()
+    monkeypatch.setattr(heads, "forward_pixels", lambda *a, **k: used.append("pixels") or {"l": torch.ones(())})
+    monkeypatch.setattr(heads, "forward_latent", lambda *a, **k: used.append("latent") or {"l": torch.ones(())})
+    monkeypatch.setattr(train_detection.DetectionModule, "log_dict", lambda *a, **k: None)
+    monkeypatch.setattr(train_detection.DetectionModule, "log", lambda *a, **k: None)
+    for step in range(4):
+        monkeypatch.setattr(train_detection.DetectionModule, "global_step", property(lambda self, s=step: s))
+        module.training_step((images, targets), step)
+    assert used == ["pixels", "latent", "pixels", "latent"]
+    used.clear()
+    module.losses(images, targets)  # validation loss
+    module.detect(images)
+    assert used == ["latent", "latent"]
+    with pytest.raises(IcmError, match="path must be one of"):
+        train_detection.DetectionModule(module.heads, "both")
+
+
 def test_latent_used_for_training_is_the_decoded_bitstream_latent():
     model = tiny_codec()
     x = gradient_image(40, 56)

@@ -7,13 +7,15 @@ classification), from one of two inputs::
 
     path: latent   x ─▶ codec sender (eval) ─▶ ŷ ─▶ g_s ─▶ tail ─▶ FPN ─▶ RPN ─▶ RoI heads   (what a bitstream gives)
     path: pixels   x ─▶ unsplit backbone ──────────▶ FPN ─▶ RPN ─▶ RoI heads                (the uncompressed reference)
+    path: mixed    even steps on pixels, odd steps on the latent: one set of heads
+                   for both the bitstream and the reference that classical codecs use
 
 ``ŷ`` is the eval-mode quantised latent, which equals the latent decoded from
 the bitstream exactly, so training needs no entropy coding.  A recipe
 (``configs/detection/``) names the task at the top level::
 
     task: segment                         # or detect
-    path: latent                          # or pixels
+    path: latent                          # or pixels, or mixed (alternate steps: pixels, latent)
     model:   {name: dicm-lite0, quality: 4, pretrained: true}   # or kwargs (random) / init (a dicm checkpoint)
     heads:   {fpn_channels: 64, representation_size: 256, mask_layers: [64, 64], ...}   # CompressedDomainRCNN
     data:    {kind: synthetic, root: out/synthetic, train_images: 2000, val_images: 200, size: 160, seed: 0,
@@ -50,7 +52,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 from ..errors import IcmError
 
 TASKS = ("detect", "segment")
-PATHS = ("latent", "pixels")
+PATHS = ("latent", "pixels", "mixed")
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -194,7 +196,9 @@ class DetectionModule(L.LightningModule):
 
     Args:
         heads: a :class:`~icm.tasks.detection.CompressedDomainRCNN` (its codec frozen).
-        path: ``"latent"`` (heads on ``g_s(ŷ)``) or ``"pixels"`` (on the unsplit backbone).
+        path: ``"latent"`` (heads on ``g_s(ŷ)``), ``"pixels"`` (on the unsplit backbone) or
+            ``"mixed"`` (training alternates: even steps pixels, odd steps latent;
+            validation on the latent, what a bitstream gives).
         optim: ``name`` (sgd, adamw), ``lr``, ``momentum``, ``weight_decay``,
             ``warmup_steps`` (linear), ``min_lr`` (cosine floor), ``clip`` (gradient norm, 0: none).
         max_steps: length of the schedule.
@@ -218,9 +222,14 @@ class DetectionModule(L.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
                                     if not k.removeprefix("heads.").startswith(_NOT_HEADS)}
 
-    def losses(self, images: list[Tensor], targets: list[dict]) -> dict[str, Tensor]:
+    def _on_latent(self, training_step: bool = False) -> bool:
+        if self.path == "mixed":
+            return not training_step or self.global_step % 2 == 1
+        return self.path == "latent"
+
+    def losses(self, images: list[Tensor], targets: list[dict], training_step: bool = False) -> dict[str, Tensor]:
         """torchvision's loss dict (the heads must be in training mode)."""
-        if self.path == "latent":
+        if self._on_latent(training_step):
             y_hat, sizes = encode_latent(self.heads.codec, images)
             return self.heads.forward_latent(y_hat, sizes, targets)
         return self.heads.forward_pixels(images, targets)
@@ -231,7 +240,7 @@ class DetectionModule(L.LightningModule):
         was = self.heads.training
         self.heads.eval()
         try:
-            if self.path == "latent":
+            if self._on_latent():
                 y_hat, sizes = encode_latent(self.heads.codec, images)
                 return self.heads.forward_latent(y_hat, sizes)
             return self.heads.forward_pixels(images)
@@ -240,7 +249,7 @@ class DetectionModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         images, targets = batch
-        terms = self.losses(images, targets)
+        terms = self.losses(images, targets, training_step=True)
         loss = sum(terms.values())
         self.log_dict({"train/loss": loss.detach(), **{f"train/{k}": v.detach() for k, v in terms.items()}},
                       on_step=True, on_epoch=False, prog_bar=False, batch_size=len(images))
