@@ -357,6 +357,28 @@ def test_dicm_fit_prior_lowers_the_rate_of_a_factorized_model():
         make_dicm(entropy="hyperprior").fit_prior(images)
 
 
+def test_dicm_rescale_latent_codes_y_in_coarser_units_with_the_same_synthesis():
+    model = make_dicm(busy=True)
+    images = _photo_batch(4, 64, seed=5)
+    x = model.pad(images)
+    with torch.no_grad():
+        y = model.analysis(x)
+        decoded = model.g_s(y)
+        bits = lambda: sum(-torch.log2(v).sum() for v in model(images)["likelihoods"].values()).item()  # noqa: E731
+        model.fit_prior(images, steps=300)
+        before = bits()
+        model.rescale_latent(2.5)
+        assert torch.allclose(model.analysis(x), y / 2.5, atol=1e-5, rtol=1e-4)
+        assert torch.allclose(model.g_s(y / 2.5), decoded, atol=1e-4, rtol=1e-4)  # the same function before rounding
+        model.fit_prior(images, steps=300)
+        after = bits()
+    assert after < 0.8 * before, (before, after)  # coarser quantisation: fewer bits
+    with pytest.raises(ValueError, match="positive"):
+        model.rescale_latent(0.0)
+    with pytest.raises(ValueError, match="factorized"):
+        make_dicm(entropy="hyperprior").rescale_latent(2.0)
+
+
 def test_adapted_receiver_starts_as_the_tail_and_leaves_the_reference_alone():
     model = make_dicm(busy=False)
     x = random_image(64, 64, seed=5)

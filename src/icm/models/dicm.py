@@ -410,6 +410,29 @@ class DICM(ImageCodec):
         return {"kept_share": float(importance[keep].sum() / importance.sum()), "fisher": fisher[keep],
                 "variance": var[keep]}
 
+    @torch.no_grad()
+    def rescale_latent(self, step: float) -> None:
+        """Quantise ``y`` with a coarser (``step > 1``) or finer step, the codec otherwise unchanged.
+
+        ``g_a``'s last (linear) convolution is divided by ``step`` and ``g_s``'s
+        first multiplied by it, so that before rounding ``g_s(step·g_a(x)/step)``
+        is the same function; after rounding each element of ``y`` is coded in
+        units of ``step``: fewer bits, a coarser feature.  A factorized latent's
+        densities must then be fitted again (:meth:`fit_prior`); a hyperprior's
+        scales are divided by ``step`` as well only approximately, so it is refused.
+        """
+        if not step > 0:
+            raise ValueError(f"step must be positive, got {step}")
+        if self.entropy != "factorized":
+            raise ValueError("rescale_latent needs entropy='factorized' (then fit_prior)")
+        enc, dec = self.g_a[-1], self.g_s[0]
+        if not (isinstance(enc, nn.Conv2d) and isinstance(dec, (nn.Conv2d, nn.ConvTranspose2d))):
+            raise ValueError("rescale_latent needs g_a to end and g_s to start with a convolution")
+        enc.weight.div_(step)
+        if enc.bias is not None:
+            enc.bias.div_(step)
+        dec.weight.mul_(step)
+
     def fit_prior(self, images: Tensor, steps: int = 2000, chunk: int = 16) -> float:
         """Fit a factorized latent's densities to ``y`` of ``images`` (the codec as it
         is); returns the fitted bits per element of ``y``."""

@@ -23,7 +23,9 @@ Stage 2 — RE module alone, backbone frozen:
     Stage 4's ``model: fit_transform: {images, step}`` fits a block-transform
     codec to that many training crops first (:meth:`~icm.models.dicm.DICM.fit_block_transform`);
     ``model: fit_prior: {images, steps}`` fits a factorized latent's densities
-    to the codec's ``y`` (:meth:`~icm.models.dicm.DICM.fit_prior`).
+    to the codec's ``y`` (:meth:`~icm.models.dicm.DICM.fit_prior`), after
+    ``model: rescale_latent: step`` (if given) has made ``y``'s quantisation
+    step coarser (:meth:`~icm.models.dicm.DICM.rescale_latent`).
 Stage 3 — joint: ``InfoNCE + 0.1·rate + 0.1·L1`` with guided crops, SGD 1e-3
     cosine; the MoCo encoder is head → RE → tail → pool.  ``train`` lists the
     parts that learn (paper: ``[head, re, tail]``).
@@ -427,6 +429,8 @@ def build(cfg: dict):
     fit = m.get("fit_transform")
     if stage == 4 and fit:
         model.fit_block_transform(_first_images(train, int(fit.get("images", 256))), step=float(fit.get("step", 1.0)))
+    if stage == 4 and m.get("rescale_latent"):  # a coarser quantisation step for y (then fit_prior)
+        model.rescale_latent(float(m["rescale_latent"]))
     fp = m.get("fit_prior")
     if stage == 4 and fp:  # a factorized latent's densities fitted to the codec's y first
         model.fit_prior(_first_images(train, int(fp.get("images", 256))), steps=int(fp.get("steps", 2000)))
