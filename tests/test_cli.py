@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 import zlib
 
@@ -391,16 +392,27 @@ def test_demo(run_cli, tmp_path):
     assert "median PSNR gain over JPEG" in r.out
     fmnist = shipped_qualities("bai2022-fmnist")
     features = shipped_qualities("dicm-lite0")
-    assert len(list(out.glob("*.icm"))) == len(photos) + 10 * len(fmnist) + len(stems) * len(features)
+    shapes = sorted(out.glob("shapes-*.icm"))
+    assert len(list(out.glob("*.icm"))) == (len(photos) + 10 * len(fmnist) + len(stems) * len(features)
+                                            + len(shapes))
     assert ("Fashion-MNIST" in r.out) == bool(fmnist)
     assert ("agreement with the uncompressed network" in r.out) == bool(features)
     if features:
         from icm import codec
 
         assert (out / "dicm.png").is_file()
-        for path in out.glob("*-dicm-lite0-q*.icm"):
+        for path in set(out.glob("*-dicm-lite0-q*.icm")) - set(shapes):
             f = codec.read(path)
             assert (f.header.height, f.header.width) == (224, 224)
+    if shapes:  # one file, three tasks: what the heads find is among what was drawn
+        assert (out / "dicm-shapes.png").is_file() and len(shapes) == 2
+        lines = re.findall(r"shapes found: ([a-z, ]+) \(drawn: ([a-z, ]+)\)", r.out)
+        assert len(lines) == 2, r.out
+        for found, drawn in lines:
+            assert set(found.split(", ")) & set(drawn.split(", ")), (found, drawn)
+        for path in shapes:
+            f = codec.read(path)
+            assert (f.header.height, f.header.width) == (160, 224)
 
 
 def test_demo_without_weights_is_one_line(run_cli, tmp_path):

@@ -440,3 +440,24 @@ def test_process_pool_gives_the_same_rates(anchors, folder, tmp_path):
     a, b = json.loads(one.read_text()), json.loads(two.read_text())
     strip = lambda rows: [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rows]  # noqa: E731
     assert strip(a["images"]) == strip(b["images"])
+
+
+def test_segment_reports_get_a_box_map_bd_table_beside_the_mask_one(tmp_path):
+    def result(codec_name, rates, box, mask):
+        pts = [{"quality": i, "bpp": r, "payload_bpp": r, "map": b, "map_50": b, "mask_map": m, "mask_map_50": m}
+               for i, (r, b, m) in enumerate(zip(rates, box, mask))]
+        return {"schema": 1, "codec": codec_name, "label": codec_name, "kind": "anchor", "dataset": "d",
+                "task": "segment", "metrics": ["map", "map_50", "mask_map", "mask_map_50"],
+                "primary_metric": "mask_map", "settings": {}, "n_images": 1, "points": pts,
+                "images": [{"encode_s": 0.01, "decode_s": 0.02}]}
+
+    rates = [0.2, 0.4, 0.8, 1.6]
+    s = report.write_report([result("hevc", rates, [0.2, 0.3, 0.4, 0.5], [0.1, 0.2, 0.3, 0.4]),
+                             result("ours", [r / 2 for r in rates], [0.2, 0.3, 0.4, 0.5], [0.1, 0.2, 0.3, 0.4])],
+                            tmp_path)
+    bd_file = {e["metric"]: e for e in s["groups"][0]["bd"] if e["rate"] == "bpp"}
+    assert set(bd_file) == {"mask_map", "map"}
+    for e in bd_file.values():  # half the rate for the same curve: -50%
+        assert e["bd_rate_pct"] == pytest.approx(-50.0, abs=0.5)
+    md = (tmp_path / "report.md").read_text()
+    assert "BD-rate and BD-mask_map against hevc" in md and "BD-rate and BD-map against hevc" in md

@@ -302,9 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_info)
 
     s = sub.add_parser("demo", help="the shipped models on bundled images: photos beside JPEG, "
-                                    "Fashion-MNIST classified from the bitstream")
+                                    "Fashion-MNIST and ImageNet classes from the bitstream, one file "
+                                    "that classifies, detects and segments")
     s.add_argument("--out-dir", default="icm-demo", metavar="DIR")
-    s.add_argument("-m", "--model", default=None, choices=("hyperprior", "bai2022-fmnist"),
+    s.add_argument("-m", "--model", default=None, choices=("hyperprior", "bai2022-fmnist", "dicm-lite0"),
                    help="only this model's demo (default: every model with shipped weights)")
     s.add_argument("-q", "--quality", type=int, default=None, help="only this quality (default: all shipped)")
     s.set_defaults(func=_cmd_demo)

@@ -291,6 +291,44 @@ def dicm_demo(out_dir: str, quality: int | None, model_name: str = "dicm-lite0")
     png = out / "dicm.png"
     _side_by_side(rows, png)
     print(f"wrote {png} and the .icm files to {out}/")
+    if codec.get_heads(codec.get_model(model_name, qualities[0])) is not None:
+        _one_file_three_tasks(out, model_name, qualities[0])
+
+
+def _one_file_three_tasks(out: Path, model_name: str, quality: int, count: int = 2) -> None:
+    """Seeded synthetic pictures (held out from the heads' training), each coded once:
+    the ImageNet class, the detections and the instance masks all come from that one file."""
+    import torch
+
+    from . import codec
+    from .data import to_tensor
+    from .eval.tasks import imagenet_class_names
+    from .tasks.results import draw, to_records
+    from .tasks.synthetic import CLASSES, render
+
+    model = codec.get_model(model_name, quality)
+    names = imagenet_class_names()
+    rng = np.random.default_rng(2024)
+    print(f"\none .icm file, three tasks ({model_name} q{quality} and its shipped detection heads, on "
+          f"{count} synthetic pictures of shapes the heads never saw): classify, detect, segment, no pixels")
+    rows = []
+    for i in range(count):
+        image, masks, labels, _ = render(rng, (160, 224), 2, 5)
+        data = codec.encode(model, to_tensor(image)[None])[0]
+        path = out / f"shapes-{i}-{model_name}-q{quality}.icm"
+        path.write_bytes(data)
+        top = int(codec.analyze(data, task="classify")["output"].argmax(1))
+        seg = codec.analyze(data, task="segment")
+        records = to_records(seg["output"][0], seg["heads"].categories, 0.5, masks=True)
+        truth = ", ".join(sorted(CLASSES[int(k) - 1] for k in labels))
+        found = ", ".join(sorted(r["label"] for r in records)) or "nothing"
+        print(f"{path.name}: {len(data)} bytes ({8 * len(data) / image[..., 0].size:.3f} bpp); ImageNet top-1 "
+              f"{names[top].split(',')[0]!r}; shapes found: {found} (drawn: {truth})")
+        rows.append([_label(image, "picture"),
+                     _label(draw(_grey_card(image), records), f"{len(data)} bytes, {len(records)} shapes")])
+    png = out / "dicm-shapes.png"
+    _side_by_side(rows, png)
+    print(f"wrote {png}")
 
 
 def _grey_card(crop: np.ndarray) -> np.ndarray:

@@ -298,6 +298,41 @@ def _html(blocks, title: str) -> str:
     return "\n".join(out)
 
 
+ALSO_BD = {"mask_map": ("map",)}
+"""Metrics that get their own BD table beside a primary one (segmentation: box mAP too)."""
+
+
+def _bd_blocks(group: list[dict], reference: str, metric: str, entry: dict) -> list[tuple]:
+    """The BD table of one metric against ``reference`` (its entries go into ``entry["bd"]``)."""
+    blocks = [("h3", f"BD-rate and BD-{metric} against {reference}")]
+    ref = next((r for r in group if r["codec"] == reference), None)
+    if ref is None:
+        return blocks + [("warn", f"the reference {reference!r} is not among these results; "
+                                  "no BD table (choose one with --reference)")]
+    table, notes = [], []
+    for r in group:
+        if r is ref:
+            continue
+        e_file = bd_entry(ref, r, "bpp", metric)
+        e_pay = bd_entry(ref, r, "payload_bpp", metric)
+        entry["bd"] += [e_file, e_pay]
+        table.append([r["label"] + f" ({r['codec']})", fmt_bd_rate(e_file["bd_rate_pct"]),
+                      fmt_bd_metric(metric, e_file["bd_metric"]), fmt_bd_rate(e_pay["bd_rate_pct"]),
+                      fmt_bd_metric(metric, e_pay["bd_metric"]),
+                      "n/a" if e_file["overlap"] is None else f"{100 * e_file['overlap']:.0f}%"])
+        if e_file["note"] and e_file["note"] == e_pay["note"]:
+            notes.append(f"{r['codec']}: {e_file['note']}")
+        else:
+            notes += [f"{r['codec']} ({_RATES[e['rate']]} bpp): {e['note']}" for e in (e_file, e_pay) if e["note"]]
+    blocks.append(("p", f"Negative BD-rate: fewer bits than {ref['label']} for the same "
+                        f"{_NAMES.get(metric, metric)}; BD-{metric}: difference at the same rate. "
+                        "pchip interpolation over the overlapping range; points that do not beat a "
+                        "cheaper point of their own curve are left out."))
+    blocks.append(("table", ["codec", "BD-rate (file)", f"BD-{metric} (file)", "BD-rate (payload)",
+                             f"BD-{metric} (payload)", "overlap"], table))
+    return blocks + [("warn", n_) for n_ in dict.fromkeys(notes)]
+
+
 def write_report(results: list[dict], out_dir: str | os.PathLike, reference: str = REFERENCE) -> dict:
     """Write ``report.md``, ``report.html``, ``report.json`` and the PNG plots into ``out_dir``.
 
@@ -352,34 +387,8 @@ def write_report(results: list[dict], out_dir: str | os.PathLike, reference: str
             entry["plots"].append(png)
             blocks.append(("img", png, f"{_NAMES.get(m, m)} against bpp"))
 
-        blocks.append(("h3", f"BD-rate and BD-{primary} against {reference}"))
-        ref = next((r for r in group if r["codec"] == reference), None)
-        if ref is None:
-            blocks.append(("warn", f"the reference {reference!r} is not among these results; "
-                           "no BD table (choose one with --reference)"))
-        else:
-            table, notes = [], []
-            for r in group:
-                if r is ref:
-                    continue
-                e_file = bd_entry(ref, r, "bpp", primary)
-                e_pay = bd_entry(ref, r, "payload_bpp", primary)
-                entry["bd"] += [e_file, e_pay]
-                table.append([r["label"] + f" ({r['codec']})", fmt_bd_rate(e_file["bd_rate_pct"]),
-                              fmt_bd_metric(primary, e_file["bd_metric"]), fmt_bd_rate(e_pay["bd_rate_pct"]),
-                              fmt_bd_metric(primary, e_pay["bd_metric"]),
-                              "n/a" if e_file["overlap"] is None else f"{100 * e_file['overlap']:.0f}%"])
-                if e_file["note"] and e_file["note"] == e_pay["note"]:
-                    notes.append(f"{r['codec']}: {e_file['note']}")
-                else:
-                    notes += [f"{r['codec']} ({_RATES[e['rate']]} bpp): {e['note']}" for e in (e_file, e_pay) if e["note"]]
-            blocks.append(("p", f"Negative BD-rate: fewer bits than {ref['label']} for the same "
-                                f"{_NAMES.get(primary, primary)}; BD-{primary}: difference at the same rate. "
-                                "pchip interpolation over the overlapping range; points that do not beat a "
-                                "cheaper point of their own curve are left out."))
-            blocks.append(("table", ["codec", "BD-rate (file)", f"BD-{primary} (file)", "BD-rate (payload)",
-                                     f"BD-{primary} (payload)", "overlap"], table))
-            blocks += [("warn", n_) for n_ in dict.fromkeys(notes)]
+        for metric in [primary, *(m for m in ALSO_BD.get(primary, ()) if m in metrics)]:
+            blocks += _bd_blocks(group, reference, metric, entry)
 
         blocks.append(("h3", "Speed (median ms per image)"))
         speed_rows = []
