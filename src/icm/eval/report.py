@@ -374,7 +374,8 @@ def write_report(results: list[dict], out_dir: str | os.PathLike, reference: str
                    ("p", f"{n} image{'s' if n != 1 else ''}; codecs: {', '.join(r['label'] + ' (' + r['codec'] + ')' for r in group)}.")]
         unc = next((r["uncompressed"] for r in group if r.get("uncompressed")), None)
         if unc:
-            blocks.append(("p", "The classifier on the uncompressed images: "
+            network = "detector" if task in ("detect", "segment") else "classifier"
+            blocks.append(("p", f"The {network} on the uncompressed images: "
                            + ", ".join(f"{_NAMES.get(k, k)} {fmt_metric(k, v)}" for k, v in unc.items()) + "."))
         if len({r["n_images"] for r in group}) > 1:
             blocks.append(("warn", "the codecs were measured on different numbers of images: "
