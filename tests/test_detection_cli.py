@@ -139,6 +139,42 @@ def test_mixed_path_alternates_pixels_and_latent_and_validates_on_the_latent(tra
         train_detection.DetectionModule(module.heads, "both")
 
 
+def test_latent_steps_cycle_through_codec_states_and_validate_on_the_home_codec(trained, monkeypatch):
+    cfg, _ = trained
+    _, module, train_loader, _ = build({**copy.deepcopy(cfg), "path": "mixed"})
+    codec_ = module.heads.codec
+    home = {k: v.clone() for k, v in codec_.state_dict().items() if not k.startswith("backbone.")}
+    others = [{k: v + float(i + 1) if v.is_floating_point() else v for k, v in home.items()} for i in range(2)]
+    module = train_detection.DetectionModule(module.heads, "mixed", latent_states=others)
+    images, targets = next(iter(train_loader))
+    seen = []
+    probe = lambda: round(float(codec_.g_s[0].weight.flatten()[0] - home["g_s.0.weight"].flatten()[0]), 4)  # noqa: E731
+    heads = module.heads.train()
+    monkeypatch.setattr(heads, "forward_pixels", lambda *a, **k: seen.append(("pixels", probe())) or {"l": torch.ones(())})
+    monkeypatch.setattr(heads, "forward_latent", lambda *a, **k: seen.append(("latent", probe())) or {"l": torch.ones(())})
+    monkeypatch.setattr(train_detection.DetectionModule, "log_dict", lambda *a, **k: None)
+    monkeypatch.setattr(train_detection.DetectionModule, "log", lambda *a, **k: None)
+    for step in range(6):
+        monkeypatch.setattr(train_detection.DetectionModule, "global_step", property(lambda self, s=step: s))
+        module.training_step((images, targets), step)
+    assert [k for k, _ in seen] == ["pixels", "latent"] * 3
+    assert [d for k, d in seen if k == "latent"] == [1.0, 2.0, 1.0]  # states 0, 1, 0
+    seen.clear()
+    module.losses(images, targets)  # validation: the codec the heads were built on
+    module.detect(images)
+    assert seen == [("latent", 0.0), ("latent", 0.0)]
+
+
+def test_heads_init_starts_from_a_detection_checkpoint(trained):
+    cfg, last = trained
+    saved = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
+    _, fresh, _, _ = build(copy.deepcopy(cfg))
+    _, started, _, _ = build({**copy.deepcopy(cfg), "model": {**cfg["model"], "heads_init": str(last)}})
+    got, other = head_state(started.heads), head_state(fresh.heads)
+    assert all(torch.equal(got[k], saved[f"heads.{k}"]) for k in got)
+    assert any(not torch.equal(got[k], other[k]) for k in got)  # the fresh heads differ
+
+
 def test_latent_used_for_training_is_the_decoded_bitstream_latent():
     model = tiny_codec()
     x = gradient_image(40, 56)

@@ -17,6 +17,8 @@ the bitstream exactly, so training needs no entropy coding.  A recipe
     task: segment                         # or detect
     path: latent                          # or pixels, or mixed (alternate steps: pixels, latent)
     model:   {name: dicm-lite0, quality: 4, pretrained: true}   # or kwargs (random) / init (a dicm checkpoint)
+             # latent_qualities: [1, 2, 3, 4]: latent steps cycle through these shipped qualities' codecs
+             # heads_init: CKPT: start the heads from a detection checkpoint
     heads:   {fpn_channels: 64, representation_size: 256, mask_layers: [64, 64], ...}   # CompressedDomainRCNN
     data:    {kind: synthetic, root: out/synthetic, train_images: 2000, val_images: 200, size: 160, seed: 0,
               batch_size: 4, flip: true}
@@ -204,11 +206,18 @@ class DetectionModule(L.LightningModule):
         max_steps: length of the schedule.
     """
 
-    def __init__(self, heads, path: str = "latent", optim: dict | None = None, max_steps: int = 1000) -> None:
+    def __init__(self, heads, path: str = "latent", optim: dict | None = None, max_steps: int = 1000,
+                 latent_states: list[dict[str, Tensor]] | None = None) -> None:
         super().__init__()
         if path not in PATHS:
             raise IcmError(f"path must be one of {PATHS}, not {path!r}")
         self.heads, self.path = heads, path
+        # Codec states (sender, g_s and entropy model) that training's latent steps cycle
+        # through; everything else (validation, detect) runs the codec the heads were built on.
+        self.latent_states = list(latent_states or [])
+        self._home = ({k: v.detach().clone() for k, v in heads.codec.state_dict().items()
+                       if not k.startswith("backbone.")} if self.latent_states else None)
+        self._loaded = -1  # index into latent_states, -1: the home codec
         self.optim = {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, **(optim or {})}
         self.max_steps_ = max_steps
         self.save_hyperparameters(ignore=["heads"])
@@ -227,8 +236,19 @@ class DetectionModule(L.LightningModule):
             return not training_step or self.global_step % 2 == 1
         return self.path == "latent"
 
+    def _use_codec(self, index: int) -> None:
+        """Load ``latent_states[index]`` (``-1``: the home codec) into the heads' codec."""
+        if index == self._loaded or not self.latent_states:
+            return
+        state = self._home if index < 0 else self.latent_states[index]
+        self.heads.codec.load_state_dict(state, strict=False)
+        self._loaded = index
+
     def losses(self, images: list[Tensor], targets: list[dict], training_step: bool = False) -> dict[str, Tensor]:
         """torchvision's loss dict (the heads must be in training mode)."""
+        if self.latent_states:
+            latent_steps = self.global_step // 2 if self.path == "mixed" else self.global_step
+            self._use_codec(latent_steps % len(self.latent_states) if training_step else -1)
         if self._on_latent(training_step):
             y_hat, sizes = encode_latent(self.heads.codec, images)
             return self.heads.forward_latent(y_hat, sizes, targets)
@@ -240,6 +260,7 @@ class DetectionModule(L.LightningModule):
         was = self.heads.training
         self.heads.eval()
         try:
+            self._use_codec(-1)
             if self._on_latent():
                 y_hat, sizes = encode_latent(self.heads.codec, images)
                 return self.heads.forward_latent(y_hat, sizes)
@@ -323,7 +344,14 @@ def build(cfg: dict):
     train_set, val_set, categories = load_data(d, masks=task == "segment")
     torch.manual_seed(int(t.get("seed", 0)))
     heads = build_heads(cfg, codec, categories)
-    module = DetectionModule(heads, path, optim=o, max_steps=int(t.get("max_steps", 1000)))
+    if m.get("heads_init"):
+        _checkpoint_heads(heads, Path(m["heads_init"]))
+    states = None
+    if m.get("latent_qualities"):
+        from ..models._registry import read_weights
+
+        states = [read_weights(codec.model_name, int(q))[0] for q in m["latent_qualities"]]
+    module = DetectionModule(heads, path, optim=o, max_steps=int(t.get("max_steps", 1000)), latent_states=states)
     batch, workers = int(d.get("batch_size", 4)), int(d.get("workers", 0))
     common = {"num_workers": workers, "persistent_workers": workers > 0, "collate_fn": collate}
     train_loader = DataLoader(DetectionData(train_set, task == "segment", flip=bool(d.get("flip", True))),
