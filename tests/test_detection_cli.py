@@ -233,7 +233,11 @@ def test_configs_parse_and_build_on_tiny_fixtures(path, fixtures, tmp_path):
     if "resnet50" in path.stem:
         assert "SEEDS.md section B" in text and cfg["trainer"]["strategy"] == "ddp"
     else:
-        assert cfg["model"] == {"name": "dicm-lite0", "quality": 4, "pretrained": True}
+        extra = {k: v for k, v in cfg["model"].items() if k not in ("name", "quality", "pretrained")}
+        assert {k: cfg["model"][k] for k in ("name", "quality", "pretrained")} == {
+            "name": "dicm-lite0", "quality": 4, "pretrained": True}
+        assert set(extra) <= {"latent_qualities", "heads_init"}, extra
+        assert all(q in (1, 2, 3, 4) for q in extra.get("latent_qualities", []))
         assert cfg["heads"]["fpn_channels"] == 64 and cfg["heads"]["representation_size"] == 256
         assert cfg["data"]["size"] == 160 and cfg["data"]["batch_size"] == 4
     kind = cfg["data"]["kind"]
