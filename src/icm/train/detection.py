@@ -236,20 +236,23 @@ class DetectionModule(L.LightningModule):
             return not training_step or self.global_step % 2 == 1
         return self.path == "latent"
 
-    def _use_codec(self, index: int) -> None:
-        """Load ``latent_states[index]`` (``-1``: the home codec) into the heads' codec."""
-        if index == self._loaded or not self.latent_states:
+    def _use_codec(self, training_step: bool) -> None:
+        """Before a latent step: load the codec state whose turn it is (training) or
+        the home codec (validation, detect) into the heads' codec."""
+        if not self.latent_states:
             return
-        state = self._home if index < 0 else self.latent_states[index]
-        self.heads.codec.load_state_dict(state, strict=False)
-        self._loaded = index
+        index = -1
+        if training_step:
+            latent_steps = self.global_step // 2 if self.path == "mixed" else self.global_step
+            index = latent_steps % len(self.latent_states)
+        if index != self._loaded:
+            self.heads.codec.load_state_dict(self._home if index < 0 else self.latent_states[index], strict=False)
+            self._loaded = index
 
     def losses(self, images: list[Tensor], targets: list[dict], training_step: bool = False) -> dict[str, Tensor]:
         """torchvision's loss dict (the heads must be in training mode)."""
-        if self.latent_states:
-            latent_steps = self.global_step // 2 if self.path == "mixed" else self.global_step
-            self._use_codec(latent_steps % len(self.latent_states) if training_step else -1)
         if self._on_latent(training_step):
+            self._use_codec(training_step)
             y_hat, sizes = encode_latent(self.heads.codec, images)
             return self.heads.forward_latent(y_hat, sizes, targets)
         return self.heads.forward_pixels(images, targets)
@@ -260,8 +263,8 @@ class DetectionModule(L.LightningModule):
         was = self.heads.training
         self.heads.eval()
         try:
-            self._use_codec(-1)
             if self._on_latent():
+                self._use_codec(training_step=False)
                 y_hat, sizes = encode_latent(self.heads.codec, images)
                 return self.heads.forward_latent(y_hat, sizes)
             return self.heads.forward_pixels(images)
