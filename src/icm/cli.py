@@ -269,8 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-q", "--quality", type=int, default=None, help="quality level (default: the highest)")
     s.add_argument("--refine", type=_non_negative, default=0, metavar="N",
                    help="spend N gradient steps per image refining the latents for a smaller file at the "
-                        "same quality (hyperprior only; ~100 is a good start; default 0: off). "
-                        "The file decodes as usual.")
+                        "same quality: pixel fidelity for hyperprior, the classifier's answer for dicm-lite0 "
+                        "(~100 is a good start; default 0: off). The file decodes as usual.")
     g = s.add_mutually_exclusive_group()
     g.add_argument("-o", "--output", metavar="FILE", help="output file (one input only)")
     g.add_argument("--out-dir", metavar="DIR", help="write DIR/<name>.icm for every input")

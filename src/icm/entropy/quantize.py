@@ -1,5 +1,6 @@
 """Quantisation: uniform noise and straight-through rounding for training,
-plain rounding for coding."""
+annealed stochastic rounding for encoder-side refinement, plain rounding for
+coding."""
 
 from __future__ import annotations
 
@@ -36,3 +37,20 @@ class _LowerBound(torch.autograd.Function):
 def lower_bound(x: Tensor, bound: float) -> Tensor:
     """``max(x, bound)`` whose gradient does not die below the bound."""
     return _LowerBound.apply(x, bound)
+
+
+def _gumbel(shape, generator: torch.Generator, device) -> Tensor:
+    u = torch.rand(shape, generator=generator).to(device)
+    return -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7)))
+
+
+def annealed_round(v: Tensor, tau: float, generator: torch.Generator) -> Tensor:
+    """Stochastic Gumbel annealing (Yang, Bamler, Mandt, NeurIPS 2020): a random
+    soft choice between ``floor(v)`` and ``floor(v) + 1``, differentiable in
+    ``v``; the closer integer is more likely, and ``tau → 0`` makes the choice
+    hard.  The noise comes from ``generator``, so a run is reproducible."""
+    lo = torch.floor(v)
+    d = (v - lo).clamp(1e-5, 1 - 1e-5)
+    logits = torch.stack([-torch.atanh(d), -torch.atanh(1 - d)]) / tau
+    logits = logits + _gumbel(logits.shape, generator, v.device)
+    return lo + torch.softmax(logits, dim=0)[1]

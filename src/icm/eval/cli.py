@@ -98,7 +98,7 @@ def _list() -> int:
         print(f"  {name:<18} qualities {list(info.qualities)}, shipped weights {shipped or 'none'}, "
               f"tasks from bitstream: {', '.join(tasks) or 'none'}")
     print("model options: NAME+refine or NAME+refine:N codes with N steps (default 100) of encoder-side "
-          "latent refinement (hyperprior)")
+          "latent refinement (hyperprior, dicm-lite0)")
     mod = _anchors()
     print("anchors:" if mod else "anchors: (icm.eval.anchors is not installed)")
     for name in (mod.list_anchors() if mod else []):

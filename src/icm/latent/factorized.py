@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..entropy import FactorizedPrior, ste_round
+from ..entropy import FactorizedPrior, annealed_round, ste_round
 from .hyperprior import LatentStrings
 
 
@@ -40,6 +40,18 @@ class FactorizedLatent(nn.Module):
             return {"y_hat": ste_round(y), "likelihoods": {"y": lik}}
         y_hat = torch.round(y)
         return {"y_hat": y_hat, "likelihoods": {"y": self.prior.likelihood(y_hat)}}
+
+    # -- encoder-side refinement (icm.refine) --------------------------------
+    def hyper_latent(self, y: Tensor) -> None:
+        """No side information: there is nothing besides ``y`` to refine."""
+        return None
+
+    def annealed(self, y: Tensor, z: None, tau: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Soft-rounded ``(ŷ, bits per item)`` of continuous ``y``, differentiable in it."""
+        if z is not None:
+            raise ValueError("a factorized latent has no hyper-latent to refine")
+        r = annealed_round(y, tau, generator)
+        return r, -torch.log2(self.prior.likelihood(r)).sum(dim=(1, 2, 3))
 
     @torch.no_grad()
     def compress(self, y: Tensor, z: Tensor | None = None) -> LatentStrings:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..entropy import FactorizedPrior, GaussianConditional, noise_quantize, ste_round
+from ..entropy import FactorizedPrior, GaussianConditional, annealed_round, noise_quantize, ste_round
 from ..layers.fixed_point import FixedPointNet, supports
 
 
@@ -111,6 +111,22 @@ class MeanScaleHyperprior(nn.Module):
             y_lik = self.y_conditional.likelihood(sym, scales)
             y_hat = sym + means
         return {"y_hat": y_hat, "likelihoods": {"y": y_lik, "z": z_lik}}
+
+    # -- encoder-side refinement (icm.refine) --------------------------------
+    def hyper_latent(self, y: Tensor) -> Tensor:
+        """The ``z`` that :meth:`compress` codes with ``y`` by default."""
+        return self.h_a(y)
+
+    def annealed(self, y: Tensor, z: Tensor | None, tau: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Soft-rounded ``(ŷ, bits per item)`` of continuous ``y`` and ``z``
+        (:func:`icm.entropy.annealed_round` at temperature ``tau``), differentiable
+        in both: the rate the refinement descends."""
+        z_q = annealed_round(z, tau, generator)
+        scales, means = self.h_s(z_q).chunk(2, dim=1)
+        r = annealed_round(y - means, tau, generator)
+        bits = -(torch.log2(self.y_conditional.likelihood(r, scales)).sum(dim=(1, 2, 3))
+                 + torch.log2(self.z_prior.likelihood(z_q)).sum(dim=(1, 2, 3)))
+        return r + means, bits
 
     @torch.no_grad()
     def compress(self, y: Tensor, z: Tensor | None = None) -> LatentStrings:

@@ -48,11 +48,25 @@ class ImageCodec(nn.Module):
     num_sections: int = 2
     has_pixel_decoder: bool = True
     tasks: tuple[str, ...] = ()
-    refinable: bool = False  # trained for R + λ·255²·MSE on a mean-scale hyperprior latent
+    refinable: bool = False  # has refine_objective (icm.refine): encoder-side latent refinement
     model_name: str = ""
     quality: int = 0
 
     # -- to implement --------------------------------------------------------
+    def refine_objective(self, x: Tensor):
+        """``(rate weight, distortion)`` descended by encoder-side refinement
+        (:func:`icm.refine.refine_latents`): the cost of a soft-rounded ``ŷ`` is
+        ``rate weight · bpp + distortion(ŷ)`` per image.  Here: ``bpp + λ·255²·MSE``
+        of the reconstruction of ``x`` (pixel-fidelity models with ``refinable``)."""
+        h, w = x.shape[-2:]
+        weight = self.lmbda * 255.0**2
+
+        def distortion(y_hat: Tensor) -> Tensor:
+            x_hat = self.synthesis(y_hat)[..., :h, :w]
+            return weight * ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
+
+        return 1.0, distortion
+
     def analysis(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 

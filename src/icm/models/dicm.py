@@ -231,6 +231,8 @@ class DICM(ImageCodec):
 
     has_pixel_decoder = False
     tasks = ("classify",)
+    refinable = True  # refine_objective: λ·bpp + KL of the class distributions
+    refine_lr = 0.02
 
     def __init__(
         self,
@@ -597,6 +599,21 @@ class DICM(ImageCodec):
             "y_hat": out["y_hat"], "stages": stages, "logits": self.backbone.classifier(stages["2"]),
             "likelihoods": out["likelihoods"], "re_likelihoods": re["likelihoods"],
         }
+
+    def refine_objective(self, x: Tensor):
+        """Encoder-side refinement (:mod:`icm.refine`) descends ``λ·bpp + KL(p‖q)``:
+        ``p`` the uncompressed network's class distribution for ``x`` (the sender
+        has the picture), ``q`` the one the receiver decodes from ``ŷ``; the
+        CPU-scale stage-4 objective, at each quality's own ``λ``."""
+        size = tuple(x.shape[-2:])
+        with torch.no_grad():
+            log_p = F.log_softmax(self.classify_pixels(x), dim=1)
+
+        def distortion(y_hat: Tensor) -> Tensor:
+            log_q = F.log_softmax(self.analyze_latent(y_hat, "classify", size), dim=1)
+            return (log_p.exp() * (log_p - log_q)).sum(dim=1)
+
+        return self.lmbda, distortion
 
     def classify_pixels(self, x: Tensor) -> Tensor:
         """The uncompressed network's logits (head → tail → classifier, no RE, no codec)."""
