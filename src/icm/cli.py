@@ -76,14 +76,16 @@ def _cmd_compress(args) -> int:
     if args.out_dir:
         os.makedirs(args.out_dir, exist_ok=True)
     refine = args.refine
-    codec.check_refine(model, refine)
+    if args.refine_for and not refine:
+        raise IcmError("--refine-for names the task that --refine N keeps; give --refine N as well")
+    codec.check_refine(model, refine, args.refine_for)
     # With --refine the bar counts refinement steps, so one large image shows progress too.
     bar = _progress(range(len(args.images) * refine), "refine") if refine else None
     step = (lambda _: bar.update()) if bar is not None else None
     try:
         for path in (args.images if refine else _progress(args.images, "compress")):
             x = codec.load_image(path)
-            data = codec.encode(model, x, refine=refine, callback=step)[0]
+            data = codec.encode(model, x, refine=refine, callback=step, task=args.refine_for)[0]
             if args.output:
                 out = Path(args.output)
             else:
@@ -271,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="spend N gradient steps per image refining the latents for a smaller file at the "
                         "same quality: pixel fidelity for hyperprior, the classifier's answer for dicm-lite0 "
                         "(~100 is a good start; default 0: off). The file decodes as usual.")
+    s.add_argument("--refine-for", choices=("classify", "detect", "segment"), default=None, metavar="TASK",
+                   help="dicm: the receiver's task that --refine keeps: classify (default), detect or segment "
+                        "(the shipped detection heads run on the picture at the sender)")
     g = s.add_mutually_exclusive_group()
     g.add_argument("-o", "--output", metavar="FILE", help="output file (one input only)")
     g.add_argument("--out-dir", metavar="DIR", help="write DIR/<name>.icm for every input")

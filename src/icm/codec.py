@@ -64,16 +64,20 @@ def get_model(name: str, quality: int):
     return create_model(name, quality=quality, pretrained=True)
 
 
-def check_refine(model, refine: int) -> None:
-    """:class:`IcmError` unless ``model`` can be coded with ``refine`` refinement steps."""
+def check_refine(model, refine: int, task: str | None = None) -> None:
+    """:class:`IcmError` unless ``model`` can be coded with ``refine`` refinement
+    steps (for ``task``, where the model refines for a task)."""
     if refine < 0:
         raise IcmError(f"refinement takes a number of steps >= 0, not {refine}")
     if refine and not supports_refine(model):
-        raise IcmError(f"model {model.model_name!r} does not support refinement "
-                       "(only pixel-fidelity hyperprior models do)")
+        raise IcmError(f"model {model.model_name!r} does not support refinement (it has no refinement objective)")
+    refine_tasks = getattr(model, "refine_tasks", ())
+    if refine and task is not None and task not in refine_tasks:
+        can = f"refines for {', '.join(refine_tasks)}" if refine_tasks else "refines for pixel fidelity"
+        raise IcmError(f"model {model.model_name!r} {can}, not for task {task!r}")
 
 
-def encode(model, x: torch.Tensor, refine: int = 0, callback=None) -> list[bytes]:
+def encode(model, x: torch.Tensor, refine: int = 0, callback=None, task: str | None = None) -> list[bytes]:
     """Code a batch ``(B, 3, H, W)`` into one ``.icm`` file per image (greyscale
     models code its luma).
 
@@ -81,13 +85,21 @@ def encode(model, x: torch.Tensor, refine: int = 0, callback=None) -> list[bytes
         refine: steps of encoder-side latent refinement (:mod:`icm.refine`);
             0 codes the analysis transform's latents as they are.
         callback: called with the step number after each refinement step.
+        task: the receiver's task that refinement keeps (models with
+            ``refine_tasks``: ``dicm`` refines for ``classify`` by default, or for
+            ``detect`` / ``segment`` with the shipped heads).
 
     Raises:
-        IcmError: ``refine`` for a model that does not support it.
+        IcmError: ``refine`` for a model that does not support it, or a ``task``
+            it does not refine for.
     """
     info = model_info(model.model_name)
-    check_refine(model, refine)
-    coded = model.compress(to_model_channels(model, x), refine=refine, callback=callback)
+    check_refine(model, refine, task)
+    objective = None
+    if refine and task is not None:
+        heads = heads_for(model, task) if task in DETECTION_TASKS else None
+        objective = functools.partial(model.refine_objective, task=task, heads=heads)
+    coded = model.compress(to_model_channels(model, x), refine=refine, callback=callback, objective=objective)
     h, w = coded.image_size
     header = bitstream.Header(info.model_id, model.quality, h, w)
     return [bitstream.pack(header, s) for s in coded.strings]

@@ -50,6 +50,7 @@ def refine_latents(
     lr: float | None = None,
     seed: int = 0,
     callback: Callable[[int], None] | None = None,
+    objective: Callable | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Latents ``(y, z)`` of a batch that cost less to code at ``model.lmbda``.
 
@@ -62,6 +63,8 @@ def refine_latents(
             :data:`DEFAULT_LR`).
         seed: seed of the rounding noise.
         callback: called with the step number after every step (progress bars).
+        objective: ``x → (rate weight, distortion)`` to descend instead of
+            ``model.refine_objective`` (e.g. ``dicm``'s objective for a detection task).
 
     Returns:
         ``(y, z)`` to pass to ``model.latent.compress(y, z)``; ``z`` is ``None``
@@ -86,7 +89,7 @@ def refine_latents(
             z0 = lat.hyper_latent(y0)
         if steps == 0:
             return y0, z0
-        rate_weight, distortion = model.refine_objective(x)
+        rate_weight, distortion = (objective or model.refine_objective)(x)
         y = y0.clone().requires_grad_(True)
         z = z0.clone().requires_grad_(True) if z0 is not None else None
         gen = torch.Generator().manual_seed(seed)

@@ -263,7 +263,9 @@ def code_model(c: Codec, quality, image: np.ndarray, task, label, ref) -> dict:
     model = icm_codec.get_model(c.model, quality)
     x = to_tensor(np.array(image))[None]  # a writable copy for torch
     t0 = time.perf_counter()
-    data = icm_codec.encode(model, x, refine=c.refine)[0]
+    # a model that refines for a task refines for the one measured
+    refine_task = task.name if c.refine and task.name in getattr(model, "refine_tasks", ()) else None
+    data = icm_codec.encode(model, x, refine=c.refine, task=refine_task)[0]
     t1 = time.perf_counter()
     h, w = image.shape[:2]
     row = {"height": h, "width": w, "bytes": len(data),

@@ -113,7 +113,7 @@ class ImageCodec(nn.Module):
         return {"x_hat": x_hat, "y_hat": out["y_hat"], "likelihoods": out["likelihoods"]}
 
     @torch.no_grad()
-    def compress(self, x: Tensor, refine: int = 0, callback=None) -> Compressed:
+    def compress(self, x: Tensor, refine: int = 0, callback=None, objective=None) -> Compressed:
         """Code a batch of images ``(B, in_channels, H, W)`` in ``[0, 1]``.
 
         Args:
@@ -121,12 +121,13 @@ class ImageCodec(nn.Module):
                 (:func:`icm.refine.refine_latents`; models with ``refinable``
                 only); the decoder does not change.
             callback: called with the step number after each refinement step.
+            objective: the refinement's objective if not :meth:`refine_objective`.
         """
         self._check_input(x)
         if refine:
             from ..refine import refine_latents
 
-            y, z = refine_latents(self, x, steps=refine, callback=callback)
+            y, z = refine_latents(self, x, steps=refine, callback=callback, objective=objective)
             coded = self.latent.compress(y, z)
         else:
             coded = self.latent.compress(self.analysis(self.pad(x)))
