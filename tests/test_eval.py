@@ -461,3 +461,12 @@ def test_segment_reports_get_a_box_map_bd_table_beside_the_mask_one(tmp_path):
         assert e["bd_rate_pct"] == pytest.approx(-50.0, abs=0.5)
     md = (tmp_path / "report.md").read_text()
     assert "BD-rate and BD-mask_map against hevc" in md and "BD-rate and BD-map against hevc" in md
+
+
+def test_a_sweep_logged_to_a_file_reports_progress_in_plain_lines(folder, tmp_path, capsys):
+    # stderr captured by pytest is not a terminal: no bar, one line per tenth and at the end
+    codecs = [sweep.resolve_codec("jpeg420", [50, 90])]
+    sweep.run_sweep(codecs, datasets.open_dataset(str(folder)), tasks.get_task("psnr"), tmp_path / "o")
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("icm eval:")]
+    assert lines and lines[-1].startswith("icm eval: 4/4 results (100%)"), lines
+    assert "\r" not in "".join(lines)

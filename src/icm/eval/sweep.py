@@ -362,9 +362,35 @@ def result_path(out_dir: str | os.PathLike, dataset: Dataset, task, codec: Codec
     return Path(out_dir) / f"{dataset.slug}--{task.name}--{codec.name}.json"
 
 
+class _LineProgress:
+    """Progress for a log file (stderr not a terminal): one plain line at every
+    tenth of the work and at the end, ``icm eval: 120/800 results (15%), 4m12s``."""
+
+    def __init__(self, total: int, stream=None) -> None:
+        self.total, self.done, self.stream = total, 0, stream or sys.stderr
+        self.start = time.monotonic()
+        self.next = max(1, total // 10)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self.done >= self.next or self.done == self.total:
+            self.next = self.done + max(1, self.total // 10)
+            s = int(time.monotonic() - self.start)
+            pct = 100 * self.done // max(self.total, 1)
+            print(f"icm eval: {self.done}/{self.total} results ({pct}%), {s // 60}m{s % 60:02d}s",
+                  file=self.stream, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
 def _progress(total: int, enabled: bool | None):
+    """A tqdm bar on a terminal (or when ``enabled``), plain lines in a log
+    (``None`` and stderr redirected), nothing when ``enabled`` is False."""
     from tqdm import tqdm
 
+    if enabled is None and not sys.stderr.isatty():
+        return _LineProgress(total)
     return tqdm(total=total, desc="icm eval", unit="img", file=sys.stderr, leave=False,
                 disable=None if enabled is None else not enabled)
 
@@ -381,7 +407,8 @@ def run_sweep(codecs: list[Codec], dataset: Dataset, task, out_dir: str | os.Pat
         out_dir: where the result JSON files go (one per codec).
         cache_dir: per-image result cache (default ``<out_dir>/cache``).
         workers: processes for the anchors (1: in this process).
-        progress: show a progress bar (``None``: only on a terminal).
+        progress: show a progress bar (``None``: a bar on a terminal, a line per tenth
+            of the work when stderr is a log file).
 
     Returns:
         The paths of the result files, in the order of ``codecs``.
