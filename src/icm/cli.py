@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-q", "--quality", type=int, default=None, help="quality level (default: the highest)")
     s.add_argument("--refine", type=_non_negative, default=0, metavar="N",
                    help="spend N gradient steps per image refining the latents for a smaller file at the "
-                        "same quality: pixel fidelity for hyperprior, the classifier's answer for dicm-lite0 "
+                        "same quality: pixel fidelity for hyperprior, the receiver's task for dicm-lite0 "
                         "(~100 is a good start; default 0: off). The file decodes as usual.")
     s.add_argument("--refine-for", choices=("classify", "detect", "segment"), default=None, metavar="TASK",
                    help="dicm: the receiver's task that --refine keeps: classify (default), detect or segment "

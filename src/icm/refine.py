@@ -13,10 +13,13 @@ temperature falls to zero over the run.
 The cost is the model's training objective (``model.refine_objective``):
 
 * pixel models (``hyperprior``): ``bpp + λ·255²·MSE`` of the reconstruction;
-* ``dicm``: ``λ·bpp + KL`` of the uncompressed network's class distribution
-  against the one decoded from the latent.  The sender has the picture, so it
-  can run the whole network on it and check what the receiver will conclude;
-  this costs the tail and a backward pass per step at the sender.
+* ``dicm``, for the receiver's task: ``λ·bpp + KL`` of the uncompressed
+  network's class distribution against the one decoded from the latent
+  (``classify``), or ``λ·bpp`` + the error of the tail's stage features inside
+  the boxes the detector finds on the picture (``detect`` / ``segment``).  The
+  sender has the picture, so it can run the whole network on it and check what
+  the receiver will conclude; this costs the tail and a backward pass per step
+  at the sender.
 
 Only the encoder changes.  The result is coded with the same entropy models and
 decoded by the same decoder; a refined file is an ordinary ``.icm`` file.  The
