@@ -393,14 +393,18 @@ def test_demo(run_cli, tmp_path):
     fmnist = shipped_qualities("bai2022-fmnist")
     features = shipped_qualities("dicm-lite0")
     shapes = sorted(out.glob("shapes-*.icm"))
+    refined = sorted(out.glob("*-refined.icm"))  # one refined dicm coding per photo
+    assert len(refined) == (len(stems) if features else 0)
     assert len(list(out.glob("*.icm"))) == (len(photos) + 10 * len(fmnist) + len(stems) * len(features)
-                                            + len(shapes))
+                                            + len(refined) + len(shapes))
     assert ("Fashion-MNIST" in r.out) == bool(fmnist)
     assert ("agreement with the uncompressed network" in r.out) == bool(features)
     if features:
         from icm import codec
 
         assert (out / "dicm.png").is_file()
+        m = re.search(r"refined at the sender: (\d+)/(\d+)", r.out)
+        assert m and int(m.group(2)) == len(stems), r.out
         for path in set(out.glob("*-dicm-lite0-q*.icm")) - set(shapes):
             f = codec.read(path)
             assert (f.header.height, f.header.width) == (224, 224)
