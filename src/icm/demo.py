@@ -18,6 +18,8 @@ bitstream (entropy decoding → feature decoder → EfficientNet-Lite0 tail; no
 pixels exist anywhere) and set beside the uncompressed network's answer and
 what the same network says on JPEG and HEVC pictures of the same size or
 just smaller.  Prints a table and writes a PNG of the crops with the labels.
+Each crop is also coded once at the lowest quality with encoder-side
+refinement (``icm compress --refine``), the same weights and decoder.
 Where detection heads ship, two seeded synthetic pictures of shapes are then
 each coded once, and that one file gives the ImageNet class, the shapes and
 their masks (``dicm-shapes.png``: the picture | the masks drawn over it).

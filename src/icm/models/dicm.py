@@ -563,10 +563,12 @@ class DICM(ImageCodec):
         """``ŷ`` → decoded cut feature ``f̂``, cropped to the input's extent at the cut stride."""
         # one memory layout → one convolution algorithm → the same result as decoding
         f_hat = self.re.unstandardise(self.g_s(y_hat.contiguous()))
-        if image_size is not None:
-            s = self.cut_stride
-            f_hat = f_hat[..., : -(-image_size[0] // s), : -(-image_size[1] // s)]
-        return f_hat
+        return f_hat if image_size is None else self._crop_to_input(f_hat, image_size)
+
+    def _crop_to_input(self, f: Tensor, image_size: tuple[int, int]) -> Tensor:
+        """A cut-stride feature of the padded image cropped to the input's extent."""
+        s = self.cut_stride
+        return f[..., : -(-image_size[0] // s), : -(-image_size[1] // s)]
 
     def stages(self, f: Tensor) -> OrderedDict:
         """Receiver's tail on a cut feature: ``{"0": s8, "1": s16, "2": s32}``
@@ -642,9 +644,7 @@ class DICM(ImageCodec):
             raise ValueError("refining for detection needs detection heads built on this codec")
         cfg = REFINE_DETECT
         with torch.no_grad():
-            s = self.cut_stride
-            f = self.head_features(self.pad(x))[..., : -(-size[0] // s), : -(-size[1] // s)]
-            ref = self.backbone.tail(f)
+            ref = self.backbone.tail(self._crop_to_input(self.head_features(self.pad(x)), size))
             was = heads.training
             heads.eval()
             try:
