@@ -2,6 +2,12 @@
 
 Everything here is CPU-only and small: the tiny hyperprior (N=8, M=12) with
 seeded random weights, and images of a few thousand pixels.
+
+The default run needs only what README's test command installs.  A guard (an
+audit hook, here and in every Python subprocess a test starts) fails any test
+that opens a path under ``/usr/share`` — where Debian's data packages put their
+files — unless the test is marked ``needs_debian_data``; such tests skip, naming
+the ``apt-get install`` line, where the data is absent.
 """
 
 from __future__ import annotations
@@ -25,6 +31,54 @@ from icm.models import has_weights
 
 TINY = "hyperprior-tiny"
 SEED = 0
+
+# Photos for tests that train or crop: scikit-image samples of the training
+# split, shipped inside the scikit-image wheel (no system data directory).
+PHOTOS = ("skimage:rocket", "skimage:stereo_motorcycle", "skimage:immunohistochemistry", "skimage:camera")
+
+# -- the system-data guard ---------------------------------------------------------------
+GUARD_DIR = Path(__file__).with_name("_guard")
+sys.path.insert(0, str(GUARD_DIR))
+import system_data_guard  # noqa: E402  (tests/_guard: also loaded by subprocesses)
+
+DEBIAN_DATA = {
+    # marker argument -> (a file that shows the data is installed, the line that installs it)
+    "opencv-doc": ("/usr/share/doc/opencv-doc/examples/data/fruits.jpg", "apt-get install opencv-doc"),
+    "fashion-mnist": ("/usr/share/datasets/fashion-mnist", "apt-get install dataset-fashion-mnist"),
+    "labelme-examples": ("/usr/share/doc/labelme-examples/examples/instance_segmentation/data_dataset_coco/annotations.json",
+                         "apt-get install labelme-examples"),
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "needs_debian_data(*packages): reads Debian data packages (opencv-doc, fashion-mnist, "
+        "labelme-examples); skipped with the apt-get line when absent; run by .ci/run after installing them")
+    system_data_guard.install()
+
+
+def pytest_runtest_setup(item):
+    marker = item.get_closest_marker("needs_debian_data")
+    if marker is None:
+        system_data_guard.set_allowed(False)
+        return
+    missing = [DEBIAN_DATA[p][1] for p in marker.args if not os.path.exists(DEBIAN_DATA[p][0])]
+    if missing:
+        pytest.skip(f"needs Debian data: {'; '.join(missing)}")
+    system_data_guard.set_allowed(True)
+
+
+def pytest_runtest_teardown(item):
+    system_data_guard.set_allowed(False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    hits = system_data_guard.take_hits()
+    if hits and report.passed:  # the code under test swallowed the guard's exception
+        report.outcome = "failed"
+        report.longrepr = hits[0]
 
 
 def make_tiny_model(seed: int = SEED):
@@ -107,6 +161,8 @@ def run_cli(capsys):
 def _subprocess_env() -> dict:
     env = dict(os.environ)
     env["HF_HUB_OFFLINE"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join([str(GUARD_DIR / "site"), *filter(None, [env.get("PYTHONPATH")])])
+    env[system_data_guard.ENV] = "0" if system_data_guard.allowed() else "1"
     env["OMP_NUM_THREADS"] = "1"
     env["MKL_NUM_THREADS"] = "1"
     return env

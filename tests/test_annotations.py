@@ -31,7 +31,7 @@ EXAMPLES = Path("/usr/share/doc/labelme-examples/examples")
 LABELME_COCO = EXAMPLES / "instance_segmentation/data_dataset_coco/annotations.json"
 LABELME_VOC_BOXES = EXAMPLES / "bbox_detection/data_dataset_voc"
 LABELME_INSTANCES = EXAMPLES / "instance_segmentation"
-requires_labelme = pytest.mark.skipif(not LABELME_COCO.exists(), reason="apt-get install labelme-examples")
+requires_labelme = pytest.mark.needs_debian_data("labelme-examples")
 
 
 def tight_box(mask: np.ndarray) -> list[float]:

@@ -16,9 +16,10 @@ from icm import codec
 from icm.layers.fixed_point import FixedPointNet
 from icm.layers.gnconv import GlobalLocalFilter, GnConv, HorBlock
 from icm.models import Compressed, create_model, list_models, model_info
+from icm.data import SKIMAGE_TRAIN_PHOTOS
 from icm.models.dicm import DICM, QUALITIES, RedundancyElimination
 
-from conftest import gradient_image, random_image
+from conftest import PHOTOS, gradient_image, random_image
 
 DICM_NAMES = [n for n in list_models() if n.startswith("dicm")]
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "dicm").glob("*.yaml"))
@@ -444,9 +445,9 @@ def _train(module, batch, steps: int, lr: float):
 
 
 def _photo_batch(n: int = 4, size: int = 64, seed: int = 0) -> torch.Tensor:
-    from icm.data import PhotoCrops, photo_sources
+    from icm.data import PhotoCrops
 
-    it = iter(PhotoCrops(photo_sources("val"), size=size, seed=seed))
+    it = iter(PhotoCrops(PHOTOS, size=size, seed=seed))
     return torch.stack([next(it) for _ in range(n)])
 
 
@@ -571,7 +572,8 @@ def test_contrastive_crop_schedule_refreshes_boxes():
     from icm.train.dicm import build
 
     cfg = {"stage": 3, "model": {"name": "dicm-lite0", "quality": 4, "kwargs": SMALL["dicm-lite0"]},
-           "train": ["re"], "data": {"kind": "photos", "crop": 64, "batch_size": 8},
+           "train": ["re"], "data": {"kind": "photos", "crop": 64, "batch_size": 8,
+                                      "train_photos": SKIMAGE_TRAIN_PHOTOS, "val_photos": PHOTOS[:1]},
            "moco": {"queue": 64, "dim": 16, "hidden": 32, "warmup_epochs": 1, "refresh_every": 1},
            "optim": {}, "trainer": {"max_steps": 1}}
     torch.manual_seed(0)
@@ -600,6 +602,8 @@ def test_config_parses_and_builds(path, imagefolder_root):
     cfg["model"]["kwargs"] = {**cfg["model"].get("kwargs", {}), **SMALL[cfg["model"]["name"]]}
     if cfg["model"].get("fit_prior"):
         cfg["model"]["fit_prior"] = {"images": 8, "steps": 5}
+    if cfg["data"]["kind"] == "photos":  # the offline photo splits need Debian data: fixture photos instead
+        cfg["data"].update(train_photos=PHOTOS, val_photos=PHOTOS[:1])
     if cfg["data"]["kind"] == "imagefolder":  # the paper recipes: ImageNet layout, here a tiny fixture
         assert cfg["trainer"]["strategy"] == "ddp" and cfg["model"]["name"] == "dicm"
         cfg["data"].update(root=str(imagefolder_root), workers=0, batch_size=2, crop=32)
@@ -650,9 +654,9 @@ def test_cli_analyze_gives_imagenet_names_and_decompress_refuses(run_cli, dicm_g
 
 
 def test_photo_crops_at_evaluation_scale_come_from_resized_copies():
-    from icm.data import PhotoCrops, load_photo, photo_sources
+    from icm.data import PhotoCrops, load_photo
 
-    sources = photo_sources("val")[:2]
+    sources = PHOTOS[:2]
     native = [load_photo(s).shape[:2] for s in sources]
     crops = PhotoCrops(sources, size=64, seed=0, short_sides=(96, 128))
     sides = sorted(min(im.shape[:2]) for im in crops.images)

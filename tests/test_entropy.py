@@ -368,3 +368,72 @@ def test_table_module_deepcopy_after_coding():
     strings = prior.compress(z)  # builds tables and caches constriction models
     clone = copy.deepcopy(prior)
     assert clone.compress(z) == strings
+
+
+# -- tables independent of the PyTorch / NumPy version ---------------------------------
+
+
+def _digest_floats(values) -> str:
+    import hashlib
+    import struct
+
+    return hashlib.sha256(b"".join(struct.pack("<d", v) for v in values)).hexdigest()
+
+
+def test_scale_levels_and_boundaries_are_fixed_constants():
+    """The default table's levels and fixed-point boundaries are pinned bit for bit:
+    they come from decimal arithmetic, so no PyTorch or NumPy release can move them."""
+    import hashlib
+
+    from icm.entropy.gaussian import level_thresholds, scale_levels
+
+    levels = scale_levels(0.11, 256.0, 64)
+    assert levels[0] == 0.11 and levels[-1] == 256.0 and len(levels) == 64
+    assert _digest_floats(levels) == "31eee1f650c966ed5c3651c60d6f4f857b634037e1c57cad51f485ed05664a6b"
+    thr = level_thresholds(levels, 10)
+    assert thr[:3] == [120, 135, 153] and thr == sorted(thr)
+    assert hashlib.sha256(str(thr).encode()).hexdigest() == \
+        "e3421cb9377110537a2b02756ae2e557a324882d713c406340c143889d994f22"
+    gc = GaussianConditional()
+    assert gc.scale_thresholds(10).tolist() == thr
+    assert gc.scale_table.tolist() == levels
+
+
+def test_gaussian_tables_do_not_use_torch_float_maths(monkeypatch):
+    """Perturb torch's exp / erfc / ndtri / linspace in the last bit: the levels, the
+    integer tables and their stamp stay exactly the same."""
+    import hashlib
+
+    def nudged(fn):
+        def f(*a, **k):
+            out = fn(*a, **k)
+            return torch.nextafter(out, torch.full_like(out, float("inf"))) if out.is_floating_point() else out
+        return f
+
+    clean = GaussianConditional()
+    clean.coding_tables()
+    for name in ("exp", "erfc", "linspace"):
+        monkeypatch.setattr(torch, name, nudged(getattr(torch, name)))
+    monkeypatch.setattr(torch.special, "ndtri", nudged(torch.special.ndtri))
+    perturbed = GaussianConditional()
+    perturbed.coding_tables()
+    assert perturbed.scale_table.tolist() == clean.scale_table.tolist()
+    assert torch.equal(perturbed._table_freqs, clean._table_freqs)
+    assert int(perturbed._table_stamp) == int(clean._table_stamp)
+    freqs = perturbed._table_freqs.numpy().astype("<i4").tobytes()
+    assert hashlib.sha256(freqs).hexdigest() == "ebee2e9b2638da3198fe5e9489726d9ffefcb472758d5753f2b6fabc85f255e3"
+
+
+def test_stamp_covers_the_stored_integers():
+    """An altered integer in a stored table makes the set stale (and it is rebuilt);
+    re-stamping refuses tables that a fresh build does not reproduce."""
+    gc = GaussianConditional()
+    gc.coding_tables()
+    good = gc._table_freqs.clone()
+    assert not gc.tables_are_stale() and gc.restamp() is False
+    gc._table_freqs[5] += 1
+    assert gc.tables_are_stale()
+    with pytest.raises(ValueError, match="differs from the stored tables"):
+        gc.restamp()
+    gc.coding_tables()
+    assert torch.equal(gc._table_freqs, good) and not gc.tables_are_stale()

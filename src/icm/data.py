@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset
 
 OPENCV_DATA = "/usr/share/doc/opencv-doc/examples/data"
+OPENCV_INSTALL = "apt-get install opencv-doc"
 
 TEST_PHOTOS = (
     "skimage:astronaut",
@@ -35,6 +36,8 @@ _SKIMAGE_TRAIN = (
     "rocket", "stereo_motorcycle", "hubble_deep_field", "immunohistochemistry", "retina",
     "camera", "coins", "grass", "gravel", "brick", "moon", "clock",
 )
+SKIMAGE_TRAIN_PHOTOS = tuple(f"skimage:{n}" for n in _SKIMAGE_TRAIN)
+"""The training photos that install with pip (scikit-image): the same on every machine."""
 # Synthetic drawings, calibration targets and text: not photos.
 _OPENCV_SKIP = {
     "chessboard.png", "sudoku.png", "gradient.png", "imageTextN.png", "imageTextR.png", "notes.png",
@@ -80,14 +83,29 @@ def load_photo(source: str) -> np.ndarray:
     return np.ascontiguousarray(img[..., :3].astype(np.uint8))
 
 
+def opencv_photos_available() -> bool:
+    """Whether Debian's ``opencv-doc`` example photos are installed."""
+    return os.path.isfile(os.path.join(OPENCV_DATA, "fruits.jpg"))
+
+
 def photo_sources(split: str) -> tuple[str, ...]:
-    """Sources of a split: ``"train"``, ``"val"`` or ``"test"``."""
+    """Sources of a split: ``"train"``, ``"val"`` or ``"test"``.
+
+    Raises:
+        IcmError: ``train`` or ``val`` without Debian's ``opencv-doc`` (both splits
+            draw on its photos; the command that installs it is in the message).
+    """
     if split == "test":
         return TEST_PHOTOS
+    if split not in ("train", "val"):
+        raise ValueError(f"unknown split {split!r}")
+    if not opencv_photos_available():
+        from .errors import IcmError
+
+        raise IcmError(f"the {split} photos include Debian's opencv-doc examples ({OPENCV_DATA}), "
+                       f"which are not installed: {OPENCV_INSTALL}")
     if split == "val":
         return VAL_PHOTOS
-    if split != "train":
-        raise ValueError(f"unknown split {split!r}")
     names = sorted(
         os.path.basename(p)
         for p in glob.glob(os.path.join(OPENCV_DATA, "*"))
@@ -95,7 +113,7 @@ def photo_sources(split: str) -> tuple[str, ...]:
     )
     held = {s.split(":", 1)[1] for s in VAL_PHOTOS}
     opencv = [f"opencv:{n}" for n in names if n not in _OPENCV_SKIP and n not in held]
-    return tuple(f"skimage:{n}" for n in _SKIMAGE_TRAIN) + tuple(opencv)
+    return SKIMAGE_TRAIN_PHOTOS + tuple(opencv)
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import struct
 
 import numpy as np
 import torch
@@ -17,10 +18,14 @@ class TableModule(nn.Module):
     The tables are ordinary (persistent) buffers, so a saved checkpoint carries
     the exact integers its files were coded with: decoding on another machine
     does not recompute them with that machine's floating point.  Each table set
-    is stamped with a fingerprint of the values it was built from; when the
-    parameters change (training, a new checkpoint without tables) the stamp no
-    longer matches and :meth:`coding_tables` rebuilds them.  There is no
-    ``update()`` to remember.
+    is stamped with a fingerprint of what it was built from — the *stored*
+    values (parameters as saved, configuration constants), never a float that
+    is recomputed at load time — and of the integer tables themselves.  When
+    the parameters change (training, a new checkpoint without tables) or the
+    integers are altered, the stamp no longer matches and :meth:`coding_tables`
+    rebuilds them.  A loaded checkpoint whose tables are current is therefore
+    coded with its own integers on every PyTorch and NumPy version.  There is
+    no ``update()`` to remember.
     """
 
     def __init__(self) -> None:
@@ -33,38 +38,53 @@ class TableModule(nn.Module):
         self._models_cache: tuple[int, list] | None = None
 
     # -- to be provided by subclasses -------------------------------------
-    def _table_sources(self) -> list[torch.Tensor]:
-        """Tensors (and constants) the tables are a function of."""
+    def _table_sources(self) -> list:
+        """What the tables are a function of: stored tensors (parameters, hashed
+        as their bytes) and Python constants (ints, floats, strings)."""
         raise NotImplementedError
 
     def _build_tables(self) -> CodingTables:
         raise NotImplementedError
 
     # ---------------------------------------------------------------------
-    def _fingerprint(self) -> int:
+    def _fingerprint(self, freqs: torch.Tensor, lengths: torch.Tensor, offsets: torch.Tensor) -> int:
+        """Stamp of a table set: the sources it was built from and its integers."""
         h = hashlib.blake2b(digest_size=8)
         h.update(type(self).__name__.encode())
-        for t in self._table_sources():
-            a = t.detach().to("cpu", torch.float64).contiguous().numpy()
-            h.update(str(a.shape).encode())
-            h.update(a.tobytes())
+        for src in self._table_sources():
+            if isinstance(src, torch.Tensor):
+                a = src.detach().to("cpu").contiguous()
+                h.update(f"{a.dtype}{tuple(a.shape)}".encode())
+                h.update(a.numpy().tobytes())
+            elif isinstance(src, float):
+                h.update(b"f" + struct.pack("<d", src))
+            elif isinstance(src, (int, str)):
+                h.update(f"{type(src).__name__}:{src}".encode())
+            else:
+                raise TypeError(f"table source of type {type(src).__name__}")
+        for t in (freqs, lengths, offsets):
+            h.update(t.detach().to("cpu", torch.int32).contiguous().numpy().astype("<i4").tobytes())
         return int.from_bytes(h.digest(), "little", signed=True) or 1
 
+    def _stored_fingerprint(self) -> int:
+        return self._fingerprint(self._table_freqs, self._table_lengths, self._table_offsets)
+
     def tables_are_stale(self) -> bool:
-        return int(self._table_stamp.item()) != self._fingerprint() or self._table_freqs.numel() == 0
+        """Whether the stored tables are missing or no longer match their sources."""
+        return self._table_freqs.numel() == 0 or int(self._table_stamp.item()) != self._stored_fingerprint()
 
     @torch.no_grad()
     def coding_tables(self) -> tuple[CodingTables, list]:
         """The integer tables and their ``constriction`` models, rebuilt if stale."""
-        stamp = self._fingerprint()
-        if int(self._table_stamp.item()) != stamp or self._table_freqs.numel() == 0:
+        if self.tables_are_stale():
             t = self._build_tables()
             dev = self._table_stamp.device
             self._table_freqs = torch.from_numpy(t.packed_freqs()).to(dev)
             self._table_lengths = torch.from_numpy(t.lengths).to(dev)
             self._table_offsets = torch.from_numpy(t.offsets).to(dev)
-            self._table_stamp.fill_(stamp)
+            self._table_stamp.fill_(self._stored_fingerprint())
             self._models_cache = None
+        stamp = int(self._table_stamp.item())
         if self._models_cache is None or self._models_cache[0] != stamp:
             tables = CodingTables.from_packed(
                 self._table_freqs.cpu().numpy().astype(np.int32),
@@ -73,6 +93,28 @@ class TableModule(nn.Module):
             )
             self._models_cache = (stamp, tables, tables.models())
         return self._models_cache[1], self._models_cache[2]
+
+    @torch.no_grad()
+    def restamp(self) -> bool:
+        """Re-stamp stored tables that a fresh build reproduces exactly (a stamp
+        format change); returns whether the stamp changed.
+
+        Raises:
+            ValueError: a fresh build gives other integers than the stored ones.
+        """
+        if self._table_freqs.numel() == 0:
+            raise ValueError("no stored tables to re-stamp")
+        t = self._build_tables()
+        same = (np.array_equal(t.packed_freqs(), self._table_freqs.cpu().numpy())
+                and np.array_equal(t.lengths, self._table_lengths.cpu().numpy())
+                and np.array_equal(t.offsets, self._table_offsets.cpu().numpy()))
+        if not same:
+            raise ValueError(f"{type(self).__name__}: a fresh build differs from the stored tables")
+        stamp = self._stored_fingerprint()
+        changed = int(self._table_stamp.item()) != stamp
+        self._table_stamp.fill_(stamp)
+        self._models_cache = None
+        return changed
 
     def __getstate__(self):
         # constriction models cannot be pickled; they are rebuilt on demand.

@@ -6,10 +6,18 @@ Gaussian of scale ``σ`` convolved with a unit box.  ``σ`` is snapped to one of
 ``scale_max``; each level has one integer coding table.  Which level codes a
 symbol is decided by :meth:`scale_index` from a fixed-point scale, so encoder
 and decoder agree exactly (see :mod:`icm.layers.fixed_point`).
+
+Nothing here depends on the PyTorch or NumPy version: the levels and the
+fixed-point boundaries between them are computed with :mod:`decimal`
+(correctly rounded, the same on every platform), and the tables' probabilities
+with the C library's ``erfc`` in float64.  The integer tables a checkpoint
+stores are what files are coded with; they are stamped with the constants
+above, so loading never rebuilds them (see :mod:`icm.entropy._tables`).
 """
 
 from __future__ import annotations
 
+import decimal
 import math
 
 import numpy as np
@@ -25,6 +33,46 @@ _LIKELIHOOD_BOUND = 1e-9
 
 def _std_normal_cdf(x: Tensor) -> Tensor:
     return 0.5 * torch.erfc(-x * (2.0**-0.5))
+
+
+_DECIMAL = decimal.Context(prec=40, rounding=decimal.ROUND_HALF_EVEN)
+
+
+def scale_levels(scale_min: float, scale_max: float, num_scales: int) -> list[float]:
+    """``num_scales`` levels evenly spaced in log from ``scale_min`` to ``scale_max``:
+    exact decimal arithmetic, each rounded once to the nearest float64."""
+    c = _DECIMAL
+    lo, hi = c.ln(decimal.Decimal(scale_min)), c.ln(decimal.Decimal(scale_max))
+    step = c.divide(c.subtract(hi, lo), num_scales - 1)
+    return [float(c.exp(c.add(lo, c.multiply(step, i)))) for i in range(num_scales)]
+
+
+def level_thresholds(levels: list[float], frac_bits: int) -> list[int]:
+    """Boundaries between consecutive levels (their geometric midpoints) in fixed
+    point with ``frac_bits`` fractional bits, rounded half to even; exact decimal arithmetic."""
+    c = _DECIMAL
+    unit = decimal.Decimal(1 << frac_bits)
+    out = []
+    for a, b in zip(levels[:-1], levels[1:]):
+        mid = c.sqrt(c.multiply(decimal.Decimal(a), decimal.Decimal(b)))
+        out.append(int(c.multiply(mid, unit).to_integral_value(rounding=decimal.ROUND_HALF_EVEN)))
+    return out
+
+
+def _cdf(x: float) -> float:
+    return 0.5 * math.erfc(-x * 0.7071067811865476)
+
+
+def _upper_quantile(p: float) -> float:
+    """``z`` with ``P(N(0, 1) > z) = p`` (bisection on ``erfc``; deterministic)."""
+    lo, hi = 0.0, 40.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if 0.5 * math.erfc(mid * 0.7071067811865476) > p:
+            lo = mid
+        else:
+            hi = mid
+    return hi
 
 
 class GaussianConditional(TableModule):
@@ -44,9 +92,11 @@ class GaussianConditional(TableModule):
         if not (0 < scale_min < scale_max) or num_scales < 2:
             raise ValueError("need 0 < scale_min < scale_max and num_scales >= 2")
         self.scale_min = float(scale_min)
+        self.scale_max = float(scale_max)
+        self.num_scales = int(num_scales)
         self.tail_mass = float(tail_mass)
-        levels = torch.exp(torch.linspace(math.log(scale_min), math.log(scale_max), num_scales, dtype=torch.float64))
-        self.register_buffer("scale_table", levels, persistent=False)
+        self._levels = scale_levels(self.scale_min, self.scale_max, self.num_scales)
+        self.register_buffer("scale_table", torch.tensor(self._levels, dtype=torch.float64), persistent=False)
 
     def likelihood(self, values: Tensor, scales: Tensor) -> Tensor:
         """Likelihood of ``values`` (already centred: ``ŷ − μ``, noisy or integer)."""
@@ -58,9 +108,7 @@ class GaussianConditional(TableModule):
 
     def scale_thresholds(self, frac_bits: int) -> np.ndarray:
         """Fixed-point boundaries between levels (geometric midpoints), int64."""
-        s = self.scale_table.cpu().numpy()
-        mids = np.sqrt(s[:-1] * s[1:])
-        return np.round(mids * (1 << frac_bits)).astype(np.int64)
+        return np.array(level_thresholds(self._levels, frac_bits), dtype=np.int64)
 
     def scale_index(self, scales_fixed: Tensor, frac_bits: int) -> Tensor:
         """Table level for each fixed-point scale (integers in a float64 tensor)."""
@@ -68,17 +116,17 @@ class GaussianConditional(TableModule):
         return torch.bucketize(scales_fixed.to(torch.float64).contiguous(), thr, right=True).to(torch.int64)
 
     # -- coding ------------------------------------------------------------
-    def _table_sources(self) -> list[Tensor]:
-        return [self.scale_table, torch.tensor([self.tail_mass])]
+    def _table_sources(self) -> list:
+        return [self.scale_min, self.scale_max, self.num_scales, self.tail_mass]
 
     @torch.no_grad()
     def _build_tables(self) -> coder.CodingTables:
-        z = float(torch.special.ndtri(torch.tensor(1.0 - self.tail_mass / 2, dtype=torch.float64)))
+        z = _upper_quantile(self.tail_mass / 2)
         pmfs, offsets, tails = [], [], []
-        for s in self.scale_table.cpu().tolist():
+        for s in self._levels:
             half = int(math.ceil(s * z))
-            k = torch.arange(-half, half + 1, dtype=torch.float64)
-            pmf = (_std_normal_cdf((k + 0.5) / s) - _std_normal_cdf((k - 0.5) / s)).numpy()
+            cdf = [_cdf((k + 0.5) / s) for k in range(-half - 1, half + 1)]
+            pmf = np.diff(np.array(cdf, dtype=np.float64))
             pmfs.append(pmf)
             offsets.append(-half)
             tails.append(max(1.0 - float(pmf.sum()), 0.0))

@@ -71,7 +71,7 @@ class FixedPointNet:
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
                 w = m.weight.detach().to("cpu", torch.float64)
                 peak = float(w.abs().max()) if w.numel() else 0.0
-                wbits = _WEIGHT_MAG_BITS - 1 - (math.floor(math.log2(peak)) if peak > 0 else 0)
+                wbits = _WEIGHT_MAG_BITS - 1 - (math.frexp(peak)[1] - 1 if peak > 0 else 0)  # floor(log2), exact
                 wbits = max(0, min(wbits, 24))
                 fan_in = w.shape[1] * w.shape[2] * w.shape[3] if isinstance(m, nn.Conv2d) else w.shape[0] * w.shape[2] * w.shape[3]
                 if (_WEIGHT_MAG_BITS + _ACT_MAG_BITS + math.ceil(math.log2(fan_in + 1))) > _MAX_PRODUCT_BITS:

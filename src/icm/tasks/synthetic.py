@@ -2,8 +2,9 @@
 
 Shapes of six classes (:data:`CLASSES`, labels 1..6) with random sizes
 (12–80 px across), rotations, solid or textured fills, drawn one over the
-other on a procedural texture or a crop of an offline training photo
-(``icm.data.photo_sources("train")``; never the val/test photos). Written in
+other on a procedural texture or a crop of an offline training photo (the
+scikit-image photos of the training split, which install with pip, so the set
+is the same on every machine; never the val/test photos). Written in
 COCO format with compressed-RLE masks::
 
     out_dir/instances_<split>.json
@@ -137,9 +138,9 @@ def _photo(source: str) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def _photo_list() -> tuple[str, ...]:
-    from icm.data import photo_sources
+    from icm.data import SKIMAGE_TRAIN_PHOTOS
 
-    return tuple(s for s in photo_sources("train") if not _NOT_BACKGROUND.fullmatch(s))
+    return tuple(s for s in SKIMAGE_TRAIN_PHOTOS if not _NOT_BACKGROUND.fullmatch(s))
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, str]:

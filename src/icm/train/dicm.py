@@ -338,13 +338,15 @@ def _datasets(stage: int, d: dict, seed: int):
 
     kind = d.get("kind", "photos")
     crop = int(d.get("crop", 224))
-    val = (FiveCrops(photo_sources("val"), resize=int(d.get("val_resize", 256)), crop=int(d.get("val_crop", 224)))
+    train_photos = (lambda: tuple(d.get("train_photos") or photo_sources("train")))
+    val = (FiveCrops(tuple(d.get("val_photos") or photo_sources("val")), resize=int(d.get("val_resize", 256)),
+                     crop=int(d.get("val_crop", 224)))
            if kind == "photos" else None)
     if stage in (1, 3):
         from .moco import ContrastiveCropViews
 
         if kind == "photos":
-            base = _Images([to_tensor(load_photo(s)) for s in photo_sources("train")])
+            base = _Images([to_tensor(load_photo(s)) for s in train_photos()])
         elif kind == "imagefolder":
             from torchvision.transforms import v2
 
@@ -354,7 +356,7 @@ def _datasets(stage: int, d: dict, seed: int):
         views = ContrastiveCropViews(base, size=crop, seed=seed, box_size=int(d.get("box_size", crop)))
         return views, None
     if kind == "photos":
-        return PhotoCrops(photo_sources("train"), size=crop, seed=seed, short_sides=d.get("short_sides")), val
+        return PhotoCrops(train_photos(), size=crop, seed=seed, short_sides=d.get("short_sides")), val
     if kind == "imagefolder":
         from torchvision import transforms as T
 

@@ -190,8 +190,46 @@ def _bai2022_meta(model, cfg: dict, step: int) -> dict:
     }
 
 
+def restamp_weights(path: str | Path) -> list[str]:
+    """Re-stamp the coding tables stored in one shipped weight file, in place, after
+    checking that a fresh build reproduces their integers exactly (needed only when
+    the stamp's format changes; the tables themselves never change).  Every other
+    tensor and the metadata are kept as they are.  Returns the keys re-stamped.
+
+    Raises:
+        ValueError: a fresh build gives other integers than the file stores.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from ..models import create_model
+    from ..models._registry import model_info
+
+    path = Path(path)
+    stem = path.name.removesuffix(".safetensors")
+    name, _, q = stem.rpartition("-q")
+    model_info(name)  # a registered family, or IcmError
+    with safe_open(str(path), "pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(str(path))
+    if not any(k.endswith("_table_stamp") for k in tensors):
+        return []
+    model = create_model(name, quality=int(q), pretrained=True)
+    changed = [n for n, m in model.named_modules() if isinstance(m, TableModule) and m.restamp()]
+    state = model.state_dict()
+    keys = [k for k in tensors if k.endswith("_table_stamp")]
+    for k in keys:
+        tensors[k] = state[k].detach().cpu().clone()
+    if changed:
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.replace(path)
+    return keys if changed else []
+
+
 def main(argv=None) -> int:
-    """``python -m icm.train.export CONFIG [--ckpt PATH] [--steps-before N]``."""
+    """``python -m icm.train.export CONFIG [--ckpt PATH] [--steps-before N]``,
+    ``--card PATH`` or ``--restamp``."""
     import argparse
     import platform
 
@@ -205,7 +243,14 @@ def main(argv=None) -> int:
     p.add_argument("--ckpt", default=None, help="default: <out_dir>/checkpoints/last.ckpt of the config")
     p.add_argument("--steps-before", type=int, default=0, help="steps of the run this one was initialised from")
     p.add_argument("--out-dir", default=str(Path(__file__).resolve().parents[1] / "weights"))
+    p.add_argument("--restamp", action="store_true",
+                   help="re-stamp the coding tables of every weight file in --out-dir (tables unchanged)")
     args = p.parse_args(argv)
+    if args.restamp:
+        for f in sorted(Path(args.out_dir).glob("*-q*.safetensors")):
+            keys = restamp_weights(f)
+            print(f"{f.name}: {'re-stamped ' + ', '.join(keys) if keys else 'current'}")
+        return 0
     if args.card:
         print(write_card(args.card))
         return 0
