@@ -1,7 +1,8 @@
 """The ``icm`` command line.
 
 Exit status: 0 on success, 2 on bad input or usage (one line on stderr, no
-traceback), 130 when interrupted.
+traceback) and for a command whose pip extra is not installed (:mod:`icm.extras`),
+130 when interrupted.
 """
 
 from __future__ import annotations
@@ -334,10 +335,19 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    from . import extras
+
     try:
+        extras.check_command(args.command)  # icm eval / train need their extra: say so before any work
         return int(args.func(args) or 0)
     except IcmError as e:
         print(f"icm: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        missing = extras.explain(e, args.command)  # an optional module of an extra: name the extra
+        if missing is None:
+            raise
+        print(f"icm: error: {missing}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("icm: interrupted (icm eval caches finished results: run it again to resume)", file=sys.stderr)

@@ -136,6 +136,11 @@ def run_demo(out_dir: str = "icm-demo", quality: int | None = None, model_name: 
         names = [model_name]
     else:
         raise IcmError(f"no demo for model {model_name!r}; demos: {', '.join(DEMOS)}")
+    if "dicm-lite0" in names:  # compares with the HEVC anchor (pillow-heif, in the 'eval' extra)
+        from .extras import require
+
+        require("icm demo", "eval", "pillow_heif", why="for dicm-lite0 (its HEVC anchor)",
+                hint="" if model_name else "icm demo -m hyperprior and -m bai2022-fmnist run without it")
     for i, name in enumerate(names):
         if i:
             print()

@@ -1,7 +1,10 @@
 """Machine tasks on compressed-domain features, and the data they learn from.
 
 - :mod:`icm.tasks.annotations`: COCO and PASCAL VOC readers that yield
-  torchvision detection targets; RLE helpers; a COCO JSON writer.
+  torchvision detection targets; a COCO JSON writer (COCO polygons need
+  pycocotools: the ``eval``/``train``/``detect`` extras).
+- :mod:`icm.tasks.rle`: COCO compressed RLE of masks in numpy alone (the core
+  install prints ``icm analyze --task segment --json`` masks with it).
 - :mod:`icm.tasks.synthetic`: a seeded synthetic multi-object set (shapes on
   textures and photo crops, exact boxes and masks) written in COCO format.
 - :mod:`icm.tasks.detection`: Faster / Mask R-CNN (torchvision) on the

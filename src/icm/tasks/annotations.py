@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from pycocotools import mask as mask_utils
 from torch.utils.data import Dataset
 
 from icm.errors import IcmError
+from icm.tasks.rle import mask_to_rle, rle_to_mask  # noqa: F401  (numpy only: the core install has no pycocotools)
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -43,34 +43,6 @@ VOC_CLASSES = (
 )  # label id = index + 1
 
 # --------------------------------------------------------------------- masks
-
-
-def mask_to_rle(mask: np.ndarray) -> dict:
-    """Binary mask ``(H, W)`` (bool or ``{0,1}`` integers) → COCO compressed RLE.
-
-    Returns:
-        ``{"size": [H, W], "counts": str}``, JSON-able.
-    """
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"mask must be (H, W), got shape {mask.shape}")
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8) != 0, dtype=np.uint8))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
-def rle_to_mask(rle: Mapping) -> np.ndarray:
-    """COCO RLE (``counts`` a str/bytes, compressed, or a list, uncompressed) → ``uint8 (H, W)`` in {0, 1}."""
-    if "size" not in rle or "counts" not in rle:
-        raise IcmError("an RLE needs 'size' and 'counts'")
-    h, w = (int(s) for s in rle["size"])
-    counts = rle["counts"]
-    if isinstance(counts, list):
-        if sum(counts) != h * w:
-            raise IcmError(f"uncompressed RLE counts sum to {sum(counts)}, not {h}*{w}")
-        coded = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
-    else:
-        coded = {"size": [h, w], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    return np.ascontiguousarray(mask_utils.decode(coded), dtype=np.uint8)
 
 
 def masks_to_boxes(masks: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -96,6 +68,8 @@ def segmentation_to_mask(segmentation, height: int, width: int) -> np.ndarray:
             raise IcmError("a polygon has an odd number of coordinates")
         if not polygons:
             return np.zeros((height, width), np.uint8)
+        from pycocotools import mask as mask_utils  # polygons: COCO data for eval/train, not the core
+
         rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
         return np.ascontiguousarray(mask_utils.decode(rle), dtype=np.uint8)
     if isinstance(segmentation, Mapping):

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from .annotations import mask_to_rle, rle_to_mask
+from .rle import mask_to_rle, rle_to_mask
 
 # Distinct colours (RGB) for class indices, cycled.
 PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
