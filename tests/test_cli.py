@@ -141,7 +141,8 @@ def test_decompress_default_output_name(run_cli, tiny_icm, tiny_get_model):
     path, _ = tiny_icm
     r = run_cli("decompress", path)
     assert r.code == 0, r.err
-    with Image.open(path.with_suffix(".png")) as im:
+    assert not path.with_suffix(".png").exists()  # the name of the image the file came from stays free
+    with Image.open(path.with_name(path.stem + ".decoded.png")) as im:
         assert im.size == (91, 70)
 
 

@@ -375,14 +375,20 @@ def test_analyze_draw_over_the_users_picture(run_cli, dicm_detection, tmp_path):
         assert not np.array_equal(np.asarray(im), codec.read_rgb(picture))  # something was drawn
 
     codec.save_image(gradient_image(40, 60), tmp_path / "small.png")
+    drawn = out.read_bytes()
     for args, message in [
-        (("--draw", out), "--draw needs --image PICTURE: dicm-lite0 files carry no pixels"),
-        (("--draw", out, "--image", tmp_path / "small.png"), "is 60x40, the file codes 60x48"),
+        (("--draw", out, "-f"), "--draw needs --image PICTURE: dicm-lite0 files carry no pixels"),
+        (("--draw", out, "--image", picture), "drawn.png: already exists; use --force"),
+        (("--draw", picture, "--image", picture, "-f"), "would overwrite its input"),
+        (("--draw", out, "-f", "--image", tmp_path / "small.png"), "is 60x40, the file codes 60x48"),
         (("--image", picture), "--image is the picture to draw on"),
-        (("--draw", out, "--image", tmp_path / "nope.png"), "no such file"),
+        (("--draw", out, "-f", "--image", tmp_path / "nope.png"), "no such file"),
     ]:
         r = run_cli("analyze", path, "--task", "detect", *args)
         assert r.code == 2 and len(r.err_lines) == 1 and message in r.err, (args, r.err)
+    assert out.read_bytes() == drawn  # no failed call touched the earlier drawing
+    r = run_cli("analyze", path, "--task", "detect", "--draw", out, "--image", picture, "-f")
+    assert r.code == 0, r.err
 
 
 def test_analyze_errors_exit_2_with_one_line(run_cli, dicm_detection, tmp_path, monkeypatch):

@@ -24,6 +24,58 @@ def _progress(items, desc: str, total: int | None = None):
     return tqdm(items, desc=desc, total=n, disable=None if n > 1 else True, leave=False, file=sys.stderr)
 
 
+def _error(path, e: Exception) -> None:
+    """One ``icm: error:`` line naming the file."""
+    msg = str(e)
+    print(f"icm: error: {msg if str(path) in msg else f'{path}: {msg}'}", file=sys.stderr)
+
+
+def _warn(path, what: str) -> None:
+    print(f"icm: warning: {path}: {what}", file=sys.stderr)
+
+
+def _each(items, desc: str, run) -> int:
+    """:func:`_each_plain` with a progress bar."""
+    return _each_plain(_progress(items, desc), run)
+
+
+def _each_plain(items, run) -> int:
+    """``run(item)`` for every item; a failure is reported (naming the item) and the
+    rest still run, as gzip and cp do. Returns the exit status: 2 if any failed."""
+    failed = 0
+    for item in items:
+        try:
+            run(item)
+        except IcmError as e:
+            _error(item, e)
+            failed += 1
+    return 2 if failed else 0
+
+
+def _quality(model_name: str, quality: int | None, option: str = "-q") -> int:
+    """The quality to code with, validated before any work (the default: the highest
+    shipped); whether weights ship for it is said by :func:`icm.codec.get_model`."""
+    from .models import has_weights, model_info
+
+    info = model_info(model_name)
+    if quality is None:
+        shipped = [q for q in info.qualities if has_weights(model_name, q)]
+        return max(shipped or info.qualities)
+    if quality not in info.qualities:
+        raise IcmError(f"{option} {quality}: model {model_name!r} has qualities "
+                       f"{', '.join(map(str, info.qualities))}")
+    return quality
+
+
+def _image_format(dest: Path) -> str:
+    from PIL import Image
+
+    fmt = Image.registered_extensions().get(dest.suffix.lower())
+    if fmt is None:
+        raise IcmError(f"{dest}: unknown image format {dest.suffix or '(no extension)'}; use .png")
+    return fmt
+
+
 def _non_negative(text: str) -> int:
     try:
         n = int(text)
@@ -55,82 +107,113 @@ def _cmd_models(args) -> int:
         for r in rows:
             print(json.dumps(r))
         return 0
-    print(f"{'model':<18}{'qualities':<12}{'weights':<12}{'pixels':<8}{'tasks':<25}description")
-    for r in rows:
-        qs = ",".join(map(str, r["qualities"]))
-        ws = ",".join(map(str, r["weights"])) or "-"
-        print(f"{r['name']:<18}{qs:<12}{ws:<12}{'yes' if r['pixels'] else 'no':<8}"
-              f"{','.join(r['tasks']) or '-':<25}{r['description']}")
+    cells = [(r["name"], ",".join(map(str, r["qualities"])), ",".join(map(str, r["weights"])) or "-",
+              "yes" if r["pixels"] else "no", ",".join(r["tasks"]) or "-", r["description"]) for r in rows]
+    head = ("model", "qualities", "weights", "pixels", "tasks", "description")
+    widths = [max(len(c[i]) for c in [head, *cells]) + 2 for i in range(len(head) - 1)]
+    for c in [head, *cells]:
+        print("".join(f"{v:<{w}}" for v, w in zip(c, widths)) + c[-1])
     return 0
 
 
 def _cmd_compress(args) -> int:
     from . import codec
+    from .files import check_output, prepare_dir, write_atomic
 
     if args.output and len(args.images) > 1:
         raise IcmError("-o/--output takes a single input image; use --out-dir for several")
-    model = codec.get_model(args.model, args.quality) if args.quality else None
-    if model is None:
-        from .models import model_info
-
-        model = codec.get_model(args.model, max(model_info(args.model).qualities))
-    if args.out_dir:
-        os.makedirs(args.out_dir, exist_ok=True)
+    quality = _quality(args.model, args.quality)
     refine = args.refine
     if args.refine_for and not refine:
         raise IcmError("--refine-for names the task that --refine N keeps; give --refine N as well")
+    if args.out_dir:
+        prepare_dir(args.out_dir)
+    dests = {}
+    for path in args.images:
+        dest = Path(args.output) if args.output else Path(args.out_dir or Path(path).parent) / (Path(path).stem + ".icm")
+        if dest in dests.values():
+            other = next(p for p, d in dests.items() if d == dest)
+            raise IcmError(f"{path} and {other} would both be written to {dest}; use --out-dir or rename one")
+        dests[path] = dest
+    model = codec.get_model(args.model, quality)
     codec.check_refine(model, refine, args.refine_for)
     # With --refine the bar counts refinement steps, so one large image shows progress too.
     bar = _progress(range(len(args.images) * refine), "refine") if refine else None
     step = (lambda _: bar.update()) if bar is not None else None
+    grey_model = getattr(model, "in_channels", 3) == 1
+
+    def one(path):
+        dest = check_output(dests[path], args.images, args.force)
+        notes = []
+        x = codec.load_image(path, notes)
+        if grey_model:
+            notes = [n for n in notes if n != "greyscale coded as RGB"]
+            if not _looks_grey(x):
+                notes.append(f"colour dropped: {model.model_name} codes greyscale (luma)")
+        for n in notes:
+            _warn(path, n)
+        data = codec.encode(model, x, refine=refine, callback=step, task=args.refine_for)[0]
+        write_atomic(dest, data)
+        h, w = x.shape[-2:]
+        print(f"{dest}: {model.model_name} q{model.quality}, {w}x{h}, {len(data)} bytes, "
+              f"{8 * len(data) / (h * w):.4f} bpp")
+
     try:
-        for path in (args.images if refine else _progress(args.images, "compress")):
-            x = codec.load_image(path)
-            data = codec.encode(model, x, refine=refine, callback=step, task=args.refine_for)[0]
-            if args.output:
-                out = Path(args.output)
-            else:
-                out = Path(args.out_dir or Path(path).parent) / (Path(path).stem + ".icm")
-            out.write_bytes(data)
-            h, w = x.shape[-2:]
-            print(f"{out}: {model.model_name} q{model.quality}, {w}x{h}, {len(data)} bytes, "
-                  f"{8 * len(data) / (h * w):.4f} bpp")
+        # with --refine the bar counts refinement steps instead of files
+        return _each_plain(args.images, one) if refine else _each(args.images, "compress", one)
     finally:
         if bar is not None:
             bar.close()
-    return 0
+
+
+def _looks_grey(x) -> bool:
+    return bool((x[:, 0] == x[:, 1]).all() and (x[:, 1] == x[:, 2]).all())
+
+
+def decoded_name(path: str | os.PathLike) -> Path:
+    """``decompress``'s default output: ``NAME.decoded.png`` beside ``NAME.icm`` (never the
+    name of the image the file was made from)."""
+    p = Path(path)
+    return p.with_name(p.stem + ".decoded.png")
 
 
 def _cmd_decompress(args) -> int:
     from . import codec
+    from .files import check_output, write_atomic
+    from .models import model_info_by_id
 
     if args.output and len(args.files) > 1:
         raise IcmError("-o/--output takes a single input file")
-    for path in _progress(args.files, "decompress"):
-        f = codec.read(path)
-        from .models import model_info_by_id
+    if args.output:
+        _image_format(Path(args.output))
 
+    def one(path):
+        dest = check_output(Path(args.output) if args.output else decoded_name(path), args.files, args.force)
+        f = codec.read(path)
         info = model_info_by_id(f.header.model_id)
         if info is not None and not info.pixel_decoder:
             raise IcmError(f"{path}: model {info.name!r} carries no pixel decoder; use `icm analyze` instead")
         out = codec.decode(f, pixels=True)
-        dest = Path(args.output) if args.output else Path(path).with_suffix(".png")
-        try:
-            codec.save_image(out["x_hat"], dest)
-        except (ValueError, OSError) as e:
-            raise IcmError(f"cannot write {dest}: {e}") from None
+        from PIL import Image
+
+        fmt = _image_format(dest)
+        write_atomic(dest, lambda tmp: Image.fromarray(codec.to_uint8(out["x_hat"])).save(tmp, format=fmt))
         print(f"{dest}: {f.header.width}x{f.header.height}")
-    return 0
+
+    return _each(args.files, "decompress", one)
 
 
-def _analyzed(files, task, codec):
-    """``(path, file, analyze result)`` for each file, errors naming the file (many may be given)."""
+def _analyzed(files, task, codec, failures: list):
+    """``(path, file, analyze result)`` for each file that analyses; each failure is
+    reported (naming the file) and appended to ``failures``, and the rest still run."""
     for path in _progress(files, "analyze"):
         try:
             f = codec.read(path)
             res = codec.analyze(f, task=task)
         except IcmError as e:
-            raise IcmError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
+            _error(path, e)
+            failures.append(path)
+            continue
         yield path, f, res
 
 
@@ -145,7 +228,8 @@ def _cmd_analyze(args) -> int:
         raise IcmError("--draw and --image go with --task detect or --task segment")
     if args.top < 1:
         raise IcmError(f"--top must be at least 1, not {args.top}")
-    for path, f, res in _analyzed(args.files, args.task, codec):
+    failures = []
+    for path, f, res in _analyzed(args.files, args.task, codec, failures):
         model = res["model"]
         probs = torch.softmax(res["output"][0].float(), dim=0)
         k = min(args.top, probs.numel())
@@ -161,7 +245,7 @@ def _cmd_analyze(args) -> int:
                   f"{f.size} bytes, {f.bpp:.4f} bpp")
             for rank, t in enumerate(top, 1):
                 print(f"  {rank}. {t['label']}  {t['prob']:.4f}")
-    return 0
+    return 2 if failures else 0
 
 
 def _analyze_detections(args) -> int:
@@ -174,7 +258,17 @@ def _analyze_detections(args) -> int:
         raise IcmError("--draw takes a single .icm file")
     if args.image and not args.draw:
         raise IcmError("--image is the picture to draw on: it goes with --draw OUT.png")
-    for path, f, res in _analyzed(args.files, args.task, codec):
+    if args.draw:  # everything the drawing needs is checked before any analysis
+        from .files import check_output
+        from .models import model_info_by_id
+
+        info = model_info_by_id(codec.read(args.files[0]).header.model_id)
+        if args.image is None and info is not None and not info.pixel_decoder:
+            raise IcmError(f"--draw needs --image PICTURE: {info.name} files carry no pixels")
+        _image_format(Path(args.draw))
+        check_output(args.draw, [*args.files, *([args.image] if args.image else [])], args.force)
+    failures = []
+    for path, f, res in _analyzed(args.files, args.task, codec, failures):
         model, heads = res["model"], res["heads"]
         dets = to_records(res["output"][0], heads.categories, args.score_thresh, masks=args.task == "segment")
         if args.json:
@@ -187,14 +281,13 @@ def _analyze_detections(args) -> int:
             for d in dets:
                 print(f"  {d['label']:<14} {d['score']:.3f}  [{', '.join(f'{v:.1f}' for v in d['box'])}]")
         if args.draw:
-            picture = _picture_for(args.image, f, model, codec)
-            try:
-                from PIL import Image
+            from PIL import Image
 
-                Image.fromarray(draw(picture, dets)).save(args.draw)
-            except (ValueError, OSError) as e:
-                raise IcmError(f"cannot write {args.draw}: {e}") from None
-    return 0
+            from .files import write_atomic
+
+            picture = Image.fromarray(draw(_picture_for(args.image, f, model, codec), dets))
+            write_atomic(args.draw, lambda tmp: picture.save(tmp, format=_image_format(Path(args.draw))))
+    return 2 if failures else 0
 
 
 def _picture_for(image, f, model, codec):
@@ -215,7 +308,7 @@ def _cmd_info(args) -> int:
     from . import codec
     from .models import model_info_by_id
 
-    for path in args.files:
+    def one(path):
         f = codec.read(path)
         info = model_info_by_id(f.header.model_id)
         row = {
@@ -234,12 +327,15 @@ def _cmd_info(args) -> int:
         else:
             print(f"{path}: {row['model']} q{row['quality']}, {row['width']}x{row['height']}, "
                   f"{row['bytes']} bytes ({row['header_bytes']} header), {row['bpp']:.4f} bpp")
-    return 0
+
+    return _each_plain(args.files, one)
 
 
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
+    if args.quality is not None and args.model is not None:
+        _quality(args.model, args.quality)
     return run_demo(out_dir=args.out_dir, quality=args.quality, model_name=args.model)
 
 
@@ -269,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("compress", help="code images into .icm files")
     s.add_argument("images", nargs="+", metavar="IMAGE")
     s.add_argument("-m", "--model", default="hyperprior")
-    s.add_argument("-q", "--quality", type=int, default=None, help="quality level (default: the highest)")
+    s.add_argument("-q", "--quality", type=int, default=None, help="quality level (default: the highest shipped; see icm models)")
     s.add_argument("--refine", type=_non_negative, default=0, metavar="N",
                    help="spend N gradient steps per image refining the latents for a smaller file at the "
                         "same quality: pixel fidelity for hyperprior, the receiver's task for dicm-lite0 "
@@ -280,11 +376,17 @@ def build_parser() -> argparse.ArgumentParser:
     g = s.add_mutually_exclusive_group()
     g.add_argument("-o", "--output", metavar="FILE", help="output file (one input only)")
     g.add_argument("--out-dir", metavar="DIR", help="write DIR/<name>.icm for every input")
+    s.add_argument("-f", "--force", action="store_true",
+                   help="overwrite existing outputs (an input is never overwritten)")
     s.set_defaults(func=_cmd_compress)
 
     s = sub.add_parser("decompress", help="decode .icm files back to pixels")
     s.add_argument("files", nargs="+", metavar="FILE.icm")
-    s.add_argument("-o", "--output", metavar="IMAGE", help="output image (one input only; default FILE.png)")
+    s.add_argument("-o", "--output", metavar="IMAGE",
+                   help="output image (one input only; default NAME.decoded.png beside NAME.icm, so the "
+                        "image the file was made from is never replaced)")
+    s.add_argument("-f", "--force", action="store_true",
+                   help="overwrite existing outputs (an input is never overwritten)")
     s.set_defaults(func=_cmd_decompress)
 
     s = sub.add_parser("analyze", help="task results (classification, detection, instance segmentation) "
@@ -300,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--draw", metavar="OUT.png", help="detect/segment: draw boxes, labels and masks into OUT.png")
     s.add_argument("--image", metavar="PICTURE", help="the picture to draw on (the file has no pixels; "
                                                        "it must have the coded size)")
+    s.add_argument("-f", "--force", action="store_true", help="overwrite an existing --draw output")
     s.set_defaults(func=_cmd_analyze)
 
     s = sub.add_parser("info", help="model, quality, size, bytes and bpp of .icm files")

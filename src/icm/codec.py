@@ -10,17 +10,23 @@ import torch
 
 from . import bitstream
 from .errors import BitstreamError, IcmError
-from .models import Compressed, create_model, model_info, model_info_by_id
+from .models import Compressed, create_model, has_weights, model_info, model_info_by_id
 from .refine import supports_refine
 
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as ``uint8`` RGB ``(H, W, 3)``; :class:`IcmError` if it cannot be read."""
+def read_rgb(path: str | os.PathLike, notes: list | None = None) -> np.ndarray:
+    """Read an image file as ``uint8`` RGB ``(H, W, 3)``; :class:`IcmError` if it cannot be read.
+
+    16-bit images are scaled to 8 bits (not clipped).  What the conversion
+    changes — an alpha channel dropped, frames after the first ignored,
+    greyscale or palette expanded to RGB — is appended to ``notes`` (one short
+    phrase each), so a caller can say so.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            return np.array(im.convert("RGB"))  # writable, C-contiguous
+            return _to_rgb8(im, notes if notes is not None else [])
     except FileNotFoundError:
         raise IcmError(f"no such file: {path}") from None
     except IsADirectoryError:
@@ -31,9 +37,40 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
         raise IcmError(f"cannot read {path} as an image ({e.__class__.__name__})") from None
 
 
-def load_image(path: str | os.PathLike) -> torch.Tensor:
-    """Read an image file as an RGB batch ``(1, 3, H, W)`` in ``[0, 1]``."""
-    return torch.from_numpy(read_rgb(path)).permute(2, 0, 1)[None].float().div(255.0)
+def _to_rgb8(im, notes: list) -> np.ndarray:
+    frames = getattr(im, "n_frames", 1)
+    if frames > 1:
+        notes.append(f"coded its first frame only (of {frames})")
+    mode = im.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info):
+        notes.append("alpha channel dropped")
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        a = np.asarray(im).astype(np.float64)
+        if mode == "F":
+            a = a * 255.0 if a.max(initial=0.0) <= 1.0 else a
+        elif mode.startswith("I;16") or a.max(initial=0) > 255:
+            a = a / 257.0  # 0…65535 onto 0…255
+        grey = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+        notes.append("16-bit samples scaled to 8 bits" if mode != "F" else "float samples scaled to 8 bits")
+        notes.append("greyscale coded as RGB")
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode in ("1", "L", "LA", "P") and _palette_is_grey(im):
+        notes.append("greyscale coded as RGB")
+    elif mode == "CMYK":
+        notes.append("CMYK converted to RGB")
+    return np.array(im.convert("RGB"))  # writable, C-contiguous
+
+
+def _palette_is_grey(im) -> bool:
+    if im.mode != "P":
+        return True
+    rgb = np.asarray(im.convert("RGB"))
+    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+
+
+def load_image(path: str | os.PathLike, notes: list | None = None) -> torch.Tensor:
+    """Read an image file as an RGB batch ``(1, 3, H, W)`` in ``[0, 1]`` (``notes``: see :func:`read_rgb`)."""
+    return torch.from_numpy(read_rgb(path, notes)).permute(2, 0, 1)[None].float().div(255.0)
 
 
 def save_image(x: torch.Tensor, path: str | os.PathLike) -> None:
@@ -58,10 +95,26 @@ def to_model_channels(model, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-@functools.lru_cache(maxsize=16)
 def get_model(name: str, quality: int):
-    """Shipped model, built once per process."""
+    """Shipped model, built once per process.
+
+    Raises:
+        IcmError: no shipped weights for ``name`` at ``quality`` (said before anything is built).
+    """
+    info = model_info(name)
+    if quality in info.qualities and not has_weights(name, quality):
+        shipped = [q for q in info.qualities if has_weights(name, q)]
+        raise IcmError(f"no shipped weights for {name} q{quality} in this icm "
+                       f"(shipped: {', '.join(f'q{q}' for q in shipped) or 'none'})")
+    return _shipped_model(name, quality)
+
+
+@functools.lru_cache(maxsize=16)
+def _shipped_model(name: str, quality: int):
     return create_model(name, quality=quality, pretrained=True)
+
+
+get_model.cache_clear = _shipped_model.cache_clear
 
 
 def check_refine(model, refine: int, task: str | None = None) -> None:
@@ -136,6 +189,10 @@ def read(path: str | os.PathLike) -> bitstream.IcmFile:
 def decode(data: bytes | bitstream.IcmFile, model=None, pixels: bool = True) -> dict:
     """Decode ``.icm`` bytes: ``{"y_hat", "x_hat" (with pixels), "file", "model"}``."""
     f = data if isinstance(data, bitstream.IcmFile) else bitstream.unpack(data)
+    info = model_info_by_id(f.header.model_id)
+    if pixels and info is not None and not info.pixel_decoder:
+        raise IcmError(f"model {info.name!r} carries no pixel decoder; decode with pixels=False, "
+                       "or analyze the file")
     model = model_for(f.header, model)
     out = _on_payload(f, model, lambda c: model.decompress(c, pixels=pixels))
     out.update(file=f, model=model)

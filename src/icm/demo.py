@@ -126,6 +126,20 @@ DEMOS = ("hyperprior", "bai2022-fmnist", "dicm-lite0")
 DEMO_REFINE = 100  # refinement steps of the demo's refined dicm coding (icm compress --refine)
 
 
+def _writable_dir(out_dir: str) -> None:
+    """Create ``out_dir``; :class:`IcmError` before any work if files cannot be written there."""
+    import tempfile
+
+    from .files import prepare_dir
+
+    out = prepare_dir(out_dir)
+    try:
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise IcmError(f"cannot write in {out}: {e.strerror or e}") from None
+
+
 def run_demo(out_dir: str = "icm-demo", quality: int | None = None, model_name: str | None = None) -> int:
     """Run the demo of ``model_name`` (one of :data:`DEMOS`), or of every one with shipped weights."""
     from .models import has_weights, model_info
@@ -141,6 +155,7 @@ def run_demo(out_dir: str = "icm-demo", quality: int | None = None, model_name: 
 
         require("icm demo", "eval", "pillow_heif", why="for dicm-lite0 (its HEVC anchor)",
                 hint="" if model_name else "icm demo -m hyperprior and -m bai2022-fmnist run without it")
+    _writable_dir(out_dir)
     for i, name in enumerate(names):
         if i:
             print()
