@@ -70,3 +70,21 @@ def test_opencv_photos_join_the_training_split_and_stay_out_of_val_and_test():
     assert all(s.startswith("opencv:") for s in val)
     img = data.load_photo(val[0])
     assert img.dtype.name == "uint8" and img.ndim == 3 and img.shape[2] == 3 and min(img.shape[:2]) >= 64
+
+
+def test_ci_tests_the_oldest_pair_that_pyproject_allows():
+    """.ci/run's oldest torch/torchvision are pyproject's lower bounds (and README names them)."""
+    import re
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(__file__).resolve().parents[1]
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    lower = {m.group(1): m.group(2) for d in deps if (m := re.fullmatch(r"(torch|torchvision)>=([\d.]+)", d))}
+    ci = (root / ".ci" / "run").read_text()
+    pinned = dict(re.findall(r'OLDEST_TORCH(?:VISION)?="(torch|torchvision)==([\d.]+)"', ci))
+    assert set(pinned) == set(lower) == {"torch", "torchvision"}
+    for name, version in pinned.items():
+        assert version.startswith(lower[name] + ".") or version == lower[name], (name, version, lower[name])
+    readme = (root / "README.md").read_text()
+    assert f"torch {pinned['torch']} / torchvision {pinned['torchvision']}" in readme
