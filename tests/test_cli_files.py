@@ -218,3 +218,14 @@ def test_conversions_print_one_warning_naming_the_file(run_cli, tmp_path):
     assert any("anim.gif: coded its first frame only (of 2)" in w for w in warnings)
     assert any("grey.png: greyscale coded as RGB" in w for w in warnings)
     assert not any("plain.png" in w for w in warnings)
+
+
+def test_a_model_of_one_image_size_refuses_others(run_cli, tmp_path):
+    big = _photo(tmp_path, "photo.png", (64, 64))
+    Image.fromarray(codec.to_uint8(gradient_image(28, 28))).save(tmp_path / "small.png")
+    r = run_cli("compress", big, tmp_path / "small.png", "-m", "bai2022-fmnist")
+    errors = [line for line in r.err_lines if line.startswith("icm: error:")]
+    assert r.code == 2 and len(errors) == 1 and "Traceback" not in r.err
+    assert "photo.png is 64x64" in errors[0] and "codes 28x28 images" in errors[0]
+    assert not (tmp_path / "photo.icm").exists() and (tmp_path / "small.icm").is_file()
+    assert "small.png: colour dropped: bai2022-fmnist codes greyscale (luma)" in r.err

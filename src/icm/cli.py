@@ -146,6 +146,10 @@ def _cmd_compress(args) -> int:
         dest = check_output(dests[path], args.images, args.force)
         notes = []
         x = codec.load_image(path, notes)
+        native = getattr(model, "input_size", None)
+        if native is not None and tuple(x.shape[-2:]) != tuple(native):
+            raise IcmError(f"{model.model_name} codes {native[1]}x{native[0]} images (what it was trained on); "
+                           f"{path} is {x.shape[-1]}x{x.shape[-2]}: resize it first")
         if grey_model:
             notes = [n for n in notes if n != "greyscale coded as RGB"]
             if not _looks_grey(x):

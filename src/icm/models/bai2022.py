@@ -322,7 +322,9 @@ FMNIST = dict(in_channels=1, num_classes=10, stem=(32, 48, 48), M=8, N=8, stride
     tasks=("classify",),
 )
 def bai2022_fmnist(quality: int, **kwargs) -> Bai2022:
-    return _build(quality, FMNIST, kwargs, FMNIST_QUALITIES)
+    model = _build(quality, FMNIST, kwargs, FMNIST_QUALITIES)
+    model.input_size = (28, 28)  # what it was trained on: the command line refuses other sizes
+    return model
 
 
 TINY = dict(num_classes=10, stem=(8, 8, 8), M=12, N=8, dim=16, depth=3, heads=2, grid=(4, 4))
