@@ -7,7 +7,10 @@ from importlib import resources
 
 import pytest
 
+import icm
 from icm.models._registry import read_metadata
+
+from conftest import shipped_qualities
 
 BUDGET = 40_000_000  # bytes, every shipped file together
 
@@ -43,3 +46,22 @@ def test_dicm_lite0_qualities_trade_rate_for_agreement():
     bpps = [r[1] for r in rows]
     assert all(a > b for a, b in zip(bpps, bpps[1:])), rows
     assert all(0.0 < r[2] <= 1.0 for r in rows)
+
+
+def _trade_off(model) -> dict:
+    """The rate–distortion weights a model declares (models/*.py)."""
+    return ({"lambda": model.lmbda} if hasattr(model, "lmbda")
+            else {"alpha": model.alpha, "beta": model.beta})
+
+
+@pytest.mark.parametrize("name,quality", [(n, q) for n in ("hyperprior", "bai2022-fmnist", "dicm-lite0")
+                                          for q in shipped_qualities(n)])
+def test_declared_trade_off_is_the_one_each_weight_file_was_trained_at(name, quality):
+    """What a quality declares (used by --refine and by training) matches the
+    weight file's own metadata, so a drift like an old λ cannot come back."""
+    from icm.models._registry import read_weights
+
+    model = icm.create_model(name, quality=quality, pretrained=False)
+    _, meta = read_weights(name, quality)
+    declared = _trade_off(model)
+    assert declared and {k: meta[k] for k in declared} == pytest.approx(declared), (name, quality, meta)
