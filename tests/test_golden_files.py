@@ -50,9 +50,9 @@ def no_table_builds(monkeypatch):
         raise AssertionError(f"{type(self).__name__} rebuilt its coding tables from local float maths")
 
     monkeypatch.setattr(TableModule, "_build_tables", refuse)
-    codec.get_model.cache_clear()
+    codec._shipped_model.cache_clear()
     yield
-    codec.get_model.cache_clear()
+    codec._shipped_model.cache_clear()
 
 
 @pytest.mark.parametrize("threads", [1, 2])

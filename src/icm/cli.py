@@ -52,7 +52,7 @@ def _each_plain(items, run) -> int:
     return 2 if failed else 0
 
 
-def _quality(model_name: str, quality: int | None, option: str = "-q") -> int:
+def _quality(model_name: str, quality: int | None) -> int:
     """The quality to code with, validated before any work (the default: the highest
     shipped); whether weights ship for it is said by :func:`icm.codec.get_model`."""
     from .models import has_weights, model_info
@@ -62,7 +62,7 @@ def _quality(model_name: str, quality: int | None, option: str = "-q") -> int:
         shipped = [q for q in info.qualities if has_weights(model_name, q)]
         return max(shipped or info.qualities)
     if quality not in info.qualities:
-        raise IcmError(f"{option} {quality}: model {model_name!r} has qualities "
+        raise IcmError(f"-q {quality}: model {model_name!r} has qualities "
                        f"{', '.join(map(str, info.qualities))}")
     return quality
 
@@ -262,6 +262,7 @@ def _analyze_detections(args) -> int:
         raise IcmError("--draw takes a single .icm file")
     if args.image and not args.draw:
         raise IcmError("--image is the picture to draw on: it goes with --draw OUT.png")
+    draw_format = None
     if args.draw:  # everything the drawing needs is checked before any analysis
         from .files import check_output
         from .models import model_info_by_id
@@ -269,7 +270,7 @@ def _analyze_detections(args) -> int:
         info = model_info_by_id(codec.read(args.files[0]).header.model_id)
         if args.image is None and info is not None and not info.pixel_decoder:
             raise IcmError(f"--draw needs --image PICTURE: {info.name} files carry no pixels")
-        _image_format(Path(args.draw))
+        draw_format = _image_format(Path(args.draw))
         check_output(args.draw, [*args.files, *([args.image] if args.image else [])], args.force)
     failures = []
     for path, f, res in _analyzed(args.files, args.task, codec, failures):
@@ -290,7 +291,7 @@ def _analyze_detections(args) -> int:
             from .files import write_atomic
 
             picture = Image.fromarray(draw(_picture_for(args.image, f, model, codec), dets))
-            write_atomic(args.draw, lambda tmp: picture.save(tmp, format=_image_format(Path(args.draw))))
+            write_atomic(args.draw, lambda tmp: picture.save(tmp, format=draw_format))
     return 2 if failures else 0
 
 

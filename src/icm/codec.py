@@ -114,9 +114,6 @@ def _shipped_model(name: str, quality: int):
     return create_model(name, quality=quality, pretrained=True)
 
 
-get_model.cache_clear = _shipped_model.cache_clear
-
-
 def check_refine(model, refine: int, task: str | None = None) -> None:
     """:class:`IcmError` unless ``model`` can be coded with ``refine`` refinement
     steps (for ``task``, where the model refines for a task)."""

@@ -116,6 +116,12 @@ def photo_sources(split: str) -> tuple[str, ...]:
     return SKIMAGE_TRAIN_PHOTOS + tuple(opencv)
 
 
+def recipe_photos(data: dict, split: str) -> tuple[str, ...]:
+    """The photos a recipe's ``data`` section trains (``train``) or validates (``val``) on:
+    its own list (``train_photos`` / ``val_photos``), else the split's."""
+    return tuple(data.get(f"{split}_photos") or photo_sources(split))
+
+
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     """``uint8 (H, W, 3)`` → ``float32 (3, H, W)`` in ``[0, 1]``."""
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div(255.0)

@@ -334,19 +334,17 @@ def _imagefolder(root: Path, transform):
 
 def _datasets(stage: int, d: dict, seed: int):
     """Training and validation datasets of a stage."""
-    from ..data import FiveCrops, PhotoCrops, load_photo, photo_sources, to_tensor
+    from ..data import FiveCrops, PhotoCrops, load_photo, recipe_photos, to_tensor
 
     kind = d.get("kind", "photos")
     crop = int(d.get("crop", 224))
-    train_photos = (lambda: tuple(d.get("train_photos") or photo_sources("train")))
-    val = (FiveCrops(tuple(d.get("val_photos") or photo_sources("val")), resize=int(d.get("val_resize", 256)),
-                     crop=int(d.get("val_crop", 224)))
+    val = (FiveCrops(recipe_photos(d, "val"), resize=int(d.get("val_resize", 256)), crop=int(d.get("val_crop", 224)))
            if kind == "photos" else None)
     if stage in (1, 3):
         from .moco import ContrastiveCropViews
 
         if kind == "photos":
-            base = _Images([to_tensor(load_photo(s)) for s in train_photos()])
+            base = _Images([to_tensor(load_photo(s)) for s in recipe_photos(d, "train")])
         elif kind == "imagefolder":
             from torchvision.transforms import v2
 
@@ -356,7 +354,7 @@ def _datasets(stage: int, d: dict, seed: int):
         views = ContrastiveCropViews(base, size=crop, seed=seed, box_size=int(d.get("box_size", crop)))
         return views, None
     if kind == "photos":
-        return PhotoCrops(train_photos(), size=crop, seed=seed, short_sides=d.get("short_sides")), val
+        return PhotoCrops(recipe_photos(d, "train"), size=crop, seed=seed, short_sides=d.get("short_sides")), val
     if kind == "imagefolder":
         from torchvision import transforms as T
 

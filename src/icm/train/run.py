@@ -60,7 +60,7 @@ def build(cfg: dict):
     import torch
     from torch.utils.data import DataLoader
 
-    from ..data import PhotoCrops, PhotoList, photo_sources
+    from ..data import PhotoCrops, PhotoList, recipe_photos
     from ..models import create_model, model_info
     from .rd import RateDistortionModule
 
@@ -85,9 +85,8 @@ def build(cfg: dict):
     lmbda = float(m.get("lmbda", getattr(model, "lmbda", 0.01)))
     if d.get("kind", "photos") != "photos":
         raise IcmError(f"unknown data kind {d.get('kind')!r} for {info.name}")
-    train = PhotoCrops(tuple(d.get("train_photos") or photo_sources("train")), size=int(d.get("crop", 128)),
-                       seed=int(t.get("seed", 0)))
-    val = PhotoList(tuple(d.get("val_photos") or photo_sources("val")), max_side=int(d.get("val_side", 256)))
+    train = PhotoCrops(recipe_photos(d, "train"), size=int(d.get("crop", 128)), seed=int(t.get("seed", 0)))
+    val = PhotoList(recipe_photos(d, "val"), max_side=int(d.get("val_side", 256)))
     workers = int(d.get("workers", 0))
     train_loader = DataLoader(train, batch_size=int(d.get("batch_size", 8)), num_workers=workers)
     val_loader = DataLoader(val, batch_size=1)
