@@ -6,6 +6,7 @@ import json
 import re
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,10 +67,12 @@ def test_models_lists_families(run_cli):
     r = run_cli("models")
     assert r.code == 0
     assert r.err == ""
-    lines = r.out.splitlines()
+    table, _, footer = r.out.partition("\n\n")
+    lines = table.splitlines()
     assert lines[0].startswith("model")
     names = [line.split()[0] for line in lines[1:]]
     assert "hyperprior" in names and TINY in names
+    assert "higher quality means more bits" in footer
 
 
 def test_models_json(run_cli):
@@ -378,46 +381,74 @@ def test_compress_decompress_sample_photo(run_cli, tmp_path):
 
 @requires_weights
 def test_demo(run_cli, tmp_path):
+    """The whole demo: machine path first, every section timed, pictures written, and
+    every figure it quotes or measures agreeing with the committed reports."""
+    from icm import codec
+    from icm.demo import committed_reports, held_out_crops, sample_paths
+
     out = tmp_path / "demo"
     r = run_cli("demo", "--out-dir", out)
     assert r.code == 0, r.err
-    png = out / "side_by_side.png"
-    assert png.is_file()
-    with Image.open(png) as im:
-        assert im.size[0] > 0 and im.size[1] > 0
-    from icm.demo import sample_paths
-
-    stems = {p.stem for p in sample_paths()}
-    photos = [p for p in out.glob("*.icm") if p.stem.rsplit("-q", 1)[0] in stems]
-    assert len(photos) == len(shipped_qualities("hyperprior")) * len(stems) == len(stems) * 5
-    assert "median PSNR gain over JPEG" in r.out
     fmnist = shipped_qualities("bai2022-fmnist")
     features = shipped_qualities("dicm-lite0")
-    shapes = sorted(out.glob("shapes-*.icm"))
-    refined = sorted(out.glob("*-refined.icm"))  # one refined dicm coding per photo
-    assert len(refined) == (len(stems) if features else 0)
-    assert len(list(out.glob("*.icm"))) == (len(photos) + 10 * len(fmnist) + len(stems) * len(features)
-                                            + len(refined) + len(shapes))
-    assert ("Fashion-MNIST" in r.out) == bool(fmnist)
-    assert ("agreement with the uncompressed network" in r.out) == bool(features)
-    if features:
-        from icm import codec
+    hyper = shipped_qualities("hyperprior")
+    titles = re.findall(r"^== (\d+)/(\d+) (.+) ==$", r.out, flags=re.M)
+    took = re.findall(r"^-- section (\d+) took ([\d.]+) s$", r.out, flags=re.M)
+    assert len(titles) == len(took) == int(titles[0][1]) and [t[0] for t in took] == [t[0] for t in titles]
+    assert re.search(r"^icm demo: done in \d+ s \(sections: ", r.out, flags=re.M)
+    order = [t[2].split()[0] for t in titles]
+    expected = (["one", "dicm-lite0"] if features else []) + (["bai2022-fmnist:"] if fmnist else []) + ["hyperprior"]
+    assert order == expected, order  # the machine path leads
 
-        assert (out / "dicm.png").is_file()
-        m = re.search(r"refined at the sender: (\d+)/(\d+)", r.out)
-        assert m and int(m.group(2)) == len(stems), r.out
-        for path in set(out.glob("*-dicm-lite0-q*.icm")) - set(shapes):
+    # hyperprior: one mid quality, the same in the table and the picture
+    q = hyper[len(hyper) // 2]
+    stems = {p.stem for p in sample_paths()}
+    assert sorted(p.name for p in out.glob("*.icm") if p.stem.rsplit("-q", 1)[0] in stems) == sorted(
+        f"{s}-q{q}.icm" for s in stems)
+    assert f"median PSNR gain over JPEG at the same or smaller size, q{q}:" in r.out
+    assert (out / "side_by_side.png").is_file()
+    reports = committed_reports()
+    assert f"hyperprior BD-rate {reports['photos-vs-jpeg']['bd_rate_pct']:+.1f}% against jpeg420" in r.out
+    if fmnist:
+        assert len(list(out.glob("[0-9]-*-q*.icm"))) == 10 * len(fmnist)
+    if features:
+        n = len(held_out_crops())
+        assert n == 30
+        coded = sorted(out.glob("*-dicm-lite0-q*.icm"))
+        shapes = sorted(out.glob("shapes-*.icm"))
+        assert len(coded) == n * len(features) + len(shapes)
+        for path in set(coded) - set(shapes):
             f = codec.read(path)
             assert (f.header.height, f.header.width) == (224, 224)
-    if shapes:  # one file, three tasks: what the heads find is among what was drawn
+        rows = re.findall(r"^ ?(\d) \|\s+\d+\s+([\d.]+)\s+(\d+)/30 \|\s+([\d.]+)\s+(\d+)/30 \|\s+([\d.]+)\s+(\d+)/30$",
+                          r.out, flags=re.M)
+        assert [int(x[0]) for x in rows] == features, r.out
+        for _, ib, ih, jb, jh, hb, hh in rows:  # the anchors' files are never larger than ours
+            assert float(jb) <= float(ib) and float(hb) <= float(ib)
+        # every icm file and answer is the committed photo-crops report's, crop by crop
+        assert "have the very bytes and answers of the committed report" in r.out, r.out
+        assert f"dicm-lite0 BD-rate {reports['photo-crops-classify']['bd_rate_pct']:+.1f}% against hevc" in r.out
+        assert (out / "dicm.png").is_file()
+    if shapes := sorted(out.glob("shapes-*.icm")):  # one file, three tasks: what the heads find was drawn
         assert (out / "dicm-shapes.png").is_file() and len(shapes) == 2
-        lines = re.findall(r"shapes found: ([a-z, ]+) \(drawn: ([a-z, ]+)\)", r.out)
+        lines = re.findall(r"shapes found: ([a-z, ]+) \(drawn: ([a-z, ]+);", r.out)
         assert len(lines) == 2, r.out
         for found, drawn in lines:
             assert set(found.split(", ")) & set(drawn.split(", ")), (found, drawn)
         for path in shapes:
             f = codec.read(path)
             assert (f.header.height, f.header.width) == (160, 224)
+
+
+def test_bundled_report_figures_are_the_committed_reports():
+    """What the demo quotes (icm/samples/reports.json) is what docs/results says; refresh with
+    ``python -m icm.demo --reports docs/results``."""
+    from icm.demo import committed_reports, summarise_reports
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "results"
+    assert committed_reports() == json.loads(json.dumps(summarise_reports(docs)))
+    per = committed_reports()["photo-crops-classify"]["per_image"]["dicm-lite0"]
+    assert len(per) == 30 and all(sorted(v) == ["1", "2", "3", "4"] for v in per.values())
 
 
 def test_demo_without_weights_is_one_line(run_cli, tmp_path):

@@ -91,3 +91,30 @@ def test_golden_logits_within_tolerance(fname):
     assert got.shape == ref.shape
     assert float((got - ref).abs().max()) <= LOGIT_MAX_DIFF
     assert got.topk(5).indices.tolist() == ref.topk(5).indices.tolist()
+
+
+LEGACY = [f for f in FILES if "written_as" in MANIFEST["files"][f]]
+
+
+@pytest.mark.parametrize("fname", LEGACY)
+def test_files_of_a_retired_model_id_still_decode(fname):
+    """A file written before its family's qualities were renumbered (another model id)
+    reads as today's model and quality and decodes to the very latent of today's
+    file made from the same picture."""
+    entry = MANIFEST["files"][fname]
+    f = codec.read(GOLDEN / fname)
+    old = entry["written_as"]
+    assert (f.written_as.model_id, f.written_as.quality) == (old["model_id"], old["quality"])
+    info = codec.model_info(entry["model"])
+    assert (f.header.model_id, f.header.quality) == (info.model_id, entry["quality"]) != (old["model_id"], old["quality"])
+    (twin,) = [k for k, e in MANIFEST["files"].items() if "written_as" not in e
+               and (e["model"], e["quality"], e["sample"], e["box"]) == (entry["model"], entry["quality"], entry["sample"], entry["box"])]
+    assert MANIFEST["files"][twin]["y_hat_sha256"] == entry["y_hat_sha256"]
+    assert codec.read(GOLDEN / twin).written_as is None
+
+
+def test_every_current_golden_file_carries_current_ids():
+    for fname in FILES:
+        if "written_as" not in MANIFEST["files"][fname]:
+            f = codec.read(GOLDEN / fname)
+            assert f.written_as is None and f.header.model_id == codec.model_info(MANIFEST["files"][fname]["model"]).model_id

@@ -351,6 +351,26 @@ def test_register_duplicate_id_raises():
     assert list_models() == before
 
 
+@pytest.mark.parametrize("ids", [
+    dict(model_id=121, retired_ids={7: {1: 1}}),  # another model's retired id
+    dict(model_id=7, retired_ids={}),  # a retired id as a new model's own
+    dict(model_id=121, retired_ids={121: {1: 1}}),  # its own id retired
+    dict(model_id=121, retired_ids={1: {1: 1}}),  # a live id
+])
+def test_register_taken_or_retired_id_raises(ids):
+    """A retired id is never handed out again, nor retired twice."""
+    before = list_models()
+    with pytest.raises(ValueError, match="already used"):
+        register_model("test-retired-id", qualities=(1,), **ids)(lambda q: None)
+    assert list_models() == before and icm.models.model_info_by_id(121) is None
+
+
+def test_retired_id_must_map_onto_existing_qualities():
+    with pytest.raises(ValueError, match="maps onto qualities"):
+        register_model("test-retired-map", model_id=122, qualities=(1, 2), retired_ids={123: {1: 3}})(lambda q: None)
+    assert icm.models.model_info_by_id(122) is None and icm.models.model_info_by_id(123) is None
+
+
 @pytest.mark.parametrize("bad_id", [0, 128, -1])
 def test_register_out_of_range_id_raises(bad_id):
     before = list_models()

@@ -33,19 +33,46 @@ def test_every_file_says_how_it_was_trained(path):
     assert any(k.startswith("measured") for k in meta), sorted(meta)
 
 
-def test_dicm_lite0_qualities_trade_rate_for_agreement():
-    """Higher quality numbers code smaller files (whole-file bpp on the photo-crops)."""
-    rows = []
-    for p in _files():
-        if p.name.startswith("dicm-lite0-q"):
-            m = read_metadata(p.read_bytes())
-            rows.append((m["quality"], m["measured_on_photo_crops"]["bpp_mean"],
-                         m["measured_on_photo_crops"]["top1_agreement_from_bitstream"]))
-    assert len(rows) >= 3
-    rows.sort()
-    bpps = [r[1] for r in rows]
-    assert all(a > b for a, b in zip(bpps, bpps[1:])), rows
-    assert all(0.0 < r[2] <= 1.0 for r in rows)
+def _measured(meta: dict) -> tuple[float, float]:
+    """``(rate, fidelity)`` a weight file measured on held-out data: whole-file bpp
+    or bits per image, and PSNR, accuracy or top-1 agreement."""
+    (m,) = [v for k, v in meta.items() if k.startswith("measured")]
+    rate = m.get("bpp_mean", m.get("bits_per_image_mean"))
+    fidelity = m.get("top1_agreement_from_bitstream", m.get("accuracy_from_bitstream", m.get("psnr_mean_db")))
+    return float(rate), float(fidelity)
+
+
+@pytest.mark.parametrize("name", ["hyperprior", "bai2022-fmnist", "dicm-lite0"])
+def test_higher_quality_means_more_bits_and_more_fidelity(name):
+    """One quality direction in every family: each shipped quality's held-out rate and
+    fidelity (from its weight file) grow with the quality number, and the
+    declared trade-off moves the same way (less weight on rate, or more on
+    distortion)."""
+    from icm.models._registry import read_weights
+
+    qualities = shipped_qualities(name)
+    assert len(qualities) >= 3
+    rows = [_measured(read_weights(name, q)[1]) for q in qualities]
+    rates, fidelity = [r for r, _ in rows], [f for _, f in rows]
+    assert all(a < b for a, b in zip(rates, rates[1:])), (name, qualities, rates)
+    assert all(a <= b for a, b in zip(fidelity, fidelity[1:])), (name, qualities, fidelity)
+    assert fidelity[-1] > fidelity[0]
+    offs = [_trade_off(icm.create_model(name, quality=q, pretrained=False)) for q in qualities]
+    if "lambda" in offs[0] and name.startswith("dicm"):  # λ weighs the rate: falls as quality rises
+        assert all(a["lambda"] > b["lambda"] for a, b in zip(offs, offs[1:])), offs
+    elif "lambda" in offs[0]:  # λ weighs the distortion: grows
+        assert all(a["lambda"] < b["lambda"] for a, b in zip(offs, offs[1:])), offs
+    else:
+        assert all(a["alpha"] < b["alpha"] and a["beta"] < b["beta"] for a, b in zip(offs, offs[1:])), offs
+
+
+def test_paper_dicm_qualities_run_the_same_way():
+    """``dicm`` (no shipped weights) declares its λ per quality in the same direction."""
+    from icm.models.dicm import QUALITIES
+
+    assert sorted(QUALITIES) == list(icm.models.model_info("dicm").qualities)
+    lambdas = [QUALITIES[q] for q in sorted(QUALITIES)]
+    assert all(a > b for a, b in zip(lambdas, lambdas[1:])), lambdas
 
 
 def _trade_off(model) -> dict:

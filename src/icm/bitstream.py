@@ -60,6 +60,8 @@ class IcmFile:
     header: Header
     sections: list[bytes]
     size: int  # whole-file bytes
+    written_as: Header | None = None
+    """The header as stored, where :func:`icm.codec.read` renumbered a retired model id."""
 
     @property
     def bpp(self) -> float:

@@ -76,6 +76,13 @@ def _image_format(dest: Path) -> str:
     return fmt
 
 
+def _positive(text: str) -> int:
+    n = _non_negative(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {n}")
+    return n
+
+
 def _non_negative(text: str) -> int:
     try:
         n = int(text)
@@ -113,6 +120,8 @@ def _cmd_models(args) -> int:
     widths = [max(len(c[i]) for c in [head, *cells]) + 2 for i in range(len(head) - 1)]
     for c in [head, *cells]:
         print("".join(f"{v:<{w}}" for v, w in zip(c, widths)) + c[-1])
+    print("\nIn every model a higher quality means more bits and more fidelity; "
+          "`icm compress` uses the highest shipped one unless -q says otherwise.")
     return 0
 
 
@@ -327,10 +336,14 @@ def _cmd_info(args) -> int:
             "sections": [len(s) for s in f.sections],
             "bpp": round(f.bpp, 6),
         }
+        old = ""
+        if f.written_as is not None:
+            row["written_as"] = {"model_id": f.written_as.model_id, "quality": f.written_as.quality}
+            old = f" (written as model id {f.written_as.model_id} q{f.written_as.quality}, before a renumbering)"
         if args.json:
             print(json.dumps(row))
         else:
-            print(f"{path}: {row['model']} q{row['quality']}, {row['width']}x{row['height']}, "
+            print(f"{path}: {row['model']} q{row['quality']}{old}, {row['width']}x{row['height']}, "
                   f"{row['bytes']} bytes ({row['header_bytes']} header), {row['bpp']:.4f} bpp")
 
     return _each_plain(args.files, one)
@@ -360,7 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="icm", description="Image coding for machines.")
     p.add_argument("--version", action="version", version=f"icm {__version__}")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--threads", type=_positive, default=None, metavar="N",
+                   help="CPU threads for torch (default: OMP_NUM_THREADS if set, else the cores "
+                        "the 1-minute load average leaves free, at least 1)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     s = sub.add_parser("models", help="list model families, qualities and shipped weights")
@@ -370,7 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("compress", help="code images into .icm files")
     s.add_argument("images", nargs="+", metavar="IMAGE")
     s.add_argument("-m", "--model", default="hyperprior")
-    s.add_argument("-q", "--quality", type=int, default=None, help="quality level (default: the highest shipped; see icm models)")
+    s.add_argument("-q", "--quality", type=int, default=None, help="quality level: higher means more bits and more fidelity in every model "
+                   "(default: the highest shipped, the largest files; see icm models)")
     s.add_argument("--refine", type=_non_negative, default=0, metavar="N",
                    help="spend N gradient steps per image refining the latents for a smaller file at the "
                         "same quality: pixel fidelity for hyperprior, the receiver's task for dicm-lite0 "
@@ -436,17 +452,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_COMPUTES = ("compress", "decompress", "analyze", "demo", "eval")  # train: its recipe's trainer.threads
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     from . import extras
 
     try:
         extras.check_command(args.command)  # icm eval / train need their extra: say so before any work
+        if args.command in _COMPUTES or args.threads:
+            from . import threads
+
+            threads.apply(args.threads)  # no oversubscription beside other busy processes
         return int(args.func(args) or 0)
     except IcmError as e:
         print(f"icm: error: {e}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 
@@ -11,6 +12,7 @@ import torch
 from . import bitstream
 from .errors import BitstreamError, IcmError
 from .models import Compressed, create_model, has_weights, model_info, model_info_by_id
+from .models._registry import current_id
 from .refine import supports_refine
 
 
@@ -180,12 +182,23 @@ def read(path: str | os.PathLike) -> bitstream.IcmFile:
         raise IcmError(f"{path} is a directory, not an .icm file") from None
     if len(data) > bitstream.MAX_FILE_BYTES:
         raise BitstreamError(f"{path} is larger than any .icm file this icm writes")
-    return bitstream.unpack(data)
+    return parse(data)
+
+
+def parse(data: bytes | bitstream.IcmFile) -> bitstream.IcmFile:
+    """Parse ``.icm`` bytes (:func:`icm.bitstream.unpack`), with a retired model id
+    and its quality renumbered to today's (the stored header kept as ``written_as``)."""
+    f = data if isinstance(data, bitstream.IcmFile) else bitstream.unpack(data)
+    model_id, quality = current_id(f.header.model_id, f.header.quality)
+    if (model_id, quality) == (f.header.model_id, f.header.quality):
+        return f
+    header = dataclasses.replace(f.header, model_id=model_id, quality=quality)
+    return dataclasses.replace(f, header=header, written_as=f.header)
 
 
 def decode(data: bytes | bitstream.IcmFile, model=None, pixels: bool = True) -> dict:
     """Decode ``.icm`` bytes: ``{"y_hat", "x_hat" (with pixels), "file", "model"}``."""
-    f = data if isinstance(data, bitstream.IcmFile) else bitstream.unpack(data)
+    f = parse(data)
     info = model_info_by_id(f.header.model_id)
     if pixels and info is not None and not info.pixel_decoder:
         raise IcmError(f"model {info.name!r} carries no pixel decoder; decode with pixels=False, "
@@ -257,7 +270,7 @@ def analyze(data: bytes | bitstream.IcmFile, model=None, task: str | None = None
             no detection heads for ``detect`` / ``segment``.
         BitstreamError: the file is malformed.
     """
-    f = data if isinstance(data, bitstream.IcmFile) else bitstream.unpack(data)
+    f = parse(data)
     info = model_info_by_id(f.header.model_id)
     if info is not None and not info.tasks:
         raise IcmError(f"model {info.name!r} has no analysis tasks; use icm decompress")

@@ -1,32 +1,34 @@
-"""``icm demo``: the shipped codecs on bundled images.
+"""``icm demo``: the shipped codecs on bundled and held-out images, machine path first.
 
-Photos (``hyperprior``): for every sample and every shipped quality, code to
-a real ``.icm`` file, decode it, measure PSNR, then find the JPEG (Pillow,
-4:2:0) whose whole file is as large as ours or just smaller and measure it
-too.  Prints a table and writes a side-by-side PNG (original | icm | JPEG).
+Sections, each timed (``icm demo`` runs every family with shipped weights; ``-m``
+one; ``-q`` one quality):
 
-Fashion-MNIST (``bai2022-fmnist``): one held-out test image per class is
-coded at every shipped quality; the class is read straight from the
-bitstream (entropy decoding + Transformer, no pixel decoder) and the picture
-is then decompressed for a person.  Prints a table and writes a grid PNG
-(original with its class | reconstruction at each quality with the class
-read from the bitstream, ``(!)`` where it is wrong).
-
-Features (``dicm-lite0``): the centre 224² crop of each bundled photo is
-coded at every shipped quality; the ImageNet top-5 is read from the
-bitstream (entropy decoding → feature decoder → EfficientNet-Lite0 tail; no
-pixels exist anywhere) and set beside the uncompressed network's answer and
-what the same network says on JPEG and HEVC pictures of the same size or
-just smaller.  Prints a table and writes a PNG of the crops with the labels.
-Each crop is also coded once at the lowest quality with encoder-side
-refinement (``icm compress --refine``), the same weights and decoder.
-Where detection heads ship, two seeded synthetic pictures of shapes are then
-each coded once, and that one file gives the ImageNet class, the shapes and
-their masks (``dicm-shapes.png``: the picture | the masks drawn over it).
+1. **One file, three tasks** (``dicm-lite0`` with its detection heads): seeded
+   synthetic pictures of shapes, never seen in training, are each coded once;
+   the receiver reads the ImageNet class, the boxes and the masks from that
+   file without making a pixel (``dicm-shapes.png``: the sender's picture |
+   what the receiver found, drawn on a blank canvas).
+2. **dicm-lite0 against JPEG and HEVC at equal size**: the 30 crops of the
+   six held-out test photos (centre and four corners, the test-photo part of
+   the ``photo-crops`` report) at every shipped quality; each crop's JPEG 4:2:0
+   and HEVC 4:4:4 files are the largest not larger than ours.  Top-1 agreement
+   with EfficientNet-Lite0 on the uncompressed crop, read from the bitstream
+   for icm and from the decoded pixels for the anchors, with ✓/✗ per coding,
+   and each of icm's own figures checked against the committed report
+   (``reports.json``, bundled).  ``dicm.png``: six crops, a text card per
+   quality (bytes and the three answers; no pixels exist at the receiver),
+   and the rate–agreement plot of the 30 crops.
+3. **bai2022-fmnist**: one Fashion-MNIST test image per class at every shipped
+   quality, the class read from the bitstream and the picture decoded for a
+   person (``fashion_mnist.png``, with headers and byte counts).
+4. **hyperprior** at a mid quality (the middle shipped one, or ``-q``) on the
+   bundled photos beside the JPEG of the same size or just smaller
+   (``side_by_side.png``, showing the quality the table shows).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import sys
@@ -122,8 +124,8 @@ def _shipped(model_name: str, quality: int | None) -> list[int]:
     return qualities
 
 
-DEMOS = ("hyperprior", "bai2022-fmnist", "dicm-lite0")
-DEMO_REFINE = 100  # refinement steps of the demo's refined dicm coding (icm compress --refine)
+DEMOS = ("dicm-lite0", "bai2022-fmnist", "hyperprior")  # the order the demo runs them in
+SHOWN_CROPS = 6  # crops drawn in dicm.png (of the 30 measured)
 
 
 def _writable_dir(out_dir: str) -> None:
@@ -140,28 +142,375 @@ def _writable_dir(out_dir: str) -> None:
         raise IcmError(f"cannot write in {out}: {e.strerror or e}") from None
 
 
+class _Sections:
+    """Numbered, timed sections: a header line before each, its wall time after."""
+
+    def __init__(self, total: int):
+        self.total, self.n, self.times, self.t0 = total, 0, [], time.perf_counter()
+
+    def run(self, title: str, fn, *args) -> None:
+        self.n += 1
+        print(f"\n== {self.n}/{self.total} {title} ==")
+        t = time.perf_counter()
+        fn(*args)
+        self.times.append(time.perf_counter() - t)
+        print(f"-- section {self.n} took {self.times[-1]:.1f} s")
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{t:.0f} s" for t in self.times)
+        return f"icm demo: done in {time.perf_counter() - self.t0:.0f} s (sections: {parts})"
+
+
 def run_demo(out_dir: str = "icm-demo", quality: int | None = None, model_name: str | None = None) -> int:
     """Run the demo of ``model_name`` (one of :data:`DEMOS`), or of every one with shipped weights."""
     from .models import has_weights, model_info
 
     if model_name is None:
         names = [n for n in DEMOS if any(has_weights(n, q) for q in model_info(n).qualities)]
+        if not names:
+            raise IcmError("no shipped weights for any demo model")
     elif model_name in DEMOS:
         names = [model_name]
     else:
         raise IcmError(f"no demo for model {model_name!r}; demos: {', '.join(DEMOS)}")
+    for name in names:
+        _shipped(name, quality)  # -q checked for every family before any work
     if "dicm-lite0" in names:  # compares with the HEVC anchor (pillow-heif, in the 'eval' extra)
         from .extras import require
 
         require("icm demo", "eval", "pillow_heif", why="for dicm-lite0 (its HEVC anchor)",
                 hint="" if model_name else "icm demo -m hyperprior and -m bai2022-fmnist run without it")
     _writable_dir(out_dir)
-    for i, name in enumerate(names):
-        if i:
-            print()
-        {"hyperprior": photo_demo, "bai2022-fmnist": fashion_mnist_demo, "dicm-lite0": dicm_demo}[name](
-            out_dir, quality, name)
+    import torch
+
+    plan = []
+    if "dicm-lite0" in names:
+        from .codec import get_heads, get_model
+
+        q_tasks = _shipped("dicm-lite0", quality)[-1]
+        if get_heads(get_model("dicm-lite0", q_tasks)) is not None:
+            plan.append(("one dicm-lite0 file -> class, boxes and masks, no pixels", _one_file_three_tasks,
+                         out_dir, "dicm-lite0", q_tasks))
+        plan.append(("dicm-lite0 against JPEG and HEVC at equal file size (30 held-out crops)", dicm_demo,
+                     out_dir, quality, "dicm-lite0"))
+    if "bai2022-fmnist" in names:
+        plan.append(("bai2022-fmnist: the class from the bitstream, then pixels", fashion_mnist_demo,
+                     out_dir, quality, "bai2022-fmnist"))
+    if "hyperprior" in names:
+        plan.append(("hyperprior against JPEG at the same file size", photo_demo, out_dir, quality, "hyperprior"))
+    print(f"icm demo: {', '.join(names)}, writing into {out_dir}/, torch on {torch.get_num_threads()} "
+          "thread(s) (icm --threads N to change)")
+    sections = _Sections(len(plan))
+    for title, fn, *args in plan:
+        sections.run(title, fn, *args)
+    print("\n" + sections.summary())
     return 0
+
+
+# -- pictures ---------------------------------------------------------------------------------------
+
+
+def _font(size: int = 13):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType's scalable default
+        return ImageFont.load_default()
+
+
+def _text_block(lines: list[str], width: int, size: int = 13, fill=(255, 255, 255), ink=(0, 0, 0),
+                marks: list | None = None) -> np.ndarray:
+    """White (``fill``) block ``width`` wide with one text line each; ``marks[i]`` True/False draws
+    a ✓ (green) or ✗ (red) before line ``i`` (None: no mark)."""
+    from PIL import Image, ImageDraw
+
+    font = _font(size)
+    step = size + 5
+    im = Image.new("RGB", (width, step * len(lines) + 6), fill)
+    pen = ImageDraw.Draw(im)
+    for i, line in enumerate(lines):
+        y = 3 + i * step
+        x = 4
+        mark = marks[i] if marks else None
+        if mark is not None:
+            _mark(pen, x, y + 1, size - 2, bool(mark))
+            x += size + 2
+        pen.text((x, y), line, fill=ink, font=font)
+    return np.asarray(im)
+
+
+def _mark(pen, x: int, y: int, s: int, ok: bool) -> None:
+    """A drawn ✓ (green) or ✗ (red), ``s`` pixels square (no font needs the glyph)."""
+    if ok:
+        pen.line([(x, y + s * 0.55), (x + s * 0.38, y + s), (x + s, y)], fill=(0, 150, 60), width=3)
+    else:
+        pen.line([(x, y), (x + s, y + s)], fill=(200, 30, 30), width=3)
+        pen.line([(x, y + s), (x + s, y)], fill=(200, 30, 30), width=3)
+
+
+def _with_header(img: np.ndarray, lines: list[str], marks: list | None = None) -> np.ndarray:
+    """``img`` under a header band (text on white above the picture, never over it)."""
+    return np.concatenate([_text_block(lines, img.shape[1], marks=marks), img], axis=0)
+
+
+def _fit_width(rows: list[list[np.ndarray]]) -> int:
+    return max(sum(t.shape[1] for t in r) for r in rows)
+
+
+# -- 1. one file, three tasks -------------------------------------------------------------------------
+
+
+def _one_file_three_tasks(out_dir: str, model_name: str, quality: int, count: int = 2) -> None:
+    """Seeded synthetic pictures (held out from the heads' training), each coded once:
+    the ImageNet class, the detections and the instance masks all come from that one file."""
+    from . import codec
+    from .data import to_tensor
+    from .eval.tasks import imagenet_class_names
+    from .tasks.results import draw, to_records
+    from .tasks.synthetic import CLASSES, render
+
+    out = Path(out_dir)
+    model = codec.get_model(model_name, quality)
+    names = imagenet_class_names()
+    rng = np.random.default_rng(2024)
+    print(f"{model_name} q{quality} and its shipped detection heads, on {count} synthetic pictures of shapes "
+          "the heads never saw: each is coded once, and the receiver reads three answers from that file "
+          "without making a pixel")
+    rows = []
+    for i in range(count):
+        image, masks, labels, _ = render(rng, (160, 224), 2, 5)
+        data = codec.encode(model, to_tensor(image)[None])[0]
+        path = out / f"shapes-{i}-{model_name}-q{quality}.icm"
+        path.write_bytes(data)
+        top = int(codec.analyze(data, task="classify")["output"].argmax(1))
+        seg = codec.analyze(data, task="segment")
+        records = to_records(seg["output"][0], seg["heads"].categories, 0.5, masks=True)
+        truth = sorted(CLASSES[int(k) - 1] for k in labels)
+        found = sorted(r["label"] for r in records)
+        hits = len(set(found) & set(truth))
+        print(f"{path.name}: {len(data)} bytes ({8 * len(data) / image[..., 0].size:.3f} bpp, whole file)")
+        print(f"  classify: ImageNet top-1 {names[top].split(',')[0]!r}")
+        print(f"  detect + segment: shapes found: {', '.join(found) or 'nothing'} (drawn: {', '.join(truth)}; "
+              f"{hits} of {len(set(truth))} kinds found), {len(records)} boxes with masks")
+        blank = np.full_like(image, 235)
+        rows.append([
+            _with_header(image, [f"picture {i + 1} at the sender", "(not sent)"]),
+            _with_header(draw(blank, records), [f"the receiver, from {len(data)} bytes:",
+                                                f"{len(records)} shapes, boxes + masks (no pixels)"]),
+        ])
+    png = out / "dicm-shapes.png"
+    _side_by_side(rows, png)
+    print(f"wrote {png}")
+
+
+# -- 2. dicm-lite0 against JPEG and HEVC -----------------------------------------------------------------
+
+
+def held_out_crops() -> list[tuple[str, np.ndarray]]:
+    """The 30 crops of the held-out test photos, ids and pixels as in the ``photo-crops`` report."""
+    from .data import TEST_PHOTOS, five_crops, load_photo
+
+    return [(f"{s}#{k}", c) for s in TEST_PHOTOS for k, c in enumerate(five_crops(load_photo(s)))]
+
+
+def classify_crops(model_name: str, qualities: list[int], crops, anchors=("jpeg420", "hevc"),
+                   out: Path | None = None) -> list[dict]:
+    """Each crop coded at each quality, classified from the bitstream, and (``anchors``) beside
+    the anchors' largest files not larger than ours, classified from their decoded pixels.
+
+    Returns one record per crop: ``{"image", "reference" (top-1 on the uncompressed crop),
+    "icm": {q: {"bytes", "top1"}}, ANCHOR: {q: {"bytes", "top1", "setting"}}}``.
+    """
+    from . import codec
+    from .data import to_tensor
+    from .eval.anchors import get_anchor
+    from .eval.tasks import classify_pixels
+
+    settings = {"jpeg420": range(1, 96), "hevc": range(51, 9, -1)}  # from the smallest file to the largest
+    coders = {a: get_anchor(a) for a in anchors}
+    records = []
+    for cid, crop in crops:
+        rec = {"image": cid, "reference": classify_pixels(crop)[0], "icm": {}, **{a: {} for a in anchors}}
+        made = {a: {} for a in anchors}
+        for q in qualities:
+            data = codec.encode(codec.get_model(model_name, q), to_tensor(crop)[None])[0]
+            if out is not None:
+                (out / f"{cid.split(':')[-1].replace('#', '-')}-{model_name}-q{q}.icm").write_bytes(data)
+            top1 = int(codec.analyze(data, task="classify")["output"].argmax())
+            rec["icm"][q] = {"bytes": len(data), "top1": top1}
+            for a in anchors:
+                def enc(v, a=a):
+                    if v not in made[a]:
+                        made[a][v] = coders[a].encode(crop, v)
+                    return made[a][v]
+
+                v, adata = _largest_at_most(enc, settings[a], len(data))
+                rec[a][q] = {"bytes": len(adata), "setting": v,
+                             "top1": classify_pixels(coders[a].decode(adata))[0]}
+        records.append(rec)
+    return records
+
+
+def _agreement(records: list[dict], codec_name: str, q: int) -> tuple[int, float]:
+    """``(crops agreeing with the uncompressed network, mean whole-file bpp)`` at quality ``q``."""
+    hits = sum(r[codec_name][q]["top1"] == r["reference"] for r in records)
+    bpp = float(np.mean([8 * r[codec_name][q]["bytes"] / 224**2 for r in records]))
+    return hits, bpp
+
+
+def dicm_demo(out_dir: str, quality: int | None, model_name: str = "dicm-lite0") -> None:
+    """Features coded per crop and classified at the receiver without pixels, beside JPEG and HEVC."""
+    from .eval.tasks import imagenet_class_names
+
+    qualities = _shipped(model_name, quality)
+    out = Path(out_dir)
+    names = imagenet_class_names()
+    short = lambda i: names[i].split(",")[0][:16]  # noqa: E731
+    crops = held_out_crops()
+    n = len(crops)
+    print(f"{model_name} q{','.join(map(str, qualities))} on the {n} crops (224x224: centre and four corners) of "
+          "the six held-out test photos. Agreement: the ImageNet top-1 read from the bitstream (no pixels) is "
+          "EfficientNet-Lite0's on the uncompressed crop. JPEG 4:2:0 and HEVC 4:4:4: the largest file not "
+          "larger than ours, classified from its decoded pixels.")
+    records = classify_crops(model_name, qualities, crops, out=out)
+    head = "".join(f"| q{q}: icm JPEG HEVC " for q in qualities)
+    print(f"\n{'crop':<26}{'uncompressed says':<18}{head}")
+    for r in records:
+        ok = {(c, q): "✓" if r[c][q]["top1"] == r["reference"] else "✗" for c in ("icm", "jpeg420", "hevc")
+              for q in qualities}
+        cells = "".join(f"|{'':5}{ok['icm', q]:>3} {ok['jpeg420', q]:>4} {ok['hevc', q]:>4} " for q in qualities)
+        print(f"{r['image']:<26}{short(r['reference']):<18}{cells}")
+    print(f"\n{'q':>2} | {'icm bytes':>9} {'bpp':>6} {'agree':>6} | {'JPEG bpp':>8} {'agree':>6} | "
+          f"{'HEVC bpp':>8} {'agree':>6}")
+    curves = {c: [] for c in ("icm", "jpeg420", "hevc")}
+    for q in qualities:
+        cells = []
+        for c in curves:
+            hits, bpp = _agreement(records, c, q)
+            curves[c].append((bpp, hits / n))
+            cells.append((hits, bpp))
+        mean_bytes = np.mean([r["icm"][q]["bytes"] for r in records])
+        (ih, ib), (jh, jb), (hh, hb) = cells
+        print(f"{q:>2} | {mean_bytes:>9.0f} {ib:>6.3f} {ih:>3}/{n} | {jb:>8.3f} {jh:>3}/{n} | {hb:>8.3f} {hh:>3}/{n}")
+    print(_check_against_report(records, model_name, qualities))
+    print(_report_line("photo-crops-classify"))
+    png = out / "dicm.png"
+    _dicm_picture(records, crops, qualities, curves, short, png)
+    print(f"wrote {png} and the .icm files to {out}/")
+
+
+def _check_against_report(records: list[dict], model_name: str, qualities: list[int]) -> str:
+    """One line: whether this run's icm files and answers are the committed report's, crop by crop."""
+    per_image = committed_reports()["photo-crops-classify"]["per_image"][model_name]
+    diff = [(r["image"], q) for r in records for q in qualities
+            if per_image.get(r["image"], {}).get(str(q)) != [r["icm"][q]["bytes"], int(r["icm"][q]["top1"] == r["reference"])]]
+    if not diff:
+        return (f"icm's {len(records) * len(qualities)} files above have the very bytes and answers of the committed "
+                "report (docs/results/photo-crops-classify) for these crops")
+    img, q = diff[0]
+    return (f"note: {len(diff)} of icm's {len(records) * len(qualities)} codings differ from the committed report "
+            f"(first: {img} q{q}); this installation codes or classifies differently")
+
+
+def _dicm_picture(records, crops, qualities, curves, short, path: Path) -> None:
+    shown = [i for i, (cid, _) in enumerate(crops) if cid.endswith("#0")][:SHOWN_CROPS]
+    rows = []
+    for i in shown:
+        r, (cid, crop) = records[i], crops[i]
+        row = [_with_header(crop, [cid.split(":")[-1], f"sender's crop (not sent)", f"uncompressed: {short(r['reference'])}"])]
+        for q in qualities:
+            lines, marks = [f"q{q}: icm {r['icm'][q]['bytes']} B, no pixels"], [None]
+            for c, label in (("icm", "icm"), ("jpeg420", "JPEG"), ("hevc", "HEVC")):
+                lines.append(f"{label} {r[c][q]['bytes']} B: {short(r[c][q]['top1'])}")
+                marks.append(r[c][q]["top1"] == r["reference"])
+            row.append(_text_block(lines, 215, marks=marks))
+        rows.append(row)
+    plot = _rate_agreement_plot(curves, len(records))
+    if plot is not None:
+        rows[0].append(plot)
+    _side_by_side(rows, path)
+
+
+def _rate_agreement_plot(curves: dict, n: int) -> np.ndarray | None:
+    """A small agreement-vs-bpp plot of the measured points (None without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    from PIL import Image
+
+    fig, ax = plt.subplots(figsize=(3.6, 2.7), dpi=100)
+    for c, label, style in (("icm", "icm dicm-lite0 (bitstream)", "o-"), ("jpeg420", "JPEG 4:2:0 (pixels)", "s--"),
+                            ("hevc", "HEVC 4:4:4 (pixels)", "^--")):
+        pts = sorted(curves[c])
+        ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], style, label=label, ms=4)
+    ax.set_xlabel("bits per pixel (whole file)", fontsize=8)
+    ax.set_ylabel("top-1 agreement (%)", fontsize=8)
+    ax.set_title(f"{n} held-out crops, same or smaller files", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+# -- the committed reports -----------------------------------------------------------------------------
+
+REPORTS = {  # report folder under docs/results -> (codec whose BD-rate is quoted, its metric, what it says)
+    "photo-crops-classify": ("dicm-lite0", "agreement", "top-1 agreement, 50 held-out photo crops"),
+    "synthetic-segment": ("dicm-lite0", "map", "box mAP, 200 held-out synthetic pictures"),
+    "fashion-mnist-classify": ("bai2022-fmnist", "top1", "top-1 accuracy, 10,000 Fashion-MNIST test images"),
+    "photos-vs-jpeg": ("hyperprior", "psnr", "PSNR, the six held-out test photos"),
+}
+
+
+@functools.lru_cache(maxsize=1)
+def committed_reports() -> dict:
+    """The figures the demo quotes from ``docs/results`` (bundled as ``icm/samples/reports.json``,
+    made by :func:`summarise_reports` and checked against the reports by the tests)."""
+    import json
+
+    return json.loads(resources.files("icm.samples").joinpath("reports.json").read_text())
+
+
+def summarise_reports(results: str | Path) -> dict:
+    """What :func:`committed_reports` holds, computed from a ``docs/results`` folder."""
+    import json
+
+    results = Path(results)
+    out = {}
+    for folder, (codec_name, metric, what) in REPORTS.items():
+        rep = json.loads((results / folder / "report.json").read_text())
+        (group,) = rep["groups"]
+        (bd,) = [b for b in group["bd"] if (b["codec"], b["rate"], b["metric"]) == (codec_name, "bpp", metric)]
+        out[folder] = {"codec": codec_name, "reference": bd["reference"], "metric": metric, "what": what,
+                       "bd_rate_pct": round(bd["bd_rate_pct"], 1), "note": bd.get("note", "")}
+    sweep = json.loads((results / "photo-crops-classify" / "photo-crops--classify--dicm-lite0.json").read_text())
+    from .data import TEST_PHOTOS
+
+    per = {}
+    for im in sweep["images"]:
+        if im["image"].split("#")[0] in TEST_PHOTOS:
+            per.setdefault(im["image"], {})[str(im["quality"])] = [im["bytes"], int(im["agreement"])]
+    out["photo-crops-classify"]["per_image"] = {"dicm-lite0": per}
+    return out
+
+
+def _report_line(folder: str) -> str:
+    r = committed_reports()[folder]
+    note = f"; {r['note']}" if r["note"] else ""
+    return (f"committed report (docs/results/{folder}, {r['what']}): {r['codec']} BD-rate {r['bd_rate_pct']:+.1f}% "
+            f"against {r['reference']}, whole files{note}")
+
+
+# -- 3. bai2022-fmnist -----------------------------------------------------------------------------------
 
 
 def fashion_mnist_demo(out_dir: str, quality: int | None, model_name: str = "bai2022-fmnist") -> None:
@@ -170,35 +519,37 @@ def fashion_mnist_demo(out_dir: str, quality: int | None, model_name: str = "bai
 
     qualities = _shipped(model_name, quality)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     samples = fashion_mnist_samples()
-    print(f"icm demo: {model_name} at qualities {qualities} on {len(samples)} Fashion-MNIST test images "
-          "(held out from training): class from the bitstream, then pixels")
+    print(f"{model_name} at qualities {qualities} on {len(samples)} Fashion-MNIST test images (held out from "
+          "training, one per class): the class from the bitstream, then the pixels for a person")
     print(f"{'image':<16}{'class':<13}" + "".join(f"| q{q}: {'bytes':>5} {'predicted':<13}{'PSNR':>6} " for q in qualities))
-    rows, right, total = [], {q: 0 for q in qualities}, {q: 0 for q in qualities}
-    scale = 4
+    scale = 5
+    tile = 28 * scale
+    rows = [[_text_block(["original", "(its class)"], tile)]
+            + [_text_block([f"q{q} decoded", "(class read from bits)"], tile) for q in qualities]]
+    right, total = {q: 0 for q in qualities}, {q: 0 for q in qualities}
     for path, label, name in samples:
         x = codec.load_image(path)
         ref = codec.to_uint8(x)[..., 0]
         line = f"{path.stem:<16}{name:<13}"
-        row = [_label(_big(ref, scale), name.split("/")[0][:12])]
+        row = [_with_header(_big(ref, scale), [name, "(test image)"])]
         for q in qualities:
             model = codec.get_model(model_name, q)
             data = codec.encode(model, x)[0]
             (out / f"{path.stem}-q{q}.icm").write_bytes(data)
-            logits = codec.analyze(data, task="classify")["output"]
-            pred = int(logits.argmax(dim=1))
+            pred = int(codec.analyze(data, task="classify")["output"].argmax(dim=1))
             rec = codec.to_uint8(codec.decode(data)["x_hat"])
             ok = pred == label
             right[q] += ok
             total[q] += len(data)
             line += f"| {len(data):>8} {model.class_names[pred][:11]:<11} {'✓' if ok else '✗'}{psnr(ref, rec):>6.2f} "
-            guess = model.class_names[pred].split("/")[0][:9]
-            row.append(_label(_big(rec, scale), f"q{q}: {guess}{'' if ok else ' (!)'}"))
+            row.append(_with_header(_big(rec, scale), [model.class_names[pred], f"{len(data)} B, {psnr(ref, rec):.1f} dB"],
+                                    marks=[ok, None]))
         print(line)
         rows.append(row)
     print("\n" + "; ".join(f"q{q}: {right[q]}/{len(samples)} right, {8 * total[q] / len(samples):.0f} bits per image "
                             "(whole file)" for q in qualities))
+    print(_report_line("fashion-mnist-classify"))
     png = out / "fashion_mnist.png"
     _side_by_side(rows, png)
     print(f"wrote {png} and the .icm files to {out}/")
@@ -209,44 +560,47 @@ def _big(grey: np.ndarray, scale: int) -> np.ndarray:
     return np.repeat(np.repeat(np.repeat(grey[..., None], 3, axis=2), scale, axis=0), scale, axis=1)
 
 
+# -- 4. hyperprior ---------------------------------------------------------------------------------------
+
+
 def photo_demo(out_dir: str, quality: int | None, model_name: str = "hyperprior") -> None:
-    """The photo demo: ``model_name`` beside JPEG at the same file size."""
+    """The photo demo: ``model_name`` at one mid quality beside JPEG at the same file size."""
     from . import codec
 
-    qualities = _shipped(model_name, quality)
+    shipped = _shipped(model_name, quality)
+    q = shipped[len(shipped) // 2]
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     samples = sample_paths()
-    print(f"icm demo: {model_name} at qualities {qualities} on {len(samples)} bundled photos (held out from training)")
-    print(f"{'image':<14}{'q':>2}{'bytes':>8}{'bpp':>8}{'PSNR':>8}  |{'JPEG q':>7}{'bytes':>8}{'bpp':>8}{'PSNR':>8}{'ΔPSNR':>8}")
+    model = codec.get_model(model_name, q)
+    print(f"{model_name} q{q} (the middle of its shipped qualities {_shipped(model_name, None)}; -q picks another) "
+          f"on {len(samples)} bundled photos (held out from training), beside the JPEG 4:2:0 file of the same size "
+          "or just smaller")
+    print(f"{'image':<14}{'bytes':>8}{'bpp':>8}{'PSNR':>8}  |{'JPEG q':>7}{'bytes':>8}{'bpp':>8}{'PSNR':>8}{'ΔPSNR':>8}")
     rows, gains = [], []
-    show_q = qualities[0]
     for path in samples:
         x = codec.load_image(path)
         ref = codec.to_uint8(x)
         h, w = ref.shape[:2]
-        for q in qualities:
-            model = codec.get_model(model_name, q)
-            data = codec.encode(model, x)[0]
-            (out / f"{path.stem}-q{q}.icm").write_bytes(data)
-            rec = codec.to_uint8(codec.decode(data)["x_hat"])
-            ours = psnr(ref, rec)
-            jq, jdata = jpeg_at_size(ref, len(data))
-            jrec = _decode_jpeg(jdata)
-            theirs = psnr(ref, jrec)
-            gains.append(ours - theirs)
-            print(f"{path.stem:<14}{q:>2}{len(data):>8}{8 * len(data) / (h * w):>8.3f}{ours:>8.2f}  |"
-                  f"{jq:>7}{len(jdata):>8}{8 * len(jdata) / (h * w):>8.3f}{theirs:>8.2f}{ours - theirs:>+8.2f}")
-            if q == show_q:
-                rows.append([
-                    _label(ref, f"{path.stem}: original"),
-                    _label(rec, f"icm {model_name} q{q}: {len(data)} B, {ours:.2f} dB"),
-                    _label(jrec, f"JPEG 4:2:0 q{jq}: {len(jdata)} B, {theirs:.2f} dB"),
-                ])
+        data = codec.encode(model, x)[0]
+        (out / f"{path.stem}-q{q}.icm").write_bytes(data)
+        rec = codec.to_uint8(codec.decode(data)["x_hat"])
+        ours = psnr(ref, rec)
+        jq, jdata = jpeg_at_size(ref, len(data))
+        jrec = _decode_jpeg(jdata)
+        theirs = psnr(ref, jrec)
+        gains.append(ours - theirs)
+        print(f"{path.stem:<14}{len(data):>8}{8 * len(data) / (h * w):>8.3f}{ours:>8.2f}  |"
+              f"{jq:>7}{len(jdata):>8}{8 * len(jdata) / (h * w):>8.3f}{theirs:>8.2f}{ours - theirs:>+8.2f}")
+        rows.append([
+            _with_header(ref, [f"{path.stem}: original"]),
+            _with_header(rec, [f"icm {model_name} q{q}: {len(data)} B, {ours:.2f} dB"], marks=[ours >= theirs]),
+            _with_header(jrec, [f"JPEG 4:2:0 q{jq}: {len(jdata)} B, {theirs:.2f} dB"], marks=[theirs >= ours]),
+        ])
     png = out / "side_by_side.png"
     _side_by_side(rows, png)
-    print(f"\nmedian PSNR gain over JPEG at the same or smaller size: {np.median(gains):+.2f} dB")
-    print(f"wrote {png} and the .icm files to {out}/", file=sys.stdout)
+    print(f"\nmedian PSNR gain over JPEG at the same or smaller size, q{q}: {np.median(gains):+.2f} dB")
+    print(_report_line("photos-vs-jpeg"))
+    print(f"wrote {png} and the .icm files to {out}/")
 
 
 def _largest_at_most(encode, qualities, target: int) -> tuple[int, bytes]:
@@ -265,111 +619,11 @@ def _largest_at_most(encode, qualities, target: int) -> tuple[int, bytes]:
     return best if best is not None else (qualities[0], encode(qualities[0]))
 
 
-def dicm_demo(out_dir: str, quality: int | None, model_name: str = "dicm-lite0") -> None:
-    """One bitstream of features per photo crop, classified at the receiver without pixels."""
-    import torch
+if __name__ == "__main__":  # python -m icm.demo --reports docs/results: refresh the bundled figures
+    import json
 
-    from . import codec
-    from .data import centre_crop, to_tensor
-    from .eval.anchors import get_anchor
-    from .eval.tasks import classify_pixels, imagenet_class_names
-
-    qualities = _shipped(model_name, quality)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    names = imagenet_class_names()
-    jpeg, hevc = get_anchor("jpeg420"), get_anchor("hevc")
-    crops = [(p.stem, centre_crop(codec.read_rgb(p))) for p in sample_paths()]
-    short = lambda i: names[i].split(",")[0][:18]  # noqa: E731
-    print(f"icm demo: {model_name} at qualities {qualities} on the centre 224x224 crop of {len(crops)} bundled "
-          "photos: ImageNet classes straight from the bitstream (no pixels), beside EfficientNet-Lite0 on the "
-          "uncompressed crop and on JPEG / HEVC files of the same size or smaller")
-    print(f"{'image':<13}{'uncompressed':<20}{'q':>2}{'bytes':>7}{'bpp':>7}  {'from the bitstream':<20}"
-          f"| {'JPEG':>5} {'top-1':<19}| {'HEVC':>5} {'top-1':<19}")
-    rows, agree = [], {"icm": 0, "jpeg": 0, "hevc": 0}
-    n = refined = 0
-    for stem, crop in crops:
-        ref = classify_pixels(crop)[0]
-        row = [_label(crop, f"{stem}: {short(ref)}")]
-        for q in qualities:
-            model = codec.get_model(model_name, q)
-            data = codec.encode(model, to_tensor(crop)[None])[0]
-            (out / f"{stem}-{model_name}-q{q}.icm").write_bytes(data)
-            probs = torch.softmax(codec.analyze(data, task="classify")["output"], dim=1)[0]
-            top5 = probs.topk(5)
-            ours = int(top5.indices[0])
-            jq, jdata = _largest_at_most(lambda v: jpeg.encode(crop, v), range(1, 96), len(data))
-            hq, hdata = _largest_at_most(lambda v: hevc.encode(crop, v), range(51, 9, -1), len(data))
-            jp, hp = classify_pixels(jpeg.decode(jdata))[0], classify_pixels(hevc.decode(hdata))[0]
-            agree["icm"] += ours == ref
-            agree["jpeg"] += jp == ref
-            agree["hevc"] += hp == ref
-            n += 1
-            mark = lambda p: "=" if p == ref else "x"  # noqa: E731
-            print(f"{stem:<13}{short(ref):<20}{q:>2}{len(data):>7}{8 * len(data) / 224**2:>7.3f}  "
-                  f"{mark(ours)} {short(ours):<18}| {len(jdata):>5} {mark(jp)} {short(jp):<17}| "
-                  f"{len(hdata):>5} {mark(hp)} {short(hp):<17}")
-            others = ", ".join(f"{short(int(i))} {float(p):.2f}" for p, i in zip(top5.values[1:], top5.indices[1:]))
-            print(f"{'':<35}top-5: {short(ours)} {float(top5.values[0]):.2f}, {others}")
-            row.append(_label(_grey_card(crop), f"q{q} {len(data)} B: {short(ours)}"))
-        # The lowest quality once more, refined at the sender (icm compress --refine): the
-        # encoder checks what the receiver will conclude; same weights, same decoder.
-        q = qualities[-1]
-        t0 = time.perf_counter()
-        data = codec.encode(codec.get_model(model_name, q), to_tensor(crop)[None], refine=DEMO_REFINE)[0]
-        secs = time.perf_counter() - t0
-        (out / f"{stem}-{model_name}-q{q}-refined.icm").write_bytes(data)
-        ours = int(codec.analyze(data, task="classify")["output"].argmax())
-        refined += ours == ref
-        print(f"{'':<33}{q:>2}{len(data):>7}{8 * len(data) / 224**2:>7.3f}  {'=' if ours == ref else 'x'} "
-              f"{short(ours):<18}| refined at the sender: --refine {DEMO_REFINE}, {secs:.1f} s")
-        rows.append(row)
-    print(f"\nagreement with the uncompressed network over {n} codings: icm {agree['icm']}/{n}, "
-          f"JPEG {agree['jpeg']}/{n}, HEVC {agree['hevc']}/{n} (same or smaller files); "
-          f"icm q{qualities[-1]} refined at the sender: {refined}/{len(crops)}")
-    png = out / "dicm.png"
-    _side_by_side(rows, png)
-    print(f"wrote {png} and the .icm files to {out}/")
-    if codec.get_heads(codec.get_model(model_name, qualities[0])) is not None:
-        _one_file_three_tasks(out, model_name, qualities[0])
-
-
-def _one_file_three_tasks(out: Path, model_name: str, quality: int, count: int = 2) -> None:
-    """Seeded synthetic pictures (held out from the heads' training), each coded once:
-    the ImageNet class, the detections and the instance masks all come from that one file."""
-    import torch
-
-    from . import codec
-    from .data import to_tensor
-    from .eval.tasks import imagenet_class_names
-    from .tasks.results import draw, to_records
-    from .tasks.synthetic import CLASSES, render
-
-    model = codec.get_model(model_name, quality)
-    names = imagenet_class_names()
-    rng = np.random.default_rng(2024)
-    print(f"\none .icm file, three tasks ({model_name} q{quality} and its shipped detection heads, on "
-          f"{count} synthetic pictures of shapes the heads never saw): classify, detect, segment, no pixels")
-    rows = []
-    for i in range(count):
-        image, masks, labels, _ = render(rng, (160, 224), 2, 5)
-        data = codec.encode(model, to_tensor(image)[None])[0]
-        path = out / f"shapes-{i}-{model_name}-q{quality}.icm"
-        path.write_bytes(data)
-        top = int(codec.analyze(data, task="classify")["output"].argmax(1))
-        seg = codec.analyze(data, task="segment")
-        records = to_records(seg["output"][0], seg["heads"].categories, 0.5, masks=True)
-        truth = ", ".join(sorted(CLASSES[int(k) - 1] for k in labels))
-        found = ", ".join(sorted(r["label"] for r in records)) or "nothing"
-        print(f"{path.name}: {len(data)} bytes ({8 * len(data) / image[..., 0].size:.3f} bpp); ImageNet top-1 "
-              f"{names[top].split(',')[0]!r}; shapes found: {found} (drawn: {truth})")
-        rows.append([_label(image, "picture"),
-                     _label(draw(_grey_card(image), records), f"{len(data)} bytes, {len(records)} shapes")])
-    png = out / "dicm-shapes.png"
-    _side_by_side(rows, png)
-    print(f"wrote {png}")
-
-
-def _grey_card(crop: np.ndarray) -> np.ndarray:
-    """A dimmed copy of the crop: the receiver never sees these pixels, only features."""
-    return (crop.astype(np.float32) * 0.35 + 255 * 0.65).astype(np.uint8)
+    if sys.argv[1:2] != ["--reports"] or len(sys.argv) != 3:
+        sys.exit("usage: python -m icm.demo --reports docs/results")
+    dest = Path(str(resources.files("icm.samples").joinpath("reports.json")))
+    dest.write_text(json.dumps(summarise_reports(sys.argv[2]), indent=1, sort_keys=True) + "\n")
+    print(f"wrote {dest}")

@@ -22,6 +22,8 @@ class ModelInfo:
         description: one line for ``icm models``.
         pixel_decoder: whether files of this model can be turned back into pixels.
         tasks: analysis tasks that run from its bitstream.
+        retired_ids: ids this model's files carried before a renumbering of its
+            qualities, each with ``{old quality: quality}``; read, never written.
     """
 
     name: str
@@ -31,29 +33,41 @@ class ModelInfo:
     description: str = ""
     pixel_decoder: bool = True
     tasks: tuple[str, ...] = ()
+    retired_ids: dict[int, dict[int, int]] = field(default_factory=dict, repr=False)
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
 _BY_ID: dict[int, ModelInfo] = {}
+_RETIRED: dict[int, ModelInfo] = {}
 
 
-def register_model(name: str, *, model_id: int, qualities, description: str = "", pixel_decoder: bool = True, tasks=()):
+def register_model(name: str, *, model_id: int, qualities, description: str = "", pixel_decoder: bool = True,
+                   tasks=(), retired_ids: dict[int, dict[int, int]] | None = None):
     """Decorator registering ``builder(quality, **kwargs)`` under ``name``.
 
     Raises:
-        ValueError: the name or the id is already taken.
+        ValueError: the name or an id is already taken, or a retired id maps
+            onto a quality the model does not have.
     """
+    retired = {int(k): dict(v) for k, v in (retired_ids or {}).items()}
 
     def wrap(builder: Callable) -> Callable:
         if name in _REGISTRY:
             raise ValueError(f"model name {name!r} is already registered")
-        if model_id in _BY_ID:
-            raise ValueError(f"model id {model_id} is already used by {_BY_ID[model_id].name!r}")
-        if not 0 < model_id < 128:
-            raise ValueError("model ids are 1..127 (one header byte)")
-        info = ModelInfo(name, model_id, tuple(qualities), builder, description, pixel_decoder, tuple(tasks))
+        for i in (model_id, *retired):
+            taken = _BY_ID.get(i) or _RETIRED.get(i)
+            if taken is not None or list((model_id, *retired)).count(i) > 1:
+                raise ValueError(f"model id {i} is already used by {(taken.name if taken else name)!r}")
+            if not 0 < i < 128:
+                raise ValueError("model ids are 1..127 (one header byte)")
+        for i, mapping in retired.items():
+            if not set(mapping.values()) <= set(qualities):
+                raise ValueError(f"retired id {i} of {name!r} maps onto qualities it does not have")
+        info = ModelInfo(name, model_id, tuple(qualities), builder, description, pixel_decoder, tuple(tasks),
+                         retired)
         _REGISTRY[name] = info
         _BY_ID[model_id] = info
+        _RETIRED.update(dict.fromkeys(retired, info))
         return builder
 
     return wrap
@@ -79,8 +93,21 @@ def model_info(name: str) -> ModelInfo:
 
 
 def model_info_by_id(model_id: int) -> ModelInfo | None:
+    """The model that writes ``model_id`` into its headers, or that wrote it before a
+    renumbering of its qualities (see :func:`current_id`); ``None`` if unknown."""
     _ensure_loaded()
-    return _BY_ID.get(model_id)
+    return _BY_ID.get(model_id) or _RETIRED.get(model_id)
+
+
+def current_id(model_id: int, quality: int) -> tuple[int, int]:
+    """``(model id, quality)`` as this icm writes them for a header's pair: a retired
+    id becomes its model's id and the quality its renumbered one; any other pair
+    (an unknown quality under a retired id included) comes back unchanged."""
+    _ensure_loaded()
+    info = _RETIRED.get(model_id)
+    if info is None or quality not in info.retired_ids[model_id]:
+        return model_id, quality
+    return info.model_id, info.retired_ids[model_id][quality]
 
 
 def weights_name(name: str, quality: int) -> str:

@@ -727,13 +727,18 @@ LITE0 = dict(backbone="efficientnet_lite0", re_dims=(64,), re_depths=(), dims=(2
 
 # λ of the CPU-scale stage-4 loss (configs/dicm/lite0-stage4-q*.yaml:
 # λ·bpp + KL of the class distributions), near the slope -dKL/dbpp of the
-# fitted transform at the grid each quality's recipe starts from (1.5, 3, 4, 6).
-LITE0_QUALITIES = {1: 0.16, 2: 0.45, 3: 0.9, 4: 6.0}  # the λ each shipped quality was trained at
+# fitted transform at the grid each quality's recipe starts from (6, 4, 3, 1.5).
+# As in every family, a higher quality spends more bits.
+LITE0_QUALITIES = {1: 6.0, 2: 0.9, 3: 0.45, 4: 0.16}  # the λ each shipped quality was trained at
+# Files written before the qualities ran in that direction carry model id 7,
+# with quality q meaning today's 5 - q; they decode with the same weights.
+LITE0_RETIRED_IDS = {7: {1: 4, 2: 3, 3: 2, 4: 1}}
 
 
 @register_model(
     "dicm-lite0",
-    model_id=7,
+    model_id=8,
+    retired_ids=LITE0_RETIRED_IDS,
     qualities=tuple(QUALITIES),
     description="dicm on EfficientNet-Lite0 (ImageNet weights, cut at 24 ch, stride 4); classifies from the bitstream",
     pixel_decoder=False,

@@ -367,6 +367,8 @@ def write_card(path: str | Path) -> Path:
     lines = ["# Shipped weights", "",
              "Generated from the metadata inside each `.safetensors` file by",
              "`python -m icm.train.export --card docs/weights.md`.", "",
+             "In every family a higher quality spends more bits and keeps more: the tables",
+             "below list each family's qualities from the smallest files to the largest.", "",
              "## Photo codecs", "",
              "Whole-file bpp and RGB PSNR on the held-out photos (`icm.data.TEST_PHOTOS`), never used for training.", "",
              "| model | q | λ | steps (total) | init | trained on | size | held-out bpp | held-out PSNR |",
@@ -394,7 +396,10 @@ def write_card(path: str | Path) -> Path:
                   "| model | q | λ | stage-4 steps (total) | trained on | size | agreement | bpp | payload bpp |",
                   "|---|---|---|---|---|---|---|---|---|", *features, "",
                   "Recipes: `configs/dicm/lite0-stage2-fine.yaml` → `lite0-stage4-q*.yaml` (stage 3 skipped:",
-                  "`docs/dicm.md` says why).", ""]
+                  "`docs/dicm.md` says why).", "",
+                  "These weights first shipped numbered the other way (q1 the largest files). Files",
+                  "written then carry model id 7 and still decode: their quality q reads as today's",
+                  "5 − q, with the same weights (`icm info` says so).", ""]
     pix = resources.files("icm.weights").joinpath("fmnist-pixel-classifier.safetensors")
     if pix.is_file():
         meta = read_metadata(pix.read_bytes())
