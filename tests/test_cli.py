@@ -455,3 +455,21 @@ def test_demo_without_weights_is_one_line(run_cli, tmp_path):
     if shipped_qualities("hyperprior"):
         pytest.skip("weights are shipped; the no-weights path is not reachable")
     _assert_one_line_error(run_cli("demo", "--out-dir", tmp_path / "d"), "no shipped weights")
+
+
+def test_largest_at_most_matches_a_linear_scan():
+    """The demo's equal-size search (bisection, galloping from a hint) finds the largest file
+    not above the target, whatever the hint, and the smallest one if none fits."""
+    import random
+
+    from icm.demo import _largest_at_most
+
+    rng = random.Random(0)
+    for _ in range(2000):
+        n = rng.randint(1, 40)
+        sizes = sorted(rng.randint(1, 500) for _ in range(n))
+        target = rng.randint(0, 520)
+        hint = rng.choice([None, *range(-1, n + 1)])
+        q, data = _largest_at_most(lambda i: b"x" * sizes[i], range(n), target, hint)
+        fit = [i for i in range(n) if sizes[i] <= target]
+        assert len(data) == sizes[q] == sizes[fit[-1] if fit else 0], (sizes, target, hint, q)

@@ -329,10 +329,10 @@ def classify_crops(model_name: str, qualities: list[int], crops, anchors=("jpeg4
 
     settings = {"jpeg420": range(1, 96), "hevc": range(51, 9, -1)}  # from the smallest file to the largest
     coders = {a: get_anchor(a) for a in anchors}
-    records = []
+    records, start = [], {}  # each anchor's answer for the first quality, where the next crop starts
     for cid, crop in crops:
         rec = {"image": cid, "reference": classify_pixels(crop)[0], "icm": {}, **{a: {} for a in anchors}}
-        made = {a: {} for a in anchors}
+        made, hints = {a: {} for a in anchors}, dict(start)
         for q in qualities:
             data = codec.encode(codec.get_model(model_name, q), to_tensor(crop)[None])[0]
             if out is not None:
@@ -345,11 +345,33 @@ def classify_crops(model_name: str, qualities: list[int], crops, anchors=("jpeg4
                         made[a][v] = coders[a].encode(crop, v)
                     return made[a][v]
 
-                v, adata = _largest_at_most(enc, settings[a], len(data))
+                hint = _predict_index(list(settings[a]), made[a], len(data), hints.get(a))
+                v, adata = _largest_at_most(enc, settings[a], len(data), hint=hint)
+                hints[a] = list(settings[a]).index(v)  # the next quality starts from here
+                if q == qualities[0]:
+                    start[a] = hints[a]
                 rec[a][q] = {"bytes": len(adata), "setting": v,
                              "top1": classify_pixels(coders[a].decode(adata))[0]}
         records.append(rec)
     return records
+
+
+def _predict_index(settings: list, made: dict, target: int, default: int | None) -> int | None:
+    """Where in ``settings`` a file of ``target`` bytes should lie, from the files already made
+    for this picture (log-size is near linear in a codec's quality setting); ``default``
+    until two are made."""
+    known = sorted((settings.index(v), math.log(max(1, len(d)))) for v, d in made.items())
+    if len(known) < 2:
+        return default
+    t = math.log(max(1, target))
+    (i0, s0), (i1, s1) = known[0], known[-1]
+    for a, b in zip(known, known[1:]):  # the bracketing pair, else the ends for extrapolation
+        if a[1] <= t <= b[1]:
+            (i0, s0), (i1, s1) = a, b
+            break
+    if s1 == s0:
+        return default
+    return int(round(i0 + (t - s0) * (i1 - i0) / (s1 - s0)))
 
 
 def _agreement(records: list[dict], codec_name: str, q: int) -> tuple[int, float]:
@@ -603,20 +625,45 @@ def photo_demo(out_dir: str, quality: int | None, model_name: str = "hyperprior"
     print(f"wrote {png} and the .icm files to {out}/")
 
 
-def _largest_at_most(encode, qualities, target: int) -> tuple[int, bytes]:
-    """``(q, data)`` of the largest file not above ``target`` bytes, by bisection over
-    ``qualities`` ordered from the smallest file to the largest (the smallest file if
-    none fits)."""
+def _largest_at_most(encode, qualities, target: int, hint: int | None = None) -> tuple[int, bytes]:
+    """``(q, data)`` of the largest file not above ``target`` bytes, searching ``qualities``
+    ordered from the smallest file to the largest (the smallest file if none fits).
+
+    With ``hint`` (an index near the answer, e.g. the previous target's) the search
+    gallops out from it before bisecting, so a good hint costs a few encodings."""
     qualities = list(qualities)
-    lo, hi, best = 0, len(qualities) - 1, None
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        data = encode(qualities[mid])
-        if len(data) <= target:
-            best, lo = (qualities[mid], data), mid + 1
+    sizes: dict[int, bytes] = {}
+
+    def fits(i: int) -> bool:
+        if i not in sizes:
+            sizes[i] = encode(qualities[i])
+        return len(sizes[i]) <= target
+
+    lo, hi = -1, len(qualities)  # fits(lo) (or none), not fits(hi) (or past the end)
+    if hint is not None and 0 <= hint < len(qualities):
+        step = 1
+        if fits(hint):
+            lo = hint
+            while lo + step < hi and fits(lo + step):
+                lo, step = lo + step, step * 2
+            hi = min(hi, lo + step)
         else:
-            hi = mid - 1
-    return best if best is not None else (qualities[0], encode(qualities[0]))
+            hi = hint
+            while hi - step > lo and not fits(hi - step):
+                hi, step = hi - step, step * 2
+            lo = max(lo, hi - step)
+            if lo >= 0 and not fits(lo):
+                lo = -1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    if lo < 0:
+        fits(0)
+        return qualities[0], sizes[0]
+    return qualities[lo], sizes[lo]
 
 
 if __name__ == "__main__":  # python -m icm.demo --reports docs/results: refresh the bundled figures
