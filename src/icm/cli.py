@@ -199,6 +199,7 @@ def _cmd_decompress(args) -> int:
         raise IcmError("-o/--output takes a single input file")
     if args.output:
         _image_format(Path(args.output))
+    limits = _limits(args)
 
     def one(path):
         dest = check_output(Path(args.output) if args.output else decoded_name(path), args.files, args.force)
@@ -206,7 +207,7 @@ def _cmd_decompress(args) -> int:
         info = model_info_by_id(f.header.model_id)
         if info is not None and not info.pixel_decoder:
             raise IcmError(f"{path}: model {info.name!r} carries no pixel decoder; use `icm analyze` instead")
-        out = codec.decode(f, pixels=True)
+        out = codec.decode(f, pixels=True, limits=limits)
         from PIL import Image
 
         fmt = _image_format(dest)
@@ -216,13 +217,13 @@ def _cmd_decompress(args) -> int:
     return _each(args.files, "decompress", one)
 
 
-def _analyzed(files, task, codec, failures: list):
+def _analyzed(files, task, codec, failures: list, limits=None):
     """``(path, file, analyze result)`` for each file that analyses; each failure is
     reported (naming the file) and appended to ``failures``, and the rest still run."""
     for path in _progress(files, "analyze"):
         try:
             f = codec.read(path)
-            res = codec.analyze(f, task=task)
+            res = codec.analyze(f, task=task, limits=limits)
         except IcmError as e:
             _error(path, e)
             failures.append(path)
@@ -242,7 +243,7 @@ def _cmd_analyze(args) -> int:
     if args.top < 1:
         raise IcmError(f"--top must be at least 1, not {args.top}")
     failures = []
-    for path, f, res in _analyzed(args.files, args.task, codec, failures):
+    for path, f, res in _analyzed(args.files, args.task, codec, failures, _limits(args)):
         model = res["model"]
         probs = torch.softmax(res["output"][0].float(), dim=0)
         k = min(args.top, probs.numel())
@@ -251,8 +252,8 @@ def _cmd_analyze(args) -> int:
         top = [{"index": int(i), "label": names[i] if i < len(names) else str(int(i)), "prob": round(float(v), 6)}
                for v, i in zip(values, indices)]
         if args.json:
-            print(json.dumps({"file": str(path), "model": model.model_name, "quality": f.header.quality,
-                              "bytes": f.size, "bpp": round(f.bpp, 6), "task": res["task"], f"top{args.top}": top}))
+            print(_json({"file": str(path), "model": model.model_name, "quality": f.header.quality,
+                         "bytes": f.size, "bpp": round(f.bpp, 6), "task": res["task"], f"top{args.top}": top}))
         else:
             print(f"{path}: {model.model_name} q{f.header.quality}, {f.header.width}x{f.header.height}, "
                   f"{f.size} bytes, {f.bpp:.4f} bpp")
@@ -282,12 +283,13 @@ def _analyze_detections(args) -> int:
         draw_format = _image_format(Path(args.draw))
         check_output(args.draw, [*args.files, *([args.image] if args.image else [])], args.force)
     failures = []
-    for path, f, res in _analyzed(args.files, args.task, codec, failures):
+    limits = _limits(args)
+    for path, f, res in _analyzed(args.files, args.task, codec, failures, limits):
         model, heads = res["model"], res["heads"]
         dets = to_records(res["output"][0], heads.categories, args.score_thresh, masks=args.task == "segment")
         if args.json:
-            print(json.dumps({"file": str(path), "model": model.model_name, "quality": f.header.quality,
-                              "bytes": f.size, "bpp": round(f.bpp, 6), "task": args.task, "detections": dets}))
+            print(_json({"file": str(path), "model": model.model_name, "quality": f.header.quality,
+                         "bytes": f.size, "bpp": round(f.bpp, 6), "task": args.task, "detections": dets}))
         else:
             print(f"{path}: {model.model_name} q{f.header.quality}, {f.header.width}x{f.header.height}, "
                   f"{f.size} bytes, {f.bpp:.4f} bpp, {len(dets)} detection{'s' if len(dets) != 1 else ''}"
@@ -310,7 +312,7 @@ def _picture_for(image, f, model, codec):
     if image is None:
         if not getattr(model, "has_pixel_decoder", False):
             raise IcmError(f"--draw needs --image PICTURE: {model.model_name} files carry no pixels")
-        return codec.to_uint8(codec.decode(f, model=model, pixels=True)["x_hat"])
+        return codec.to_uint8(codec.decode(f, model=model, pixels=True, max_pixels=0)["x_hat"])  # analysed already
     picture = codec.read_rgb(image)
     if picture.shape[:2] != size:
         raise IcmError(f"--image {image} is {picture.shape[1]}x{picture.shape[0]}, "
@@ -368,6 +370,32 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _limit_options(s) -> None:
+    from .limits import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SECONDS
+
+    s.add_argument("--max-pixels", type=_non_negative, default=None, metavar="P",
+                   help=f"refuse files whose header declares more than P pixels, before decoding anything "
+                        f"(default {DEFAULT_MAX_PIXELS}, 3840x2160; 0: no limit)")
+    s.add_argument("--max-seconds", type=float, default=None, metavar="S",
+                   help=f"refuse files whose decode the header prices above S CPU seconds "
+                        f"(default {DEFAULT_MAX_SECONDS:g}; memory is limited to half this machine's)")
+
+
+def _limits(args):
+    """The decode limits the command's options ask for (icm.limits)."""
+    from .limits import Limits, resolve
+
+    if args.max_seconds is not None and not args.max_seconds > 0:
+        raise IcmError(f"--max-seconds must be > 0, not {args.max_seconds}")
+    limits = Limits() if args.max_seconds is None else Limits(max_seconds=args.max_seconds)
+    return resolve(limits, args.max_pixels)
+
+
+def _json(row: dict) -> str:
+    """One JSON line; never NaN or Infinity (not JSON), which the codec refuses before this."""
+    return json.dumps(row, allow_nan=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -408,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "image the file was made from is never replaced)")
     s.add_argument("-f", "--force", action="store_true",
                    help="overwrite existing outputs (an input is never overwritten)")
+    _limit_options(s)
     s.set_defaults(func=_cmd_decompress)
 
     s = sub.add_parser("analyze", help="task results (classification, detection, instance segmentation) "
@@ -424,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--image", metavar="PICTURE", help="the picture to draw on (the file has no pixels; "
                                                        "it must have the coded size)")
     s.add_argument("-f", "--force", action="store_true", help="overwrite an existing --draw output")
+    _limit_options(s)
     s.set_defaults(func=_cmd_analyze)
 
     s = sub.add_parser("info", help="model, quality, size, bytes and bpp of .icm files")

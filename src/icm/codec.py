@@ -11,6 +11,9 @@ import torch
 
 from . import bitstream
 from .errors import BitstreamError, IcmError
+from .limits import Limits, LimitError  # noqa: F401  (LimitError: part of this module's errors)
+from .limits import check as limits_check
+from .limits import resolve as resolve_limits
 from .models import Compressed, create_model, has_weights, model_info, model_info_by_id
 from .models._registry import current_id
 from .refine import supports_refine
@@ -196,15 +199,43 @@ def parse(data: bytes | bitstream.IcmFile) -> bitstream.IcmFile:
     return dataclasses.replace(f, header=header, written_as=f.header)
 
 
-def decode(data: bytes | bitstream.IcmFile, model=None, pixels: bool = True) -> dict:
-    """Decode ``.icm`` bytes: ``{"y_hat", "x_hat" (with pixels), "file", "model"}``."""
+def check_limits(f: bitstream.IcmFile, max_pixels: int | None = None, limits: Limits | None = None):
+    """Price a parsed file's decode from its header and refuse it (:class:`icm.limits.LimitError`)
+    beyond ``limits`` (default :class:`icm.limits.Limits`; ``max_pixels`` overrides its pixel
+    limit, 0 for none).  Returns the estimated :class:`icm.limits.DecodeCost`."""
+    info = model_info_by_id(f.header.model_id)
+    name = info.name if info is not None else f"model id {f.header.model_id}"
+    return limits_check(name, info.cost if info is not None else None, f.header.height, f.header.width,
+                        resolve_limits(limits, max_pixels))
+
+
+def check_finite(values, what: str) -> None:
+    """:class:`IcmError` if any tensor in ``values`` holds NaN or ±inf (a hostile or damaged file)."""
+    for v in values:
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise BitstreamError(f"the decoded {what} are not finite (NaN or inf): the payload is damaged or hostile")
+
+
+def decode(data: bytes | bitstream.IcmFile, model=None, pixels: bool = True, max_pixels: int | None = None,
+           limits: Limits | None = None) -> dict:
+    """Decode ``.icm`` bytes: ``{"y_hat", "x_hat" (with pixels), "file", "model"}``.
+
+    The decode is priced from the header first (:func:`check_limits`: ``max_pixels``,
+    ``limits``), before any model is built or anything allocated.
+
+    Raises:
+        LimitError: the header declares more than the limits allow.
+        BitstreamError: a malformed file, or one that decodes to non-finite values.
+    """
     f = parse(data)
     info = model_info_by_id(f.header.model_id)
     if pixels and info is not None and not info.pixel_decoder:
         raise IcmError(f"model {info.name!r} carries no pixel decoder; decode with pixels=False, "
                        "or analyze the file")
+    check_limits(f, max_pixels, limits)
     model = model_for(f.header, model)
     out = _on_payload(f, model, lambda c: model.decompress(c, pixels=pixels))
+    check_finite([out.get("y_hat"), out.get("x_hat")], "latent and pixels")
     out.update(file=f, model=model)
     return out
 
@@ -255,7 +286,8 @@ def heads_for(model, task: str):
     return heads
 
 
-def analyze(data: bytes | bitstream.IcmFile, model=None, task: str | None = None) -> dict:
+def analyze(data: bytes | bitstream.IcmFile, model=None, task: str | None = None, max_pixels: int | None = None,
+            limits: Limits | None = None) -> dict:
     """Run an analysis task straight from ``.icm`` bytes (no pixels are made).
 
     Returns:
@@ -265,10 +297,13 @@ def analyze(data: bytes | bitstream.IcmFile, model=None, task: str | None = None
         ``scores``, and ``masks`` ``(N, 1, H, W)`` probabilities), and
         ``"heads"`` (their ``categories`` name the labels).
 
+    The decode is priced from the header first, as in :func:`decode`.
+
     Raises:
         IcmError: the file's model has no analysis tasks, or not ``task``, or
             no detection heads for ``detect`` / ``segment``.
-        BitstreamError: the file is malformed.
+        LimitError: the header declares more than the limits allow.
+        BitstreamError: the file is malformed, or decodes to non-finite outputs.
     """
     f = parse(data)
     info = model_info_by_id(f.header.model_id)
@@ -277,13 +312,17 @@ def analyze(data: bytes | bitstream.IcmFile, model=None, task: str | None = None
     if task in DETECTION_TASKS:
         from .tasks.detection import detect_from_bitstream
 
+        check_limits(f, max_pixels, limits)
         model = model_for(f.header, model)
         heads = heads_for(model, task)
         output = _on_payload(f, model, lambda c: detect_from_bitstream(model, heads, c))
+        check_finite([v for det in output for v in det.values()], "detections")
         return {"output": output, "task": task, "file": f, "model": model, "heads": heads}
     if info is not None and task is not None and task not in info.tasks:
         raise IcmError(f"model {info.name!r} does not run task {task!r} (its tasks: {', '.join(info.tasks)})")
+    check_limits(f, max_pixels, limits)
     model = model_for(f.header, model)
     task = task or model.tasks[0]
     output = _on_payload(f, model, lambda c: model.analyze(c, task=task))
+    check_finite([output], f"{task} outputs")
     return {"output": output, "task": task, "file": f, "model": model}

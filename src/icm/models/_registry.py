@@ -24,6 +24,8 @@ class ModelInfo:
         tasks: analysis tasks that run from its bitstream.
         retired_ids: ids this model's files carried before a renumbering of its
             qualities, each with ``{old quality: quality}``; read, never written.
+        cost: ``cost(height, width) -> icm.limits.DecodeCost``, what decoding a file
+            of that size needs, priced from the header before anything is built.
     """
 
     name: str
@@ -34,6 +36,7 @@ class ModelInfo:
     pixel_decoder: bool = True
     tasks: tuple[str, ...] = ()
     retired_ids: dict[int, dict[int, int]] = field(default_factory=dict, repr=False)
+    cost: Callable | None = field(default=None, repr=False)
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -42,7 +45,7 @@ _RETIRED: dict[int, ModelInfo] = {}
 
 
 def register_model(name: str, *, model_id: int, qualities, description: str = "", pixel_decoder: bool = True,
-                   tasks=(), retired_ids: dict[int, dict[int, int]] | None = None):
+                   tasks=(), retired_ids: dict[int, dict[int, int]] | None = None, cost: Callable | None = None):
     """Decorator registering ``builder(quality, **kwargs)`` under ``name``.
 
     Raises:
@@ -64,7 +67,7 @@ def register_model(name: str, *, model_id: int, qualities, description: str = ""
             if not set(mapping.values()) <= set(qualities):
                 raise ValueError(f"retired id {i} of {name!r} maps onto qualities it does not have")
         info = ModelInfo(name, model_id, tuple(qualities), builder, description, pixel_decoder, tuple(tasks),
-                         retired)
+                         retired, cost)
         _REGISTRY[name] = info
         _BY_ID[model_id] = info
         _RETIRED.update(dict.fromkeys(retired, info))

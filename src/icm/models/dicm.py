@@ -51,6 +51,7 @@ from ..entropy import FactorizedPrior
 from ..latent import FactorizedLatent, MeanScaleHyperprior
 from ..layers.gnconv import HorBlock, LayerNorm2d
 from ._base import ImageCodec
+from ..limits import CostModel
 from ._registry import register_model
 
 # Rate weight λ of stage 4 (λ·bpp + feature distortion) per quality; 4 is the
@@ -690,6 +691,7 @@ def _build(quality: int, defaults: dict, kwargs: dict, lambdas: dict = QUALITIES
 @register_model(
     "dicm",
     model_id=6,
+    cost=CostModel(bytes_per_pixel=700, seconds_per_pixel=2.5e-6),  # ResNet-50's stages: lite0's, scaled by width
     qualities=tuple(QUALITIES),
     description="Tang et al. 2025: ResNet-50 split at layer1 + RE + gnConv/hyperprior codec (backbone weights from a file)",
     pixel_decoder=False,
@@ -739,6 +741,7 @@ LITE0_RETIRED_IDS = {7: {1: 4, 2: 3, 3: 2, 4: 1}}
     "dicm-lite0",
     model_id=8,
     retired_ids=LITE0_RETIRED_IDS,
+    cost=CostModel(bytes_per_pixel=280, seconds_per_pixel=0.8e-6),  # measured 178-263 B, 0.55-0.64 µs at 1-4 Mpx
     qualities=tuple(QUALITIES),
     description="dicm on EfficientNet-Lite0 (ImageNet weights, cut at 24 ch, stride 4); classifies from the bitstream",
     pixel_decoder=False,
