@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -151,7 +152,8 @@ def work(tmp_path_factory) -> Path:
 CORE_MODULES = ("icm", "icm.cli", "icm.codec", "icm.bitstream", "icm.extras", "icm.models", "icm.models.hyperprior",
                 "icm.models.dicm", "icm.models.bai2022", "icm.models.backbones", "icm.tasks.results",
                 "icm.tasks.rle", "icm.tasks.detection", "icm.tasks.annotations", "icm.tasks.synthetic",
-                "icm.refine", "icm.demo", "icm.eval.cli")
+                "icm.refine", "icm.demo", "icm.eval.cli", "icm.client", "icm.limits", "icm.threads",
+                "icm.serve.cli", "icm.serve.service")
 
 
 def test_core_modules_import_without_the_extras(core_env):
@@ -284,6 +286,7 @@ def test_dicm_detect_and_segment_json(core_env, dicm_files, work):
     (("train", "recipe.yaml"), "icm: error: icm train needs the 'train' extra: pip install 'icm[train]'"),
     (("demo", "-m", "dicm-lite0"), "icm: error: icm demo needs the 'eval' extra for dicm-lite0 (its HEVC "
                                    "anchor): pip install 'icm[eval]'"),
+    (("serve",), "icm: error: icm serve needs the 'serve' extra: pip install 'icm[serve]'"),
 ])
 def test_commands_that_need_an_extra_say_which(core_env, tmp_path, argv, line):
     p = _icm(core_env, *argv, cwd=tmp_path)
@@ -432,3 +435,16 @@ def test_rle_errors():
         rle_to_mask({"counts": "0"})
     with pytest.raises(ValueError, match="must be \\(H, W\\)"):
         mask_to_rle(np.zeros((2, 2, 2), bool))
+
+
+def test_send_needs_only_the_core(core_env, tmp_path):
+    """The edge's side (icm send, icm.client) runs on the core install: here against a port
+    nobody listens on, one line per file and exit 2."""
+    golden = Path(__file__).with_name("golden") / "bai2022-fmnist-q9.icm"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = _icm(core_env, "send", f"http://127.0.0.1:{port}", golden, cwd=tmp_path)
+    assert p.returncode == 2 and p.stdout == ""
+    (line,) = p.stderr.splitlines()
+    assert line.startswith(f"icm: error: {golden}: cannot reach http://127.0.0.1:{port}"), line

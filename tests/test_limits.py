@@ -175,3 +175,34 @@ def test_refusal_does_not_grow_memory(tmp_path):
     grew_kb = int(out.stdout.strip().splitlines()[-1])
     assert grew_kb < 50_000, grew_kb  # under 50 MB (a model alone is ~150 MB)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,side", [("hyperprior", 2048), ("dicm-lite0", 2048), ("bai2022-fmnist", 448)])
+def test_a_raised_limit_decode_stays_within_its_price(name, side, tmp_path):
+    """A real file above the default pixel limit's smaller cousins, decoded in a fresh
+    process at one thread: peak memory growth and wall time stay under the header's price."""
+    if not shipped_qualities(name):
+        pytest.skip("no shipped weights")
+    q = shipped_qualities(name)[0]
+    path = tmp_path / "f.icm"
+    path.write_bytes(codec.encode(codec.get_model(name, q), torch.full((1, 3, side, side), 0.5))[0])
+    script = (
+        "import resource, sys, time, torch\n"
+        "torch.set_num_threads(1)\n"
+        "from icm import codec\n"
+        f"data = open({str(path)!r}, 'rb').read()\n"
+        "f = codec.parse(data)\n"
+        "info = codec.model_info_by_id(f.header.model_id)\n"
+        "codec.get_model(info.name, f.header.quality)\n"
+        "cost = codec.check_limits(f, max_pixels=0)\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+        "t = time.perf_counter()\n"
+        "codec.decode(data, max_pixels=0) if info.pixel_decoder else codec.analyze(data, max_pixels=0)\n"
+        "dt = time.perf_counter() - t\n"
+        "grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before\n"
+        "print(grew, cost.memory_bytes, dt, cost.seconds)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    grew, mem, dt, secs = map(float, out.stdout.split())
+    assert grew <= mem and dt <= 2 * secs, (grew, mem, dt, secs)  # time: 2x for a noisy, shared machine

@@ -440,7 +440,7 @@ def _dicm_picture(records, crops, qualities, curves, short, path: Path) -> None:
     rows = []
     for i in shown:
         r, (cid, crop) = records[i], crops[i]
-        row = [_with_header(crop, [cid.split(":")[-1], f"sender's crop (not sent)", f"uncompressed: {short(r['reference'])}"])]
+        row = [_with_header(crop, [cid.split(":")[-1], "sender's crop (not sent)", f"uncompressed: {short(r['reference'])}"])]
         for q in qualities:
             lines, marks = [f"q{q}: icm {r['icm'][q]['bytes']} B, no pixels"], [None]
             for c, label in (("icm", "icm"), ("jpeg420", "JPEG"), ("hevc", "HEVC")):

@@ -13,7 +13,7 @@ extra         distributions                                                   co
 ``train``     lightning, pyyaml, torchmetrics, pycocotools, scikit-image,     ``icm train``
               scikit-learn, matplotlib
 ``detect``    pycocotools, torchmetrics (COCO data and mAP)                   (library use)
-``serve``     litserve                                                        (library use)
+``serve``     litserve                                                        ``icm serve``
 ``anchors``   pillow-heif, imagecodecs, imageio-ffmpeg (the anchor codecs)    (part of ``eval``)
 ============  ==============================================================  =====================
 
@@ -64,6 +64,7 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
     # icm subcommand -> (the extra it needs, modules checked before it starts)
     "eval": ("eval", ("matplotlib", "bjontegaard")),
     "train": ("train", ("lightning", "yaml")),
+    "serve": ("serve", ("litserve",)),
 }
 
 
