@@ -49,7 +49,9 @@ import torch
 
 import icm
 from icm import codec
-from icm.demo import jpeg_at_size, jpeg_bytes, psnr, sample_paths
+from icm.demo import jpeg_at_size, jpeg_bytes
+from icm.metrics import psnr
+from icm.samples import sample_paths
 from icm.losses import bits as likelihood_bits
 from icm.models import create_model, has_weights, model_info
 

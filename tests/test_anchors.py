@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from icm.bitstream import Header, pack
-from icm.demo import psnr
+from icm.metrics import psnr
 from icm.errors import IcmError
 from icm.eval import colour, payload
 from icm.eval.anchors import ANCHORS, Anchor, Coded, code, get_anchor, list_anchors

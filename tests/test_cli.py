@@ -359,7 +359,7 @@ def _psnr(a, b):
 
 @requires_weights
 def test_compress_decompress_sample_photo(run_cli, tmp_path):
-    from icm.demo import sample_paths
+    from icm.samples import sample_paths
 
     q = shipped_qualities("hyperprior")[0]
     src = sample_paths()[0]
@@ -384,7 +384,8 @@ def test_demo(run_cli, tmp_path):
     """The whole demo: machine path first, every section timed, pictures written, and
     every figure it quotes or measures agreeing with the committed reports."""
     from icm import codec
-    from icm.demo import committed_reports, held_out_crops, sample_paths
+    from icm.demo import committed_reports, held_out_crops
+    from icm.samples import sample_paths
 
     out = tmp_path / "demo"
     r = run_cli("demo", "--out-dir", out)

@@ -196,7 +196,7 @@ def _pixel_classifier_shipped() -> bool:
 
 @pytest.mark.skipif(not _pixel_classifier_shipped(), reason="no shipped Fashion-MNIST pixel classifier")
 def test_shipped_pixel_classifier_is_accurate_on_the_bundled_test_images():
-    from icm.demo import fashion_mnist_samples
+    from icm.samples import fashion_mnist_samples
 
     model = tasks.fashion_mnist_classifier()
     assert sum(p.requires_grad for p in model.parameters()) > 0
@@ -210,7 +210,7 @@ def test_shipped_pixel_classifier_is_accurate_on_the_bundled_test_images():
 
 
 def test_bundled_fashion_mnist_samples():
-    from icm.demo import fashion_mnist_samples
+    from icm.samples import fashion_mnist_samples
 
     samples = fashion_mnist_samples()
     assert [label for _, label, _ in samples] == list(range(10))

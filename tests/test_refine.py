@@ -227,7 +227,9 @@ def test_dicm_refinement_for_detection_lowers_its_own_cost_on_the_real_file():
     model = codec.get_model("dicm-lite0", 2)
     heads = codec.heads_for(model, "segment")
     x = _shapes_picture()
-    rate_weight, distortion = model.refine_objective(x, task="segment", heads=heads)
+    from icm.tasks.refine import detection_objective
+
+    rate_weight, distortion = detection_objective(x, model, heads)
 
     def cost(data: bytes) -> tuple[float, float, float]:
         y_hat = codec.decode(data, model=model, pixels=False)["y_hat"]
@@ -254,7 +256,11 @@ def test_refinement_for_a_task_the_model_cannot_keep_is_refused():
     dicm = codec.get_model("dicm-lite0", 1)
     with pytest.raises(IcmError, match="not for task 'psnr'"):
         codec.encode(dicm, x, refine=2, task="psnr")
+    from icm.tasks.refine import detection_objective
+
     with pytest.raises(ValueError, match="heads built on this codec"):
+        detection_objective(x, dicm, None)
+    with pytest.raises(ValueError, match="detection_objective"):
         dicm.refine_objective(x, task="detect")
 
 

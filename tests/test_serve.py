@@ -23,7 +23,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from icm import bitstream
+import torch
+
+from icm import bitstream, codec
 from icm.bitstream import Header
 from icm.models import model_info
 
@@ -236,15 +238,20 @@ def test_token_and_bind_rules(run_cli, tmp_path):
     assert r.code == 2 and "--token-file" in r.err and len(r.err_lines) == 1
     token = tmp_path / "token"
     token.write_text("s3cret-token\n")
-    s = Server("--models", "bai2022-fmnist:9", "--token-file", str(token), run_for=120)
+    slow = codec.encode(codec.get_model("bai2022-fmnist", 9), torch.full((1, 3, 560, 560), 0.5))[0]
+    s = Server("--models", "bai2022-fmnist:9", "--token-file", str(token), "--timeout", "1", run_for=120)
     try:
+        auth = {"Authorization": "Bearer s3cret-token"}
         data = FILES["bai2022-fmnist"].read_bytes()
         assert s.post("/v1/analyze", data)[0] == 401
         assert "bearer token" in _error(s.post("/v1/analyze", data, headers={"Authorization": "Bearer nope"}))
         assert s.get("/v1/models")[0] == 401
-        assert s.post("/v1/analyze", data, headers={"Authorization": "Bearer s3cret-token"})[0] == 200
+        assert s.post("/v1/analyze", data, headers=auth)[0] == 200
         r = run_cli("send", s.url, FILES["bai2022-fmnist"], "--token-file", token)
         assert r.code == 0 and "q9" in r.out
+        t = time.perf_counter()
+        got = s.post("/v1/analyze", slow, headers=auth)  # seconds of attention over 19,600 tokens
+        assert got[0] == 504 and "--timeout" in _error(got) and time.perf_counter() - t < 3.5
     finally:
         assert "stopped" in s.stop()
 

@@ -92,3 +92,56 @@ def test_declared_trade_off_is_the_one_each_weight_file_was_trained_at(name, qua
     _, meta = read_weights(name, quality)
     declared = _trade_off(model)
     assert declared and {k: meta[k] for k in declared} == pytest.approx(declared), (name, quality, meta)
+
+
+INEXACT = {"fmnist-pixel-classifier.safetensors": "the recipe file adds model.kwargs M=N=32, which the "
+           "pixel classifier (step 0) does not use; the metadata's recipe has none"}
+
+
+def _configs() -> dict:
+    import yaml
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    return {str(p.relative_to(root)): yaml.safe_load(p.read_text()) for p in sorted(root.rglob("*.yaml"))}
+
+
+def lineage(meta: dict, configs: dict) -> list[str]:
+    """The recipe files of a weight file, last first: the one equal to its metadata's recipe
+    (or with its out_dir), then the one whose out_dir its model.init names, and so on."""
+    by_out = {}
+    for name, c in configs.items():
+        by_out.setdefault((c.get("trainer") or {}).get("out_dir"), []).append(name)
+    chain, recipe = [], meta["recipe"]
+    while recipe is not None and len(chain) < 12:
+        exact = [n for n, c in configs.items() if c == recipe]
+        names = exact or by_out.get((recipe.get("trainer") or {}).get("out_dir"), [])
+        assert names, f"no recipe file matches {recipe.get('trainer')}"
+        chain.append(names[0] if exact else names[0] + " (by out_dir)")
+        init = (recipe.get("model") or {}).get("init")
+        recipe = configs[by_out[init.split("/checkpoints")[0]][0]] if init else None
+    return chain
+
+
+@pytest.mark.parametrize("path", _files(), ids=lambda p: p.name)
+def test_every_shipped_weight_has_its_lineage_in_configs(path):
+    """configs/ holds the whole chain of recipes of every shipped weight (nothing archived)."""
+    chain = lineage(read_metadata(path.read_bytes()), _configs())
+    assert chain and not any(c.startswith("archive/") for c in chain), chain
+    inexact = [c for c in chain if c.endswith("(by out_dir)")]
+    assert not inexact or (path.name in INEXACT and len(inexact) == 1), (chain, INEXACT.get(path.name))
+
+
+def test_archived_recipes_are_listed_and_load():
+    from pathlib import Path
+
+    from icm.train.config import load_config
+
+    archive = Path(__file__).resolve().parents[1] / "configs" / "archive"
+    listed = (archive / "README.md").read_text()
+    files = sorted(archive.rglob("*.yaml"))
+    assert files
+    for p in files:
+        rel = str(p.relative_to(archive))
+        assert rel in listed or (rel.startswith("bai2022/fmnist-step2-q") and "fmnist-step2-q1.yaml" in listed), rel
+        assert load_config(p)["model"]["name"]

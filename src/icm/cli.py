@@ -13,7 +13,10 @@ import os
 import sys
 from pathlib import Path
 
+from ._cliutil import _error, _non_negative, _positive, _quality, _warn, top_parser
+from ._cliutil import run as _run
 from .errors import IcmError
+from .tasks import TASK_NAMES
 
 
 def _progress(items, desc: str, total: int | None = None):
@@ -22,16 +25,6 @@ def _progress(items, desc: str, total: int | None = None):
     # Shown on a terminal only, and only when there is more than one item.
     n = total if total is not None else len(items)
     return tqdm(items, desc=desc, total=n, disable=None if n > 1 else True, leave=False, file=sys.stderr)
-
-
-def _error(path, e: Exception) -> None:
-    """One ``icm: error:`` line naming the file."""
-    msg = str(e)
-    print(f"icm: error: {msg if str(path) in msg else f'{path}: {msg}'}", file=sys.stderr)
-
-
-def _warn(path, what: str) -> None:
-    print(f"icm: warning: {path}: {what}", file=sys.stderr)
 
 
 def _each(items, desc: str, run) -> int:
@@ -52,21 +45,6 @@ def _each_plain(items, run) -> int:
     return 2 if failed else 0
 
 
-def _quality(model_name: str, quality: int | None) -> int:
-    """The quality to code with, validated before any work (the default: the highest
-    shipped); whether weights ship for it is said by :func:`icm.codec.get_model`."""
-    from .models import has_weights, model_info
-
-    info = model_info(model_name)
-    if quality is None:
-        shipped = [q for q in info.qualities if has_weights(model_name, q)]
-        return max(shipped or info.qualities)
-    if quality not in info.qualities:
-        raise IcmError(f"-q {quality}: model {model_name!r} has qualities "
-                       f"{', '.join(map(str, info.qualities))}")
-    return quality
-
-
 def _image_format(dest: Path) -> str:
     from PIL import Image
 
@@ -76,21 +54,7 @@ def _image_format(dest: Path) -> str:
     return fmt
 
 
-def _positive(text: str) -> int:
-    n = _non_negative(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {n}")
-    return n
 
-
-def _non_negative(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {n}")
-    return n
 
 
 def _cmd_models(args) -> int:
@@ -397,14 +361,7 @@ def _json(row: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
-    p = argparse.ArgumentParser(prog="icm", description="Image coding for machines.")
-    p.add_argument("--version", action="version", version=f"icm {__version__}")
-    p.add_argument("--threads", type=_positive, default=None, metavar="N",
-                   help="CPU threads for torch (default: OMP_NUM_THREADS if set, else the cores "
-                        "the 1-minute load average leaves free, at least 1)")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    p, sub = top_parser()
 
     s = sub.add_parser("models", help="list model families, qualities and shipped weights")
     s.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -419,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="spend N gradient steps per image refining the latents for a smaller file at the "
                         "same quality: pixel fidelity for hyperprior, the receiver's task for dicm-lite0 "
                         "(~100 is a good start; default 0: off). The file decodes as usual.")
-    s.add_argument("--refine-for", choices=("classify", "detect", "segment"), default=None, metavar="TASK",
+    s.add_argument("--refine-for", choices=TASK_NAMES, default=None, metavar="TASK",
                    help="dicm: the receiver's task that --refine keeps: classify (default), detect or segment "
                         "(the shipped detection heads run on the picture at the sender)")
     g = s.add_mutually_exclusive_group()
@@ -442,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("analyze", help="task results (classification, detection, instance segmentation) "
                                        "straight from .icm files, no pixels")
     s.add_argument("files", nargs="+", metavar="FILE.icm")
-    s.add_argument("--task", default="classify", choices=("classify", "detect", "segment"))
+    s.add_argument("--task", default="classify", choices=TASK_NAMES)
     s.add_argument("--json", action="store_true",
                    help='one JSON object per line: {"file", "model", "quality", "bytes", "bpp", "task", "top5"}; '
                         'detect/segment: "detections": [{"label", "index", "score", "box", ("mask": COCO RLE)}]')
@@ -484,35 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_COMPUTES = ("compress", "decompress", "analyze", "demo", "eval")  # train: its recipe's trainer.threads
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from . import extras
-
-    try:
-        extras.check_command(args.command)  # icm eval / train need their extra: say so before any work
-        if args.command in _COMPUTES or args.threads:
-            from . import threads
-
-            threads.apply(args.threads)  # no oversubscription beside other busy processes
-        return int(args.func(args) or 0)
-    except IcmError as e:
-        print(f"icm: error: {e}", file=sys.stderr)
-        return 2
-    except ModuleNotFoundError as e:
-        missing = extras.explain(e, args.command)  # an optional module of an extra: name the extra
-        if missing is None:
-            raise
-        print(f"icm: error: {missing}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("icm: interrupted (icm eval caches finished results: run it again to resume)", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 0
+    return _run(build_parser(), argv)
 
 
 if __name__ == "__main__":

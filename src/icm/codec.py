@@ -17,6 +17,7 @@ from .limits import resolve as resolve_limits
 from .models import Compressed, create_model, has_weights, model_info, model_info_by_id
 from .models._registry import current_id
 from .refine import supports_refine
+from .tasks import DETECTION_TASKS
 
 
 def read_rgb(path: str | os.PathLike, notes: list | None = None) -> np.ndarray:
@@ -151,9 +152,12 @@ def encode(model, x: torch.Tensor, refine: int = 0, callback=None, task: str | N
     info = model_info(model.model_name)
     check_refine(model, refine, task)
     objective = None
-    if refine and task is not None:
-        heads = heads_for(model, task) if task in DETECTION_TASKS else None
-        objective = functools.partial(model.refine_objective, task=task, heads=heads)
+    if refine and task in DETECTION_TASKS:
+        from .tasks.refine import detection_objective
+
+        objective = functools.partial(detection_objective, model=model, heads=heads_for(model, task))
+    elif refine and task is not None:
+        objective = functools.partial(model.refine_objective, task=task)
     coded = model.compress(to_model_channels(model, x), refine=refine, callback=callback, objective=objective)
     h, w = coded.image_size
     header = bitstream.Header(info.model_id, model.quality, h, w)
@@ -250,9 +254,6 @@ def _on_payload(f: bitstream.IcmFile, model, run):
         if isinstance(e, IcmError):
             raise
         raise BitstreamError(f"corrupted .icm payload: {e}") from None
-
-
-DETECTION_TASKS = ("detect", "segment")
 
 
 @functools.lru_cache(maxsize=16)

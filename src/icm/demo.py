@@ -28,7 +28,6 @@ one; ``-q`` one quality):
 
 from __future__ import annotations
 
-import functools
 import io
 import math
 import sys
@@ -39,27 +38,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import IcmError
-
-
-def sample_paths() -> list[Path]:
-    """The bundled sample photos (held out from all training)."""
-    root = resources.files("icm.samples")
-    return sorted(Path(str(p)) for p in root.iterdir() if p.name.endswith(".png"))
-
-
-def fashion_mnist_samples() -> list[tuple[Path, int, str]]:
-    """The bundled Fashion-MNIST test images: ``(path, label, class name)``, one per class."""
-    import json
-
-    root = resources.files("icm.samples.fashion_mnist")
-    meta = json.loads(root.joinpath("samples.json").read_text())["images"]
-    return [(Path(str(root.joinpath(name))), m["label"], m["class"]) for name, m in sorted(meta.items())]
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB between two ``uint8`` images."""
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
+from .metrics import psnr
+from .pictures import enlarge, rate_agreement_plot, side_by_side, text_block, with_header
+from .samples import committed_reports, fashion_mnist_samples, report_line, sample_paths, summarise_reports  # noqa: F401
 
 
 def jpeg_bytes(img: np.ndarray, quality: int, subsampling: int = 2) -> bytes:
@@ -81,33 +62,6 @@ def _decode_jpeg(data: bytes) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-
-
-def _label(img: np.ndarray, text: str) -> np.ndarray:
-    from PIL import Image, ImageDraw
-
-    im = Image.fromarray(img)
-    draw = ImageDraw.Draw(im)
-    box = draw.textbbox((0, 0), text)
-    draw.rectangle((0, 0, box[2] + 8, box[3] + 8), fill=(0, 0, 0))
-    draw.text((4, 4), text, fill=(255, 255, 255))
-    return np.asarray(im)
-
-
-def _side_by_side(rows: list[list[np.ndarray]], path: Path, gap: int = 6) -> None:
-    from PIL import Image
-
-    heights = [max(p.shape[0] for p in r) for r in rows]
-    widths = [sum(p.shape[1] for p in r) + gap * (len(r) - 1) for r in rows]
-    canvas = np.full((sum(heights) + gap * (len(rows) - 1), max(widths), 3), 255, dtype=np.uint8)
-    y = 0
-    for r, h in zip(rows, heights):
-        x = 0
-        for p in r:
-            canvas[y : y + p.shape[0], x : x + p.shape[1]] = p
-            x += p.shape[1] + gap
-        y += h + gap
-    Image.fromarray(canvas).save(path)
 
 
 def _shipped(model_name: str, quality: int | None) -> list[int]:
@@ -207,57 +161,6 @@ def run_demo(out_dir: str = "icm-demo", quality: int | None = None, model_name: 
     return 0
 
 
-# -- pictures ---------------------------------------------------------------------------------------
-
-
-def _font(size: int = 13):
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow without FreeType's scalable default
-        return ImageFont.load_default()
-
-
-def _text_block(lines: list[str], width: int, size: int = 13, fill=(255, 255, 255), ink=(0, 0, 0),
-                marks: list | None = None) -> np.ndarray:
-    """White (``fill``) block ``width`` wide with one text line each; ``marks[i]`` True/False draws
-    a ✓ (green) or ✗ (red) before line ``i`` (None: no mark)."""
-    from PIL import Image, ImageDraw
-
-    font = _font(size)
-    step = size + 5
-    im = Image.new("RGB", (width, step * len(lines) + 6), fill)
-    pen = ImageDraw.Draw(im)
-    for i, line in enumerate(lines):
-        y = 3 + i * step
-        x = 4
-        mark = marks[i] if marks else None
-        if mark is not None:
-            _mark(pen, x, y + 1, size - 2, bool(mark))
-            x += size + 2
-        pen.text((x, y), line, fill=ink, font=font)
-    return np.asarray(im)
-
-
-def _mark(pen, x: int, y: int, s: int, ok: bool) -> None:
-    """A drawn ✓ (green) or ✗ (red), ``s`` pixels square (no font needs the glyph)."""
-    if ok:
-        pen.line([(x, y + s * 0.55), (x + s * 0.38, y + s), (x + s, y)], fill=(0, 150, 60), width=3)
-    else:
-        pen.line([(x, y), (x + s, y + s)], fill=(200, 30, 30), width=3)
-        pen.line([(x, y + s), (x + s, y)], fill=(200, 30, 30), width=3)
-
-
-def _with_header(img: np.ndarray, lines: list[str], marks: list | None = None) -> np.ndarray:
-    """``img`` under a header band (text on white above the picture, never over it)."""
-    return np.concatenate([_text_block(lines, img.shape[1], marks=marks), img], axis=0)
-
-
-def _fit_width(rows: list[list[np.ndarray]]) -> int:
-    return max(sum(t.shape[1] for t in r) for r in rows)
-
-
 # -- 1. one file, three tasks -------------------------------------------------------------------------
 
 
@@ -295,12 +198,12 @@ def _one_file_three_tasks(out_dir: str, model_name: str, quality: int, count: in
               f"{hits} of {len(set(truth))} kinds found), {len(records)} boxes with masks")
         blank = np.full_like(image, 235)
         rows.append([
-            _with_header(image, [f"picture {i + 1} at the sender", "(not sent)"]),
-            _with_header(draw(blank, records), [f"the receiver, from {len(data)} bytes:",
+            with_header(image, [f"picture {i + 1} at the sender", "(not sent)"]),
+            with_header(draw(blank, records), [f"the receiver, from {len(data)} bytes:",
                                                 f"{len(records)} shapes, boxes + masks (no pixels)"]),
         ])
     png = out / "dicm-shapes.png"
-    _side_by_side(rows, png)
+    side_by_side(rows, png)
     print(f"wrote {png}")
 
 
@@ -416,7 +319,7 @@ def dicm_demo(out_dir: str, quality: int | None, model_name: str = "dicm-lite0")
         (ih, ib), (jh, jb), (hh, hb) = cells
         print(f"{q:>2} | {mean_bytes:>9.0f} {ib:>6.3f} {ih:>3}/{n} | {jb:>8.3f} {jh:>3}/{n} | {hb:>8.3f} {hh:>3}/{n}")
     print(_check_against_report(records, model_name, qualities))
-    print(_report_line("photo-crops-classify"))
+    print(report_line("photo-crops-classify"))
     png = out / "dicm.png"
     _dicm_picture(records, crops, qualities, curves, short, png)
     print(f"wrote {png} and the .icm files to {out}/")
@@ -440,96 +343,18 @@ def _dicm_picture(records, crops, qualities, curves, short, path: Path) -> None:
     rows = []
     for i in shown:
         r, (cid, crop) = records[i], crops[i]
-        row = [_with_header(crop, [cid.split(":")[-1], "sender's crop (not sent)", f"uncompressed: {short(r['reference'])}"])]
+        row = [with_header(crop, [cid.split(":")[-1], "sender's crop (not sent)", f"uncompressed: {short(r['reference'])}"])]
         for q in qualities:
             lines, marks = [f"q{q}: icm {r['icm'][q]['bytes']} B, no pixels"], [None]
             for c, label in (("icm", "icm"), ("jpeg420", "JPEG"), ("hevc", "HEVC")):
                 lines.append(f"{label} {r[c][q]['bytes']} B: {short(r[c][q]['top1'])}")
                 marks.append(r[c][q]["top1"] == r["reference"])
-            row.append(_text_block(lines, 215, marks=marks))
+            row.append(text_block(lines, 215, marks=marks))
         rows.append(row)
-    plot = _rate_agreement_plot(curves, len(records))
+    plot = rate_agreement_plot(curves, len(records))
     if plot is not None:
         rows[0].append(plot)
-    _side_by_side(rows, path)
-
-
-def _rate_agreement_plot(curves: dict, n: int) -> np.ndarray | None:
-    """A small agreement-vs-bpp plot of the measured points (None without matplotlib)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    from PIL import Image
-
-    fig, ax = plt.subplots(figsize=(3.6, 2.7), dpi=100)
-    for c, label, style in (("icm", "icm dicm-lite0 (bitstream)", "o-"), ("jpeg420", "JPEG 4:2:0 (pixels)", "s--"),
-                            ("hevc", "HEVC 4:4:4 (pixels)", "^--")):
-        pts = sorted(curves[c])
-        ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], style, label=label, ms=4)
-    ax.set_xlabel("bits per pixel (whole file)", fontsize=8)
-    ax.set_ylabel("top-1 agreement (%)", fontsize=8)
-    ax.set_title(f"{n} held-out crops, same or smaller files", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-
-
-# -- the committed reports -----------------------------------------------------------------------------
-
-REPORTS = {  # report folder under docs/results -> (codec whose BD-rate is quoted, its metric, what it says)
-    "photo-crops-classify": ("dicm-lite0", "agreement", "top-1 agreement, 50 held-out photo crops"),
-    "synthetic-segment": ("dicm-lite0", "map", "box mAP, 200 held-out synthetic pictures"),
-    "fashion-mnist-classify": ("bai2022-fmnist", "top1", "top-1 accuracy, 10,000 Fashion-MNIST test images"),
-    "photos-vs-jpeg": ("hyperprior", "psnr", "PSNR, the six held-out test photos"),
-}
-
-
-@functools.lru_cache(maxsize=1)
-def committed_reports() -> dict:
-    """The figures the demo quotes from ``docs/results`` (bundled as ``icm/samples/reports.json``,
-    made by :func:`summarise_reports` and checked against the reports by the tests)."""
-    import json
-
-    return json.loads(resources.files("icm.samples").joinpath("reports.json").read_text())
-
-
-def summarise_reports(results: str | Path) -> dict:
-    """What :func:`committed_reports` holds, computed from a ``docs/results`` folder."""
-    import json
-
-    results = Path(results)
-    out = {}
-    for folder, (codec_name, metric, what) in REPORTS.items():
-        rep = json.loads((results / folder / "report.json").read_text())
-        (group,) = rep["groups"]
-        (bd,) = [b for b in group["bd"] if (b["codec"], b["rate"], b["metric"]) == (codec_name, "bpp", metric)]
-        out[folder] = {"codec": codec_name, "reference": bd["reference"], "metric": metric, "what": what,
-                       "bd_rate_pct": round(bd["bd_rate_pct"], 1), "note": bd.get("note", "")}
-    sweep = json.loads((results / "photo-crops-classify" / "photo-crops--classify--dicm-lite0.json").read_text())
-    from .data import TEST_PHOTOS
-
-    per = {}
-    for im in sweep["images"]:
-        if im["image"].split("#")[0] in TEST_PHOTOS:
-            per.setdefault(im["image"], {})[str(im["quality"])] = [im["bytes"], int(im["agreement"])]
-    out["photo-crops-classify"]["per_image"] = {"dicm-lite0": per}
-    return out
-
-
-def _report_line(folder: str) -> str:
-    r = committed_reports()[folder]
-    note = f"; {r['note']}" if r["note"] else ""
-    return (f"committed report (docs/results/{folder}, {r['what']}): {r['codec']} BD-rate {r['bd_rate_pct']:+.1f}% "
-            f"against {r['reference']}, whole files{note}")
+    side_by_side(rows, path)
 
 
 # -- 3. bai2022-fmnist -----------------------------------------------------------------------------------
@@ -547,14 +372,14 @@ def fashion_mnist_demo(out_dir: str, quality: int | None, model_name: str = "bai
     print(f"{'image':<16}{'class':<13}" + "".join(f"| q{q}: {'bytes':>5} {'predicted':<13}{'PSNR':>6} " for q in qualities))
     scale = 5
     tile = 28 * scale
-    rows = [[_text_block(["original", "(its class)"], tile)]
-            + [_text_block([f"q{q} decoded", "(class read from bits)"], tile) for q in qualities]]
+    rows = [[text_block(["original", "(its class)"], tile)]
+            + [text_block([f"q{q} decoded", "(class read from bits)"], tile) for q in qualities]]
     right, total = {q: 0 for q in qualities}, {q: 0 for q in qualities}
     for path, label, name in samples:
         x = codec.load_image(path)
         ref = codec.to_uint8(x)[..., 0]
         line = f"{path.stem:<16}{name:<13}"
-        row = [_with_header(_big(ref, scale), [name, "(test image)"])]
+        row = [with_header(enlarge(ref, scale), [name, "(test image)"])]
         for q in qualities:
             model = codec.get_model(model_name, q)
             data = codec.encode(model, x)[0]
@@ -565,21 +390,16 @@ def fashion_mnist_demo(out_dir: str, quality: int | None, model_name: str = "bai
             right[q] += ok
             total[q] += len(data)
             line += f"| {len(data):>8} {model.class_names[pred][:11]:<11} {'✓' if ok else '✗'}{psnr(ref, rec):>6.2f} "
-            row.append(_with_header(_big(rec, scale), [model.class_names[pred], f"{len(data)} B, {psnr(ref, rec):.1f} dB"],
+            row.append(with_header(enlarge(rec, scale), [model.class_names[pred], f"{len(data)} B, {psnr(ref, rec):.1f} dB"],
                                     marks=[ok, None]))
         print(line)
         rows.append(row)
     print("\n" + "; ".join(f"q{q}: {right[q]}/{len(samples)} right, {8 * total[q] / len(samples):.0f} bits per image "
                             "(whole file)" for q in qualities))
-    print(_report_line("fashion-mnist-classify"))
+    print(report_line("fashion-mnist-classify"))
     png = out / "fashion_mnist.png"
-    _side_by_side(rows, png)
+    side_by_side(rows, png)
     print(f"wrote {png} and the .icm files to {out}/")
-
-
-def _big(grey: np.ndarray, scale: int) -> np.ndarray:
-    """A greyscale picture as RGB, enlarged ``scale``× (nearest) so a person can see it."""
-    return np.repeat(np.repeat(np.repeat(grey[..., None], 3, axis=2), scale, axis=0), scale, axis=1)
 
 
 # -- 4. hyperprior ---------------------------------------------------------------------------------------
@@ -614,14 +434,14 @@ def photo_demo(out_dir: str, quality: int | None, model_name: str = "hyperprior"
         print(f"{path.stem:<14}{len(data):>8}{8 * len(data) / (h * w):>8.3f}{ours:>8.2f}  |"
               f"{jq:>7}{len(jdata):>8}{8 * len(jdata) / (h * w):>8.3f}{theirs:>8.2f}{ours - theirs:>+8.2f}")
         rows.append([
-            _with_header(ref, [f"{path.stem}: original"]),
-            _with_header(rec, [f"icm {model_name} q{q}: {len(data)} B, {ours:.2f} dB"], marks=[ours >= theirs]),
-            _with_header(jrec, [f"JPEG 4:2:0 q{jq}: {len(jdata)} B, {theirs:.2f} dB"], marks=[theirs >= ours]),
+            with_header(ref, [f"{path.stem}: original"]),
+            with_header(rec, [f"icm {model_name} q{q}: {len(data)} B, {ours:.2f} dB"], marks=[ours >= theirs]),
+            with_header(jrec, [f"JPEG 4:2:0 q{jq}: {len(jdata)} B, {theirs:.2f} dB"], marks=[theirs >= ours]),
         ])
     png = out / "side_by_side.png"
-    _side_by_side(rows, png)
+    side_by_side(rows, png)
     print(f"\nmedian PSNR gain over JPEG at the same or smaller size, q{q}: {np.median(gains):+.2f} dB")
-    print(_report_line("photos-vs-jpeg"))
+    print(report_line("photos-vs-jpeg"))
     print(f"wrote {png} and the .icm files to {out}/")
 
 

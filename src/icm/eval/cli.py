@@ -188,9 +188,11 @@ def _print_summary(summary: dict, report_dir) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m icm.eval.cli ARGS`` (same as ``icm eval ARGS``)."""
-    from ..cli import main as icm_main
+    from .._cliutil import run, top_parser
 
-    return icm_main(["eval", *(sys.argv[1:] if argv is None else argv)])
+    parser, sub = top_parser()
+    add_eval_parser(sub)
+    return run(parser, ["eval", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

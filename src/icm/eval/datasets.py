@@ -5,7 +5,7 @@
 by a string on the command line (``--dataset``):
 
 ``samples``
-    The photos bundled with ``icm`` (:func:`icm.demo.sample_paths`); ids are
+    The photos bundled with ``icm`` (:func:`icm.samples.sample_paths`); ids are
     file stems.  Unlabelled.
 ``photos``
     The held-out test photos (:data:`icm.data.TEST_PHOTOS`, loaded with
@@ -282,7 +282,7 @@ def synthetic(split: str = "val") -> Dataset:
 
 
 def samples() -> Dataset:
-    from ..demo import sample_paths
+    from ..samples import sample_paths
 
     return Dataset("samples", "samples", [(p.stem, _file_loader(p), None) for p in sample_paths()])
 

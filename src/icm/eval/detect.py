@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 from ..errors import IcmError
-from .tasks import Task
+from .taskbase import Task
 
 DEFAULT_DETECTOR = "dicm-lite0"
 SCORE_MIN = 0.05

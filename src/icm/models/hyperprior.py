@@ -16,7 +16,7 @@ from ..latent import MeanScaleHyperprior
 from ..layers import GDN
 from ._base import ImageCodec
 from ..limits import CostModel
-from ._registry import register_model
+from ._spec import register_model
 
 # λ of the rate–distortion loss  R + λ·255²·MSE  per quality.
 LAMBDAS = {1: 0.0009, 2: 0.0018, 3: 0.0035, 4: 0.0067, 5: 0.013}

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 from ..errors import IcmError
+from ..tasks import TASK_NAMES
 
 
 def add_serve_parsers(sub, positive, non_negative) -> None:
@@ -50,7 +51,7 @@ def add_serve_parsers(sub, positive, non_negative) -> None:
                                     "its answers as icm analyze does")
     s.add_argument("url", metavar="URL", help="the server, e.g. http://127.0.0.1:8000")
     s.add_argument("files", nargs="+", metavar="FILE", help=".icm files, sent as they are, or images")
-    s.add_argument("--task", default=None, choices=("classify", "detect", "segment"),
+    s.add_argument("--task", default=None, choices=TASK_NAMES,
                    help="default: the model's first task")
     s.add_argument("--top", type=positive, default=None, metavar="K")
     s.add_argument("--json", action="store_true", help='one JSON object per line, as icm analyze --json')
@@ -93,7 +94,7 @@ def cmd_serve(args) -> int:
     cores = threads.usable_cores()
     config = {"models": {k: list(v) for k, v in models.items()}, "max_pixels": args.max_pixels,
               "max_seconds": args.max_seconds, "max_body": args.max_body, "max_queue": args.max_queue,
-              "device": args.device, "threads": max(1, threads.default_threads() // args.workers)
+              "device": args.device, "timeout": args.timeout, "threads": max(1, threads.default_threads() // args.workers)
               if cores > 1 else 1}
     from .lit import build_server
 
@@ -117,7 +118,7 @@ def cmd_serve(args) -> int:
 def cmd_send(args) -> int:
     from .. import codec
     from ..client import Client
-    from ..cli import _error, _quality
+    from .._cliutil import _error, _quality
 
     client = Client(args.url, token=read_token(args.token_file), timeout=args.timeout)
     quality = None

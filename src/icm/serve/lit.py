@@ -87,6 +87,7 @@ class Gate:
         self.app = app
         self.service = make_service(config, token)
         self.max_queue = config["max_queue"]
+        self.timeout = float(config.get("timeout", 30.0))
         self.metrics = Metrics()
 
     async def __call__(self, scope, receive, send):
@@ -137,10 +138,13 @@ class Gate:
         payload = json.dumps({"op": op, "data": base64.b64encode(body).decode(), "task": job.task,
                               "top": job.top, "score_thresh": job.score_thresh}).encode()
         self.metrics.in_flight += 1
-        try:
-            status, _, raw = await self._inner(scope, "POST", WORK_PATH, payload, {"content-type": "application/json"})
-        finally:
-            self.metrics.in_flight -= 1
+        work = asyncio.ensure_future(self._inner(scope, "POST", WORK_PATH, payload, {"content-type": "application/json"}))
+        work.add_done_callback(self._finished)  # a request over --timeout still frees its place when done
+        done, _ = await asyncio.wait({work}, timeout=self.timeout)
+        if not done:
+            raise ServiceError(504, f"the request took longer than the server's time limit of {self.timeout:g} s "
+                                    "(--timeout)")
+        status, _, raw = work.result()
         answer = _json_or_none(raw)
         if status != 200:
             detail = answer.get("detail") if isinstance(answer, dict) else None
@@ -154,6 +158,9 @@ class Gate:
         else:
             await _send_json(send, 200, answer)
         return 200
+
+    def _finished(self, _task) -> None:
+        self.metrics.in_flight -= 1
 
     async def _inner(self, scope, method: str, path: str, body: bytes, headers: dict):
         """Run a request through the wrapped app; ``(status, headers, body)``."""

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from .. import bitstream
 from ..errors import BitstreamError, IcmError
 from ..limits import Limits, LimitError, resolve
+from ..tasks import TASK_NAMES as TASKS
 
-TASKS = ("classify", "detect", "segment")
 DEFAULT_MAX_BODY = 4 << 20  # bytes: a 4K UHD hyperprior file at its highest quality is ~1.3 MB
 DEFAULT_TOP = 5
 MAX_TOP = 100

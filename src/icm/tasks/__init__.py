@@ -15,3 +15,28 @@
 
 Submodules are imported on demand so that ``import icm.tasks`` stays light.
 """
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class AnalysisTask:
+    """One analysis task, declared once: its name, what it answers, how it is measured."""
+
+    name: str
+    answers: str  # the JSON key of `icm analyze --json` (and of the service's answer)
+    metric: str  # the held-out figure `icm eval` reports for it
+    masks: bool = False  # instance masks (COCO RLE) in its answer
+    detector: bool = False  # runs the detection heads (icm.tasks.detection), not the classifier
+
+
+ANALYSIS_TASKS: dict[str, AnalysisTask] = {t.name: t for t in (
+    AnalysisTask("classify", "topK", "top-1 accuracy / agreement"),
+    AnalysisTask("detect", "detections", "box mAP", detector=True),
+    AnalysisTask("segment", "detections", "mask mAP", masks=True, detector=True),
+)}
+TASK_NAMES = tuple(ANALYSIS_TASKS)
+"""Every analysis task, in the order the CLI lists them."""
+DETECTION_TASKS = tuple(n for n, t in ANALYSIS_TASKS.items() if t.detector)
+"""The tasks the detection heads run (``detect``, ``segment``)."""
+

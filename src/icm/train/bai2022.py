@@ -253,7 +253,7 @@ def _imagefolder(d: dict, in_channels: int):
 def build(cfg: dict):
     """Model, LightningModule and data loaders of a ``bai2022`` recipe."""
     from ..models import create_model, model_info
-    from .run import _load_init
+    from .checkpoints import load_into
 
     m, d, o, t = cfg["model"], cfg["data"], cfg["optim"], cfg["trainer"]
     loss = cfg.get("loss") or {}
@@ -261,7 +261,7 @@ def build(cfg: dict):
     info = model_info(m["name"])
     model = create_model(info.name, quality=m.get("quality"), pretrained=False, **m.get("kwargs", {}))
     if m.get("init"):
-        _load_init(model, m["init"])
+        load_into(model, m["init"])
     model.train()
 
     kind = d.get("kind", "fashion-mnist")

@@ -52,8 +52,8 @@ from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from ..errors import IcmError
+from ..tasks import DETECTION_TASKS as TASKS
 
-TASKS = ("detect", "segment")
 PATHS = ("latent", "pixels", "mixed")
 
 
@@ -421,13 +421,11 @@ def _checkpoint_heads(heads, path: Path) -> int:
     """Load the heads of a training checkpoint; returns its global step."""
     from ..tasks.detection import _NOT_HEADS, load_head_state
 
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise IcmError(f"checkpoint not found: {path}") from None
-    state = {k.removeprefix("heads."): v for k, v in ckpt["state_dict"].items() if k.startswith("heads.")}
+    from .checkpoints import read_state
+
+    state, step = read_state(path, prefix="heads.")
     load_head_state(heads, {k: v for k, v in state.items() if not k.startswith(_NOT_HEADS)}, str(path))
-    return int(ckpt.get("global_step", 0))
+    return step
 
 
 def export(cfg: dict, ckpt=None, out=None, qualities=None, limit: int | None = None) -> tuple[Path, dict]:
@@ -485,7 +483,7 @@ def export(cfg: dict, ckpt=None, out=None, qualities=None, limit: int | None = N
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m icm.train.detection export CONFIG [--ckpt] [--out] [--qualities] [--limit]``."""
-    from .run import load_config
+    from .config import load_config
 
     p = argparse.ArgumentParser(prog="python -m icm.train.detection", description="export trained detection heads")
     sub = p.add_subparsers(dest="command", required=True)

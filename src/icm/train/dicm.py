@@ -381,16 +381,12 @@ def load_init(model: nn.Module, path: str, parts=None) -> None:
             ``latent``); default all.  Stage 4 takes ``[backbone, re]`` from stage
             3: its codec starts from scratch, and may have another shape.
     """
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
+    from .checkpoints import read_state
 
-        model.load_shipped({k: (v.float() if v.is_floating_point() else v) for k, v in load_file(path).items()})
+    state, _ = read_state(path)
+    if path.endswith(".safetensors"):
+        model.load_shipped(state)
         return
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise IcmError(f"init checkpoint not found: {path}") from None
-    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     rx = model.receiver_stages_in(state) if hasattr(model, "receiver_stages_in") else 0
     if rx and (parts is None or "receiver" in parts) and model.receiver is None:
         model.adapt_receiver(rx)

@@ -34,10 +34,9 @@ def refresh_tables(model: torch.nn.Module) -> None:
 
 
 def load_checkpoint(model: torch.nn.Module, path: str) -> dict:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()
-                           if k.startswith("model.")})
-    return {"global_step": int(ckpt.get("global_step", 0))}
+    from .checkpoints import load_into
+
+    return {"global_step": load_into(model, path)}
 
 
 def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict, keys=None) -> Path:
@@ -62,7 +61,7 @@ def measure_on_photos(model, sources) -> dict:
 
     from .. import codec
     from ..data import load_photo
-    from ..demo import psnr
+    from ..metrics import psnr
 
     bpps, psnrs = [], []
     for src in sources:
@@ -235,7 +234,7 @@ def main(argv=None) -> int:
 
     from ..data import TEST_PHOTOS, photo_sources
     from ..models import create_model
-    from .run import load_config
+    from .config import load_config
 
     p = argparse.ArgumentParser(description="export a trained checkpoint as shipped weights")
     p.add_argument("config", nargs="?")

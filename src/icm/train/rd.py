@@ -51,4 +51,5 @@ class RateDistortionModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        if self.clip > 0:  # clip: 0 means none (a norm of 0 would zero every gradient)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)

@@ -17,41 +17,12 @@ Every key of ``trainer`` beyond ours goes to ``lightning.Trainer`` as is
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import yaml
-
 from ..errors import IcmError
+from .config import load_config  # noqa: F401  (icm.train.run.load_config, as before)
 
-_OURS = {"max_steps", "val_every", "out_dir", "threads", "seed", "resume"}
-
-
-def load_config(path: str | os.PathLike) -> dict:
-    try:
-        cfg = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise IcmError(f"config file not found: {path}") from None
-    except yaml.YAMLError as e:
-        raise IcmError(f"config {path} is not valid YAML: {e}") from None
-    if not isinstance(cfg, dict) or "model" not in cfg:
-        raise IcmError(f"config {path} needs at least a 'model' section")
-    for key in ("data", "optim", "trainer"):
-        cfg.setdefault(key, {})
-    return cfg
-
-
-def _load_init(model, path: str) -> None:
-    import torch
-
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(path).items()}
-    else:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
-    model.load_state_dict(state)
+from .config import TRAINER_OURS as _OURS
 
 
 def build(cfg: dict):
@@ -62,6 +33,7 @@ def build(cfg: dict):
 
     from ..data import PhotoCrops, PhotoList, recipe_photos
     from ..models import create_model, model_info
+    from .checkpoints import load_into
     from .rd import RateDistortionModule
 
     if "task" in cfg:
@@ -80,7 +52,7 @@ def build(cfg: dict):
         return build_dicm(cfg)
     model = create_model(info.name, quality=m.get("quality"), pretrained=False, **m.get("kwargs", {}))
     if m.get("init"):
-        _load_init(model, m["init"])
+        load_into(model, m["init"])
     model.train()
     lmbda = float(m.get("lmbda", getattr(model, "lmbda", 0.01)))
     if d.get("kind", "photos") != "photos":
@@ -113,7 +85,7 @@ def run(cfg: dict, max_steps: int | None = None) -> Path:
     model, module, train_loader, val_loader = build(cfg)
     out = Path(t.get("out_dir", "runs/train"))
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, every_n_train_steps=int(t.get("ckpt_every", 500)))
-    extra = {k: v for k, v in t.items() if k not in _OURS and k != "ckpt_every"}
+    extra = {k: v for k, v in t.items() if k not in _OURS}
     trainer = L.Trainer(
         max_steps=int(t.get("max_steps", 10000)),
         val_check_interval=int(t.get("val_every", 1000)),
@@ -121,7 +93,6 @@ def run(cfg: dict, max_steps: int | None = None) -> Path:
         limit_val_batches=len(val_loader) if val_loader is not None else 0,
         callbacks=[ckpt],
         logger=CSVLogger(out, name="logs"),
-        gradient_clip_val=1.0,
         enable_model_summary=False,
         **extra,
     )

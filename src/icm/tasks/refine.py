@@ -1,0 +1,54 @@
+"""Encoder-side refinement that keeps what a detector reads (``icm compress --refine-for
+detect|segment``), beside the detection heads rather than inside the codec model.
+
+The cost, per image: ``λ·bpp + w·Σ_s mean(m_s·(S_s(f̂) − S_s(f))²) / mean(S_s(f)²)`` over
+the tail's three stages ``S_s`` (what the detector's FPN reads), ``f`` the uncompressed
+cut feature.  The weight map ``m`` is 1 inside the boxes the same detector finds on
+the picture (score above :data:`REFINE_DETECT` ``score``, widened by ``margin``
+pixels) and ``background`` elsewhere, so bits leave the background first.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# Weight of the stage-feature distortion against λ·bpp, weight of the background
+# against the boxes found on the picture, their score threshold and margin in pixels.
+# On 100 held-out synthetic images at quality 2 (ideal bit counts, shipped heads):
+# plain 54.2 box mAP at 0.49 bpp; weight 1: 54.8 at 0.41; weight 4: 57.3 at 0.52;
+# the classification objective: 46.5 at 0.55.
+REFINE_DETECT = {"weight": 4.0, "background": 0.05, "score": 0.3, "margin": 8}
+
+
+def detection_objective(x: Tensor, model, heads):
+    """``(rate weight, distortion(ŷ))`` for refining ``model``'s latent of ``x`` for ``heads``
+    (detection heads built on ``model``), as :mod:`icm.refine` descends it."""
+    if heads is None or getattr(heads, "codec", None) is not model:
+        raise ValueError("refining for detection needs detection heads built on this codec")
+    cfg = REFINE_DETECT
+    size = tuple(x.shape[-2:])
+    with torch.no_grad():
+        ref = model.backbone.tail(model._crop_to_input(model.head_features(model.pad(x)), size))
+        was = heads.training
+        heads.eval()
+        try:
+            found = heads.forward_pixels(x)
+        finally:
+            heads.train(was)
+        mask = torch.full((x.shape[0], 1, *size), cfg["background"], device=x.device)
+        for i, det in enumerate(found):
+            for box in det["boxes"][det["scores"] > cfg["score"]].tolist():
+                x0, y0, x1, y1 = (int(v) for v in box)
+                m = cfg["margin"]
+                mask[i, :, max(0, y0 - m): y1 + m, max(0, x0 - m): x1 + m] = 1.0
+        weights = {k: F.adaptive_avg_pool2d(mask, v.shape[-2:]) for k, v in ref.items()}
+        norms = {k: v.pow(2).mean(dim=(1, 2, 3)).clamp_min(1e-12) for k, v in ref.items()}
+
+    def feature_distortion(y_hat: Tensor) -> Tensor:
+        stages = model.stages(model.decode_features(y_hat, size))
+        return cfg["weight"] * sum((weights[k] * (stages[k] - ref[k]) ** 2).mean(dim=(1, 2, 3)) / norms[k]
+                                   for k in ref)
+
+    return model.lmbda, feature_distortion

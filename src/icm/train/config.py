@@ -1,0 +1,148 @@
+"""Reading a training recipe (YAML) into its sections."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from ..errors import IcmError
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    try:
+        cfg = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise IcmError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise IcmError(f"config {path} is not valid YAML: {e}") from None
+    if not isinstance(cfg, dict) or "model" not in cfg:
+        raise IcmError(f"config {path} needs at least a 'model' section")
+    validate(cfg, path)
+    for key in ("data", "optim", "trainer"):
+        cfg.setdefault(key, {})
+    return cfg
+
+
+# -- what a recipe may say --------------------------------------------------------------------------------
+# Every section's keys, by recipe kind (the keys the training code reads; icm.train.run and the
+# family modules).  A key outside these is a typo or a setting nothing reads: an error naming it
+# and the nearest valid key.  ``model.kwargs`` (architecture overrides) is checked by the
+# builder's own signature; ``trainer`` keys beyond ours go to ``lightning.Trainer`` and are
+# checked against its parameters.
+
+TRAINER_OURS = frozenset({"max_steps", "val_every", "ckpt_every", "out_dir", "threads", "seed", "resume"})
+_MODEL = {"name", "quality", "init", "kwargs"}
+SCHEMA: dict[str, dict[str, frozenset]] = {
+    "rd": {
+        "": frozenset({"model", "data", "optim", "trainer"}),
+        "model": frozenset(_MODEL | {"lmbda"}),
+        "data": frozenset({"kind", "crop", "batch_size", "workers", "val_side"}),
+        "optim": frozenset({"lr", "final_lr_ratio", "clip"}),
+    },
+    "bai2022": {
+        "": frozenset({"step", "model", "data", "loss", "optim", "trainer"}),
+        "model": frozenset(_MODEL),
+        "data": frozenset({"kind", "root", "crop", "batch_size", "val_batch_size", "workers", "augment", "cutmix",
+                           "mixup", "randaugment", "random_erasing", "val_limit", "train_limit"}),
+        "loss": frozenset({"alpha", "beta", "label_smoothing"}),
+        "optim": frozenset({"lr", "lr_batch", "latent_lr", "min_lr", "warmup_steps", "weight_decay", "clip"}),
+    },
+    "dicm": {
+        "": frozenset({"stage", "model", "data", "loss", "moco", "optim", "train", "trainer"}),
+        "model": frozenset(_MODEL | {"init_parts", "fit_prior", "fit_transform", "adapt_receiver", "re_identity_gain",
+                                     "rescale_latent"}),
+        "data": frozenset({"kind", "root", "crop", "short_sides", "batch_size", "val_batch_size", "val_crop",
+                           "val_resize", "workers", "stats_images"}),
+        "loss": frozenset({"lmbda", "lmbda_warmup", "rate", "l1", "infonce", "re_mse", "std_mse", "stage_mse", "kl",
+                           "kl_t"}),
+        "moco": frozenset({"dim", "hidden", "queue", "momentum", "temperature", "warmup_epochs", "refresh_every"}),
+        "optim": frozenset({"name", "lr", "lr_batch", "min_lr", "momentum", "weight_decay", "clip"}),
+    },
+    "detection": {
+        "": frozenset({"task", "path", "model", "heads", "data", "optim", "trainer"}),
+        "model": frozenset(_MODEL | {"pretrained", "init_parts", "heads_init", "latent_qualities"}),
+        "heads": frozenset({"fpn_channels", "representation_size", "mask_layers", "anchor_sizes", "aspect_ratios",
+                            "rpn_batch_size_per_image", "box_batch_size_per_image", "rpn_pre_nms_top_n_test",
+                            "rpn_post_nms_top_n_test"}),
+        "data": frozenset({"kind", "root", "val_root", "image_set", "val_image_set", "annotations", "images",
+                           "val_annotations", "val_images", "size", "train_images", "val_images", "flip", "seed",
+                           "batch_size", "val_batch_size", "val_limit", "workers"}),
+        "optim": frozenset({"name", "lr", "min_lr", "momentum", "weight_decay", "warmup_steps", "clip"}),
+    },
+}
+_NESTED = {("dicm", "model", "fit_prior"): frozenset({"images", "steps"}),
+           ("dicm", "model", "fit_transform"): frozenset({"images", "step"})}
+
+
+def recipe_kind(cfg: dict) -> str:
+    """``detection``, ``dicm``, ``bai2022`` or ``rd`` (the rate–distortion recipes), as :func:`icm.train.run.build` dispatches."""
+    if "task" in cfg:
+        return "detection"
+    if "stage" in cfg:
+        return "dicm"
+    if "step" in cfg:
+        return "bai2022"
+    return "rd"
+
+
+def _unknown(where: str, key, known, path) -> IcmError:
+    import difflib
+
+    near = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.5)
+    hint = f"; did you mean {near[0]!r}?" if near else f" (known: {', '.join(sorted(known))})"
+    return IcmError(f"{path}: unknown key {where}{key!r}{hint}")
+
+
+def validate(cfg: dict, path="recipe") -> dict:
+    """Check every key of a recipe (:data:`SCHEMA`); returns ``cfg``.
+
+    Raises:
+        IcmError: an unknown key (named, with the nearest valid one), a section that is
+            not a mapping, or Lightning's gradient clipping (the recipes clip with ``optim.clip``).
+    """
+    kind = recipe_kind(cfg)
+    schema = SCHEMA[kind]
+    for key in cfg:
+        if key not in schema[""]:
+            raise _unknown("", key, schema[""], path)
+    for section, known in schema.items():
+        value = cfg.get(section) if section else None
+        if not section or value is None:
+            continue
+        if not isinstance(value, dict):
+            raise IcmError(f"{path}: '{section}' must be a mapping, not {type(value).__name__}")
+        for key, sub in value.items():
+            if key not in known:
+                raise _unknown(f"{section}.", key, known, path)
+            nested = _NESTED.get((kind, section, key))
+            if nested is not None and isinstance(sub, dict):
+                for k in sub:
+                    if k not in nested:
+                        raise _unknown(f"{section}.{key}.", k, nested, path)
+    trainer = cfg.get("trainer") or {}
+    if not isinstance(trainer, dict):
+        raise IcmError(f"{path}: 'trainer' must be a mapping, not {type(trainer).__name__}")
+    for key in ("gradient_clip_val", "gradient_clip_algorithm"):
+        if key in trainer:
+            raise IcmError(f"{path}: trainer.{key} has no effect here: the recipes clip gradients with optim.clip")
+    extra = [k for k in trainer if k not in TRAINER_OURS]
+    if extra:
+        known = _lightning_trainer_keys()
+        if known is not None:
+            for key in extra:
+                if key not in known:
+                    raise _unknown("trainer.", key, set(known) | TRAINER_OURS, path)
+    return cfg
+
+
+def _lightning_trainer_keys() -> frozenset | None:
+    """``lightning.Trainer``'s keyword parameters (None without Lightning: checked when it runs)."""
+    import inspect
+
+    try:
+        import lightning
+    except ImportError:
+        return None
+    return frozenset(p for p in inspect.signature(lightning.Trainer.__init__).parameters if p != "self")

@@ -1,0 +1,51 @@
+"""Recipes are checked key by key when they load: every YAML in configs/ passes, and a
+misspelt or unread key is an error naming it and the nearest valid key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from icm.errors import IcmError
+from icm.train.config import SCHEMA, load_config, recipe_kind, validate
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_every_recipe_in_configs_validates(path):
+    cfg = load_config(path)
+    assert recipe_kind(cfg) in SCHEMA
+
+
+def test_every_kind_is_exercised_by_some_recipe():
+    kinds = {recipe_kind(yaml.safe_load(p.read_text())) for p in CONFIGS}
+    assert kinds == set(SCHEMA)
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda c: c["loss"].update(lamda=0.5), "unknown key loss.'lamda'; did you mean 'lmbda'?"),
+    (lambda c: c["optim"].update(learning_rate=1e-3), "unknown key optim."),
+    (lambda c: c.update(optimizer={}), "unknown key 'optimizer'; did you mean 'optim'?"),
+    (lambda c: c["model"].update(fit_prior={"image": 3}), "unknown key model.fit_prior.'image'; did you mean 'images'?"),
+    (lambda c: c["trainer"].update(max_step=10), "unknown key trainer.'max_step'; did you mean 'max_steps'?"),
+    (lambda c: c["trainer"].update(acelerator="cpu"), "did you mean 'accelerator'?"),
+    (lambda c: c["trainer"].update(gradient_clip_val=1.0), "has no effect here: the recipes clip gradients with optim.clip"),
+    (lambda c: c.update(data=[1, 2]), "'data' must be a mapping"),
+])
+def test_a_bad_key_is_one_clear_error(tmp_path, edit, words):
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/dicm/lite0-stage4-q1-factorized.yaml").read_text())
+    edit(cfg)
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(IcmError) as e:
+        load_config(path)
+    assert words in str(e.value) and str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_lightning_keys_pass_and_validate_returns_the_recipe():
+    cfg = {"model": {"name": "hyperprior-tiny"}, "trainer": {"devices": 2, "strategy": "ddp", "accelerator": "cpu",
+                                                            "max_steps": 3}}
+    assert validate(cfg) is cfg
