@@ -17,18 +17,6 @@ from icm.models import Compressed, create_model, list_models, model_info, regist
 
 from conftest import TINY, gradient_image, make_tiny_model, random_image, requires_weights, shipped_qualities
 
-# Small architecture overrides per registered model, so the contract tests stay fast.
-SMALL_KWARGS = {
-    "hyperprior": {"N": 8, "M": 12},
-    "hyperprior-tiny": {"N": 8, "M": 12},
-    "bai2022": {"stem": (8, 8, 8), "M": 12, "N": 8, "dim": 24, "depth": 4, "heads": 2, "num_classes": 7},
-    "bai2022-fmnist": {"dim": 24, "depth": 4, "heads": 2},
-    "dicm": {"re_dims": (16, 16, 16, 16), "dims": (256, 32, 32), "M": 32, "N": 16, "hyper_dim": 32,
-             "hyper_heads": 2, "filter_size": (8, 8)},
-    "dicm-lite0": {"re_dims": (16,), "re_depths": (), "dims": (24, 48, 48), "M": 48, "N": 16, "hyper_dim": 32,
-                   "hyper_heads": 2, "filter_size": (8, 8), "pretrained_backbone": False},
-}
-
 GOLDEN_PATH = Path(__file__).with_name("golden.json")
 GOLDEN_SIZES = [(64, 64), (17, 31)]
 
@@ -36,7 +24,8 @@ GOLDEN_SIZES = [(64, 64), (17, 31)]
 def _build_small(name: str):
     torch.manual_seed(0)
     info = model_info(name)
-    return create_model(name, quality=min(info.qualities), pretrained=False, **SMALL_KWARGS.get(name, {}))
+    # each family declares the overrides that make it tiny (register_model(..., small=...))
+    return create_model(name, quality=min(info.qualities), pretrained=False, **info.small)
 
 
 # -- contract, for every registered model -----------------------------------------

@@ -46,6 +46,17 @@ def current_id(model_id: int, quality: int) -> tuple[int, int]:
     return info.model_id, info.retired_ids[model_id][quality]
 
 
+def resolve_hook(hook):
+    """A family's ``train`` / ``export`` hook: the callable itself, or imported from
+    ``"module:function"`` when first used (so registering imports no training code)."""
+    if hook is None or callable(hook):
+        return hook
+    import importlib
+
+    module, _, func = hook.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
 def weights_name(name: str, quality: int) -> str:
     return f"{name}-q{quality}.safetensors"
 

@@ -23,6 +23,11 @@ class ModelInfo:
             qualities, each with ``{old quality: quality}``; read, never written.
         cost: ``cost(height, width) -> icm.limits.DecodeCost``, what decoding a file
             of that size needs, priced from the header before anything is built.
+        train: ``"module:function"`` (or the function) that builds a recipe's
+            ``(model, LightningModule, train loader, val loader)`` for ``icm train``.
+        export: ``"module:function"`` (or the function) ``(model, recipe, metadata,
+            out_dir) -> (path, one-line summary)`` writing shipped weights.
+        small: architecture overrides that make the model tiny for contract tests.
     """
 
     name: str
@@ -34,6 +39,9 @@ class ModelInfo:
     tasks: tuple[str, ...] = ()
     retired_ids: dict[int, dict[int, int]] = field(default_factory=dict, repr=False)
     cost: Callable | None = field(default=None, repr=False)
+    train: str | Callable | None = field(default=None, repr=False)
+    export: str | Callable | None = field(default=None, repr=False)
+    small: dict = field(default_factory=dict, repr=False)
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -42,7 +50,8 @@ _RETIRED: dict[int, ModelInfo] = {}
 
 
 def register_model(name: str, *, model_id: int, qualities, description: str = "", pixel_decoder: bool = True,
-                   tasks=(), retired_ids: dict[int, dict[int, int]] | None = None, cost: Callable | None = None):
+                   tasks=(), retired_ids: dict[int, dict[int, int]] | None = None, cost: Callable | None = None,
+                   train: str | Callable | None = None, export: str | Callable | None = None, small: dict | None = None):
     """Decorator registering ``builder(quality, **kwargs)`` under ``name``.
 
     Raises:
@@ -64,10 +73,22 @@ def register_model(name: str, *, model_id: int, qualities, description: str = ""
             if not set(mapping.values()) <= set(qualities):
                 raise ValueError(f"retired id {i} of {name!r} maps onto qualities it does not have")
         info = ModelInfo(name, model_id, tuple(qualities), builder, description, pixel_decoder, tuple(tasks),
-                         retired, cost)
+                         retired, cost, train, export, dict(small or {}))
         _REGISTRY[name] = info
         _BY_ID[model_id] = info
         _RETIRED.update(dict.fromkeys(retired, info))
         return builder
 
     return wrap
+
+
+def unregister_model(name: str) -> None:
+    """Forget a registered model and its ids (a plug-in unloading; tests).  Its ids stay
+    unusable for files written meanwhile only as long as the plug-in is loaded."""
+    info = _REGISTRY.pop(name, None)
+    if info is None:
+        return
+    for table in (_BY_ID, _RETIRED):
+        for k in [k for k, v in table.items() if v is info]:
+            del table[k]
+

@@ -294,6 +294,8 @@ def _imagenet_names() -> tuple[str, ...]:
 
 @register_model(
     "bai2022",
+    train="icm.train.bai2022:build", export="icm.train.export:export_bai2022",
+    small={"stem": (8, 8, 8), "M": 12, "N": 8, "dim": 24, "depth": 4, "heads": 2, "num_classes": 7},
     cost=CostModel(bytes_per_pixel=1000, seconds_per_pixel=5e-6, token_stride=16, seconds_per_token_pair=2e-7),
     model_id=3,
     qualities=tuple(QUALITIES),
@@ -317,6 +319,8 @@ FMNIST = dict(in_channels=1, num_classes=10, stem=(32, 48, 48), M=8, N=8, stride
 
 @register_model(
     "bai2022-fmnist",
+    train="icm.train.bai2022:build", export="icm.train.export:export_bai2022",
+    small={"dim": 24, "depth": 4, "heads": 2},
     # measured: 779-504 B/px; 0.14 s at 224², 1.6 s at 448², 7.1 s at 672² (attention over (H/4)(W/4) tokens)
     cost=CostModel(bytes_per_pixel=800, seconds_per_pixel=3e-6, token_stride=4, seconds_per_token_pair=1.6e-8),
     model_id=4,
@@ -335,6 +339,7 @@ TINY = dict(num_classes=10, stem=(8, 8, 8), M=12, N=8, dim=16, depth=3, heads=2,
 
 @register_model(
     "bai2022-tiny",
+    train="icm.train.bai2022:build", export="icm.train.export:export_bai2022",
     cost=CostModel(bytes_per_pixel=800, seconds_per_pixel=3e-6, token_stride=16, seconds_per_token_pair=1.6e-8),
     model_id=5,
     qualities=tuple(QUALITIES),

@@ -122,6 +122,7 @@ class DICM(ImageCodec):
     tasks = ("classify",)
     refinable = True  # refine_objective: λ·bpp + KL of the class distributions, or detection features
     refine_tasks = TASK_NAMES
+    unshipped_parts = ("backbone.",)  # its ImageNet weights come with their own package
     refine_lr = 0.02
 
     def __init__(
@@ -539,6 +540,9 @@ def _build(quality: int, defaults: dict, kwargs: dict, lambdas: dict = QUALITIES
 @register_model(
     "dicm",
     model_id=6,
+    train="icm.train.dicm:build", export="icm.train.export:export_dicm",
+    small={"re_dims": (16, 16, 16, 16), "dims": (256, 32, 32), "M": 32, "N": 16, "hyper_dim": 32, "hyper_heads": 2,
+           "filter_size": (8, 8)},
     cost=CostModel(bytes_per_pixel=700, seconds_per_pixel=2.5e-6),  # ResNet-50's stages: lite0's, scaled by width
     qualities=tuple(QUALITIES),
     description="Tang et al. 2025: ResNet-50 split at layer1 + RE + gnConv/hyperprior codec (backbone weights from a file)",
@@ -549,27 +553,9 @@ def dicm(quality: int, **kwargs) -> DICM:
     return _build(quality, {"backbone": "resnet50"}, kwargs)
 
 
-# EfficientNet-Lite0's stride-4 feature has most of its energy at high spatial
-# frequencies: even an ideal 2× average-pool round trip leaves an L1 error of 4.6
-# (mean |f| = 6.4) and 30% top-1 agreement, 8× leaves 0% (val photo crops); a
-# trained one-stage (2×) RE reached L1 3.5 and 65% agreement after 800 steps.
-# The paper's RE (8× down) relies on stage 3 retraining the backbone around it;
-# with the ImageNet tail kept frozen, the RE here keeps the cut's resolution:
-# a 1×1 projection to a rounded 64-channel bottleneck and back, started as the
-# identity (configs/dicm/lite0-stage2-fine.yaml).
-#
-# The compression network is the block-transform variant (codec_patch 4: three
-# HorNet blocks at stride 4, then each 4×4 block of the 24-channel feature, 384
-# values, projected on its 384 Karhunen–Loève coefficients, y at stride 16 as in
-# the paper; z at 32, so that 224² crops need no padding, which at stride 64
-# would code a 256² picture), fitted to training crops before stage 4 with grids set
-# by the tail's Fisher information (DICM.fit_block_transform).  Before any
-# training step it keeps 84% top-1 agreement at 1.09 bpp and 64% at 0.49
-# (zeroth-order entropy of rounded y, the 50 photo-crops); the paper's
-# compression network trained from a random start had 0–5% at 3.5–5 bpp after
-# 500–1000 CPU steps, and a 5×5-convolution variant started as the identity at
-# stride 4 never came below 3 bpp.  gnConv orders (2, 3, 3): order 4 on 24
-# channels has an odd gate count, which the global filter cannot halve.
+# dicm-lite0: an RE module at the cut's resolution (1×1 projection to 64 channels and back),
+# the block-transform codec (codec_patch 4: y at stride 16, z at 32) and a factorized latent;
+# why each choice, with the measurements behind it: docs/dicm.md, "Why dicm-lite0 is built so".
 LITE0 = dict(backbone="efficientnet_lite0", re_dims=(64,), re_depths=(), dims=(24, 64, 96), orders=(2, 3, 3),
              M=384, N=64, hyper_dim=64, hyper_heads=4, hyper_depth=1, hyper_down=1, filter_size=(56, 56),
              codec_patch=4, entropy="factorized")
@@ -589,6 +575,9 @@ LITE0_RETIRED_IDS = {7: {1: 4, 2: 3, 3: 2, 4: 1}}
     "dicm-lite0",
     model_id=8,
     retired_ids=LITE0_RETIRED_IDS,
+    train="icm.train.dicm:build", export="icm.train.export:export_dicm",
+    small={"re_dims": (16,), "re_depths": (), "dims": (24, 48, 48), "M": 48, "N": 16, "hyper_dim": 32,
+           "hyper_heads": 2, "filter_size": (8, 8), "pretrained_backbone": False},
     cost=CostModel(bytes_per_pixel=280, seconds_per_pixel=0.8e-6),  # measured 178-263 B, 0.55-0.64 µs at 1-4 Mpx
     qualities=tuple(QUALITIES),
     description="dicm on EfficientNet-Lite0 (ImageNet weights, cut at 24 ch, stride 4); classifies from the bitstream",

@@ -67,6 +67,8 @@ class Hyperprior(ImageCodec):
 
 @register_model(
     "hyperprior",
+    train="icm.train.run:build_rd", export="icm.train.export:export_rd",
+    small={"N": 8, "M": 12},
     cost=CostModel(bytes_per_pixel=320, seconds_per_pixel=1.0e-6),  # measured 291-312 B, 0.66-0.76 µs at 1-4 Mpx
     model_id=1,
     qualities=tuple(LAMBDAS),
@@ -80,6 +82,8 @@ def hyperprior(quality: int, **kwargs) -> Hyperprior:
 
 @register_model(
     "hyperprior-tiny",
+    train="icm.train.run:build_rd", export="icm.train.export:export_rd",
+    small={"N": 8, "M": 12},
     cost=CostModel(bytes_per_pixel=320, seconds_per_pixel=1.0e-6),  # priced as the full model: an upper bound
     model_id=2,
     qualities=(1,),

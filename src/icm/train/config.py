@@ -38,7 +38,7 @@ SCHEMA: dict[str, dict[str, frozenset]] = {
     "rd": {
         "": frozenset({"model", "data", "optim", "trainer"}),
         "model": frozenset(_MODEL | {"lmbda"}),
-        "data": frozenset({"kind", "crop", "batch_size", "workers", "val_side"}),
+        "data": frozenset({"kind", "crop", "batch_size", "workers", "val_side", "train_photos", "val_photos"}),
         "optim": frozenset({"lr", "final_lr_ratio", "clip"}),
     },
     "bai2022": {
@@ -54,7 +54,7 @@ SCHEMA: dict[str, dict[str, frozenset]] = {
         "model": frozenset(_MODEL | {"init_parts", "fit_prior", "fit_transform", "adapt_receiver", "re_identity_gain",
                                      "rescale_latent"}),
         "data": frozenset({"kind", "root", "crop", "short_sides", "batch_size", "val_batch_size", "val_crop",
-                           "val_resize", "workers", "stats_images"}),
+                           "val_resize", "workers", "stats_images", "train_photos", "val_photos"}),
         "loss": frozenset({"lmbda", "lmbda_warmup", "rate", "l1", "infonce", "re_mse", "std_mse", "stage_mse", "kl",
                            "kl_t"}),
         "moco": frozenset({"dim", "hidden", "queue", "momentum", "temperature", "warmup_epochs", "refresh_every"}),

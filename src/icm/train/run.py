@@ -26,8 +26,25 @@ from .config import TRAINER_OURS as _OURS
 
 
 def build(cfg: dict):
-    """Model, LightningModule and data loaders of a recipe (``bai2022``: :mod:`.bai2022`; ``dicm``:
-    :mod:`.dicm`; ``task: detect|segment``: :mod:`.detection`)."""
+    """Model, LightningModule and data loaders of a recipe: ``task: detect|segment`` trains
+    detection heads (:mod:`.detection`); otherwise the model's family says how
+    (``register_model(..., train=...)``)."""
+    from ..models import model_info
+    from ..models._registry import resolve_hook
+
+    if "task" in cfg:
+        from .detection import build as build_detection
+
+        return build_detection(cfg)
+    info = model_info(cfg["model"]["name"])
+    train = resolve_hook(info.train)
+    if train is None:
+        raise IcmError(f"model {info.name!r} declares no training recipe (register_model(..., train=...))")
+    return train(cfg)
+
+
+def build_rd(cfg: dict):
+    """A rate–distortion photo codec's recipe (the hyperprior): photo crops, ``bpp + λ·MSE``."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -36,20 +53,8 @@ def build(cfg: dict):
     from .checkpoints import load_into
     from .rd import RateDistortionModule
 
-    if "task" in cfg:
-        from .detection import build as build_detection
-
-        return build_detection(cfg)
     m, d, o, t = cfg["model"], cfg["data"], cfg["optim"], cfg["trainer"]
     info = model_info(m["name"])
-    if info.name.split("-")[0] == "bai2022":
-        from .bai2022 import build as build_bai2022
-
-        return build_bai2022(cfg)
-    if info.name.split("-")[0] == "dicm":
-        from .dicm import build as build_dicm
-
-        return build_dicm(cfg)
     model = create_model(info.name, quality=m.get("quality"), pretrained=False, **m.get("kwargs", {}))
     if m.get("init"):
         load_into(model, m["init"])
