@@ -51,7 +51,6 @@ Data kinds:
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import lightning as L
@@ -61,6 +60,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import IcmError
+from .optim import make_optimizer, schedule
 from ..losses import rate_accuracy_distortion
 
 _NO_DECAY = ("cls_token", "cls_pos", "pos_embed")
@@ -146,23 +146,15 @@ class Bai2022Module(L.LightningModule):
             lr = self.lr * self._global_batch() / self.lr_batch if self.lr_batch else self.lr
             decay = [p for n, p in params if p.ndim > 1 and not n.endswith(_NO_DECAY)]
             rest = [p for n, p in params if not (p.ndim > 1 and not n.endswith(_NO_DECAY))]
-            opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.weight_decay},
-                                     {"params": rest, "weight_decay": 0.0}], lr=lr)
+            opt = make_optimizer("adamw", [{"params": decay, "weight_decay": self.weight_decay},
+                                           {"params": rest, "weight_decay": 0.0}], lr=lr)
         else:
             lr = self.lr
             latent = [p for n, p in params if n.startswith("latent.")]
             rest = [p for n, p in params if not n.startswith("latent.")]
-            opt = torch.optim.Adam([{"params": rest}, {"params": latent, "lr": self.latent_lr or lr}], lr=lr)
-        warm, total, floor = self.warmup_steps, max(self.max_steps_, 1), min(self.min_lr / lr, 1.0)
-
-        def factor(i: int) -> float:
-            if i < warm:
-                return 1e-3 + (1 - 1e-3) * i / warm
-            t = min(1.0, (i - warm) / max(1, total - warm))
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+            opt = make_optimizer("adam", [{"params": rest}, {"params": latent, "lr": self.latent_lr or lr}], lr=lr)
+        return {"optimizer": opt, "lr_scheduler": schedule(opt, self.max_steps_, floor=min(self.min_lr / lr, 1.0),
+                                                           warmup=self.warmup_steps, start=1e-3)}
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         if self.clip > 0:

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import tempfile
 from pathlib import Path
 
@@ -53,6 +52,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from ..errors import IcmError
 from ..tasks import DETECTION_TASKS as TASKS
+from .optim import make_optimizer, schedule
 
 PATHS = ("latent", "pixels", "mixed")
 
@@ -312,24 +312,14 @@ class DetectionModule(L.LightningModule):
     def configure_optimizers(self):
         o = self.optim
         params = self.heads.trainable_parameters()
-        lr, wd, name = float(o["lr"]), float(o.get("weight_decay", 0.0)), str(o["name"]).lower()
-        if name == "sgd":
-            opt = torch.optim.SGD(params, lr=lr, momentum=float(o.get("momentum", 0.9)), weight_decay=wd)
-        elif name == "adamw":
-            opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-        else:
+        lr, name = float(o["lr"]), str(o["name"]).lower()
+        if name not in ("sgd", "adamw"):
             raise IcmError(f"unknown optimiser {name!r}; use sgd or adamw")
-        warmup, total = int(o.get("warmup_steps", 0)), max(self.max_steps_, 1)
-        floor = min(float(o.get("min_lr", 0.0)) / lr, 1.0)
-
-        def factor(i: int) -> float:
-            if i < warmup:
-                return (i + 1) / warmup
-            t = min(1.0, (i - warmup) / max(total - warmup, 1))
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        opt = make_optimizer(name, params, lr, float(o.get("weight_decay", 0.0)), float(o.get("momentum", 0.9)))
+        warmup = int(o.get("warmup_steps", 0))
+        # the warm-up reaches the peak on its last step: (i + 1) / warmup
+        return {"optimizer": opt, "lr_scheduler": schedule(opt, self.max_steps_, min(float(o.get("min_lr", 0.0)) / lr, 1.0),
+                                                           warmup=warmup, start=1 / max(warmup, 1), reach=warmup - 1)}
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         clip = float(self.optim.get("clip", 0.0))

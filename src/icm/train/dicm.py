@@ -44,7 +44,6 @@ Rates are bits per pixel of the input crop.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import lightning as L
@@ -54,6 +53,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import IcmError
+from .optim import make_optimizer, schedule
 from ..losses import bpp
 
 STAGE_DEFAULTS = {
@@ -286,22 +286,9 @@ class DicmModule(L.LightningModule):
             world = self._trainer.world_size if self._trainer is not None else 1
             lr = lr * self.batch_size * world / float(o["lr_batch"])
         name = o.get("name", "adam").lower()
-        wd = float(o.get("weight_decay", 0.0))
-        if name == "sgd":
-            opt = torch.optim.SGD(params, lr=lr, momentum=float(o.get("momentum", 0.9)), weight_decay=wd)
-        elif name == "adam":
-            opt = torch.optim.Adam(params, lr=lr, weight_decay=wd)
-        elif name == "adamw":
-            opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd if "weight_decay" in o else 0.01)
-        else:
-            raise IcmError(f"unknown optimiser {name!r}; use sgd, adam or adamw")
-        total, floor = max(self.max_steps_, 1), min(float(o.get("min_lr", 0.0)) / lr, 1.0)
-
-        def factor(i: int) -> float:
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, i / total)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        wd = float(o.get("weight_decay", 0.01 if name == "adamw" else 0.0))  # AdamW's own default
+        opt = make_optimizer(name, params, lr, wd, float(o.get("momentum", 0.9)))
+        return {"optimizer": opt, "lr_scheduler": schedule(opt, self.max_steps_, min(float(o.get("min_lr", 0.0)) / lr, 1.0))}
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         if self.clip > 0:
