@@ -18,6 +18,7 @@ from icm.layers.gnconv import GlobalLocalFilter, GnConv, HorBlock
 from icm.models import Compressed, create_model, list_models, model_info
 from icm.data import SKIMAGE_TRAIN_PHOTOS
 from icm.models.dicm import DICM, QUALITIES, RedundancyElimination
+from icm.train.calibrate import fit_block_transform, fit_prior
 
 from conftest import PHOTOS, gradient_image, random_image
 
@@ -30,9 +31,6 @@ SMALL = {
     "dicm-lite0": dict(re_dims=(32,), re_depths=(), dims=(24, 48, 48), M=48, N=16, hyper_dim=32, hyper_heads=2,
                        filter_size=(8, 8), pretrained_backbone=False),
 }
-# The earlier Lite0 compression network: 5×5 convolutions at the cut's
-# resolution, started as the identity.
-IDENTITY = dict(codec_patch=0, codec_down=0, codec_init="identity", out_conv=True, hyper_down=2)
 
 
 def make_dicm(name: str = "dicm-lite0", quality: int = 4, seed: int = 0, busy: bool = True, **kw) -> DICM:
@@ -191,51 +189,6 @@ def test_analysis_from_bitstream_equals_eval_forward_exactly(size, entropy, sect
     assert out["f_hat"].shape[-2:] == (-(-h // 4), -(-w // 4))
 
 
-def test_codec_down_one_keeps_y_at_twice_the_cut_stride():
-    model = make_dicm(codec_patch=0, codec_down=1, codec_init="kaiming", hyper_down=1, entropy="hyperprior")
-    x = random_image(40, 72, seed=5)
-    out = model(x)
-    assert (model.y_stride, model.stride) == (8, 16)
-    assert out["y_hat"].shape[-2:] == (6, 10) and out["f_hat"].shape[-2:] == (10, 18)
-    assert torch.equal(model.analyze(model.compress(x)), out["logits"])
-    with pytest.raises(ValueError, match="codec_down"):
-        make_dicm(codec_patch=0, codec_down=3)
-
-
-def test_codec_down_zero_codes_y_at_the_cut_resolution():
-    model = make_dicm(**IDENTITY, entropy="hyperprior")  # hyper_down 2
-    x = random_image(37, 50, seed=6)
-    out = model(x)
-    assert (model.y_stride, model.stride) == (4, 16)
-    # padded to 48 x 64: y at stride 4, the decoded feature cropped back to ⌈37/4⌉ x ⌈50/4⌉
-    assert out["y_hat"].shape[-2:] == (12, 16) and out["f_hat"].shape[-2:] == (10, 13)
-    assert torch.equal(model.analyze(model.compress(x)), out["logits"])
-
-
-def test_identity_codec_init_starts_as_a_scalar_quantiser():
-    torch.manual_seed(1)
-    model = create_model("dicm-lite0", quality=4, pretrained=False, **SMALL["dicm-lite0"], **IDENTITY).eval()
-    f = torch.randn(2, 24, 12, 20) * model.re.std + model.re.mean
-    s = model.re.standardise(f)
-    with torch.no_grad():
-        y = model.encode_features(f)
-        # y holds the positive and negative parts of s on a unit grid ...
-        diff = (y[:, :24] - y[:, 24:] - s).abs()
-        assert float(diff.max()) < 0.15 and float(diff.mean()) < 0.02
-        # ... and the decoder undoes it (up to the 1% jitter on every weight)
-        err = (model.re.standardise(model.decode_features(y)) - s).square().mean() / s.square().mean()
-        rounded = (model.re.standardise(model.decode_features(torch.round(y))) - s).square().mean()
-    assert err < 0.01
-    # a unit grid on a unit-variance feature: uniform rounding noise 1/12 on each part, twice
-    assert 0.05 < float(rounded) < 0.2
-    with pytest.raises(ValueError, match="identity"):
-        make_dicm(**{**IDENTITY, "codec_down": 2})
-    with pytest.raises(ValueError, match="codec_init"):
-        make_dicm(**{**IDENTITY, "codec_init": "zeros"})
-    with pytest.raises(ValueError, match="codec_patch"):
-        make_dicm(codec_init="identity")
-
-
 def _smooth_images(n: int, size: int, seed: int) -> torch.Tensor:
     """Random images with spatial correlation (blurred noise), in [0, 1]."""
     g = torch.Generator().manual_seed(seed)
@@ -250,7 +203,7 @@ def test_block_transform_fit_decorrelates_weights_by_fisher_and_calibrates_the_p
     assert (model.codec_patch, model.y_stride, model.stride) == (4, 16, 32)
     model.re.init_identity(64.0)  # rounding in the RE: at most 1/128 of a standard deviation
     images = _smooth_images(24, 64, seed=1)
-    info = model.fit_block_transform(images, step=2.0)
+    info = fit_block_transform(model, images, step=2.0)
     assert info["kept_share"] == pytest.approx(1.0)  # M = 24·4² keeps every coefficient
     with torch.no_grad():
         f = model.re(model.head_features(images))["f_re"]
@@ -278,7 +231,7 @@ def test_block_transform_fit_decorrelates_weights_by_fisher_and_calibrates_the_p
     torch.testing.assert_close(scales.flatten(), y.std(dim=(0, 2, 3)), atol=0.05 * float(y.std()), rtol=0.05)
     torch.testing.assert_close(means.flatten(), y.mean(dim=(0, 2, 3)), atol=0.05 * float(y.std()), rtol=0.05)
     with pytest.raises(ValueError, match="codec_patch"):
-        make_dicm(**IDENTITY).fit_block_transform(images)
+        fit_block_transform(make_dicm(codec_patch=0), images)
 
 
 def test_re_identity_init_rounds_finely_and_needs_a_stageless_module():
@@ -357,67 +310,11 @@ def test_dicm_fit_prior_lowers_the_rate_of_a_factorized_model():
     rate = lambda: sum(-torch.log2(v).sum() for v in model(images)["likelihoods"].values()).item()  # noqa: E731
     with torch.no_grad():
         before = rate()
-        model.fit_prior(images, steps=400)
+        fit_prior(model, images, steps=400)
         after = rate()
     assert after < 0.85 * before, (before, after)
     with pytest.raises(ValueError, match="factorized"):
-        make_dicm(entropy="hyperprior").fit_prior(images)
-
-
-def test_dicm_rescale_latent_codes_y_in_coarser_units_with_the_same_synthesis():
-    model = make_dicm(busy=True)
-    images = _photo_batch(4, 64, seed=5)
-    x = model.pad(images)
-    with torch.no_grad():
-        y = model.analysis(x)
-        decoded = model.g_s(y)
-        bits = lambda: sum(-torch.log2(v).sum() for v in model(images)["likelihoods"].values()).item()  # noqa: E731
-        model.fit_prior(images, steps=300)
-        before = bits()
-        model.rescale_latent(2.5)
-        assert torch.allclose(model.analysis(x), y / 2.5, atol=1e-5, rtol=1e-4)
-        assert torch.allclose(model.g_s(y / 2.5), decoded, atol=1e-4, rtol=1e-4)  # the same function before rounding
-        model.fit_prior(images, steps=300)
-        after = bits()
-    assert after < 0.8 * before, (before, after)  # coarser quantisation: fewer bits
-    with pytest.raises(ValueError, match="positive"):
-        model.rescale_latent(0.0)
-    with pytest.raises(ValueError, match="factorized"):
-        make_dicm(entropy="hyperprior").rescale_latent(2.0)
-
-
-def test_adapted_receiver_starts_as_the_tail_and_leaves_the_reference_alone():
-    model = make_dicm(busy=False)
-    x = random_image(64, 64, seed=5)
-    f = model.head_features(x)
-    before, ref = model.classify_features(f), model.classify_pixels(x)
-    model.adapt_receiver(2)
-    assert len(model.receiver) == 2
-    torch.testing.assert_close(model.classify_features(f), before, rtol=0, atol=0)
-    with torch.no_grad():  # move the copy: the decoded path changes, the uncompressed reference does not
-        model.receiver[0][0].conv_pw.weight.mul_(-1.0)
-    assert (model.classify_features(f) - before).abs().max() > 1e-3
-    torch.testing.assert_close(model.classify_pixels(x), ref, rtol=0, atol=0)
-    stages = model.stages(f)
-    assert list(stages) == ["0", "1", "2"] and stages["1"].shape == model.backbone.tail(f)["1"].shape
-    with pytest.raises(ValueError, match="1–3"):
-        model.adapt_receiver(4)
-
-
-def test_load_shipped_rebuilds_adapted_receiver_stages():
-    model = make_dicm(busy=False)
-    model.adapt_receiver(1)
-    with torch.no_grad():
-        model.receiver[0][0].conv_dw.weight.add_(0.5)
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
-    assert DICM.receiver_stages_in(state) == 1 and any(k.startswith("receiver.0.") for k in state)
-    other = make_dicm(seed=0, busy=False)  # the same backbone, as the package's Lite0 weights would be
-    other.load_shipped(copy.deepcopy(state))
-    assert other.receiver is not None and len(other.receiver) == 1
-    assert all(torch.equal(v, other.state_dict()[k]) for k, v in state.items())
-    x = random_image(48, 40, seed=6)
-    torch.testing.assert_close(other.classify_features(other.head_features(x)),
-                               model.classify_features(model.head_features(x)), rtol=0, atol=0)
+        fit_prior(make_dicm(entropy="hyperprior"), images)
 
 
 # -- training stages -----------------------------------------------------------------------------
@@ -477,38 +374,6 @@ def test_stage_lowers_its_loss(stage):
     assert all(torch.equal(v, module.model.backbone.state_dict()[k]) for k, v in frozen.items())
 
 
-
-def test_receiver_adaptation_learns_only_the_copies_and_keeps_the_bitstream():
-    """Stage 4 with ``train: [receiver]``: the decoded feature is fixed (codec
-    frozen), the adapted stages lower the KL to the uncompressed network."""
-    from icm.errors import IcmError
-    from icm.train.dicm import DicmModule
-
-    torch.manual_seed(0)
-    model = make_dicm().train()
-    with pytest.raises(IcmError, match="adapt_receiver"):
-        DicmModule(model, 4, train_parts=("receiver",))
-    model.adapt_receiver(1)
-    loss = {"lmbda": 0.0, "re_mse": 0.0, "stage_mse": [0.0, 0.0, 0.0], "kl": 1.0}
-    module = DicmModule(model, 4, loss=loss, train_parts=("receiver",), batch_size=4, max_steps=10)
-    learning = {id(p) for p in model.receiver.parameters()}
-    assert all(p.requires_grad == (id(p) in learning) for p in model.parameters())
-    codec_before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("receiver.")}
-    batch = _photo_batch()
-    with torch.no_grad():
-        module.eval()
-        before = module.loss(batch)
-    _train(module, batch, steps=10, lr=3e-3)
-    module.train()
-    assert not model.receiver.training  # BatchNorm statistics of the copies stay the tail's
-    with torch.no_grad():
-        module.eval()
-        after = module.loss(batch)
-    assert after["kl"] < 0.7 * before["kl"], (before["kl"], after["kl"])
-    torch.testing.assert_close(after["bpp"], before["bpp"], rtol=0, atol=0)
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in codec_before.items())
-    with pytest.raises(IcmError, match="codec, receiver"):
-        DicmModule(model, 4, train_parts=("tail",))
 
 @pytest.mark.parametrize("stage", [1, 3])
 def test_contrastive_stage_lowers_infonce(stage):

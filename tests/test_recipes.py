@@ -11,10 +11,13 @@ import yaml
 from icm.errors import IcmError
 from icm.train.config import SCHEMA, load_config, recipe_kind, validate
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[1] / "configs"
+# every recipe, the archived ones included, but those whose code has left icm (configs/archive/README.md)
+CODE_REMOVED = {"archive/dicm/lite0-receiver-q3.yaml"}
+CONFIGS = sorted(p for p in ROOT.rglob("*.yaml") if str(p.relative_to(ROOT)) not in CODE_REMOVED)
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(p.parents[1])))
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_recipe_in_configs_validates(path):
     cfg = load_config(path)
     assert recipe_kind(cfg) in SCHEMA

@@ -135,7 +135,7 @@ def test_every_shipped_weight_has_its_lineage_in_configs(path):
 def test_archived_recipes_are_listed_and_load():
     from pathlib import Path
 
-    from icm.train.config import load_config
+    import yaml
 
     archive = Path(__file__).resolve().parents[1] / "configs" / "archive"
     listed = (archive / "README.md").read_text()
@@ -144,4 +144,4 @@ def test_archived_recipes_are_listed_and_load():
     for p in files:
         rel = str(p.relative_to(archive))
         assert rel in listed or (rel.startswith("bai2022/fmnist-step2-q") and "fmnist-step2-q1.yaml" in listed), rel
-        assert load_config(p)["model"]["name"]
+        assert yaml.safe_load(p.read_text())["model"]["name"]  # a record: the code some used has left icm

@@ -100,8 +100,8 @@ def _list() -> int:
     print("model options: NAME+refine or NAME+refine:N codes with N steps (default 100) of encoder-side "
           "latent refinement (hyperprior, dicm-lite0)")
     mod = _anchors()
-    print("anchors:" if mod else "anchors: (icm.eval.anchors is not installed)")
-    for name in (mod.list_anchors() if mod else []):
+    print("anchors:")
+    for name in mod.list_anchors():
         a = mod.get_anchor(name)
         try:
             a.check()

@@ -6,7 +6,7 @@ prior" model)::
 
 One section per item.  Where ``y``'s channels are already decorrelated and
 their statistics do not vary much across positions (a fitted block
-transform, :meth:`icm.models.dicm.DICM.fit_block_transform`), a hyperprior's
+transform, :func:`icm.train.calibrate.fit_block_transform`), a hyperprior's
 side information can cost more than it saves; this codec is the alternative.
 """
 
@@ -79,7 +79,7 @@ class FactorizedLatent(nn.Module):
         for _ in range(steps):
             idx = torch.randint(flat.shape[1], (min(batch, flat.shape[1]),), generator=g)
             v = flat[:, idx] + torch.rand(c, idx.numel(), generator=g) - 0.5
-            with torch.enable_grad():  # callers may hold gradients off (DICM.fit_prior under no_grad)
+            with torch.enable_grad():  # callers may hold gradients off (train.calibrate.fit_prior under no_grad)
                 loss = -torch.log2(self.prior.likelihood(v[None, :, :, None])).mean()
                 opt.zero_grad()
                 loss.backward()

@@ -39,7 +39,6 @@ z at stride 32 so that 224² crops need no padding).
 
 from __future__ import annotations
 
-import copy
 from collections import OrderedDict
 from functools import partial
 
@@ -88,26 +87,13 @@ class DICM(ImageCodec):
         hyper_down: stride-2 steps from ``y`` to ``z`` (2 in the paper: z at 64).
         layer_scale: initial γ of the codec's HorNet blocks (HorNet: 1e-6, which
             leaves them out of the first thousands of steps).
-        codec_down: stride-2 steps of the compression network (2 in the
-            paper: ``y`` at 4× the cut's stride; 1 keeps ``y`` at twice it, 0
-            at the cut's own resolution).
-        out_conv: end ``g_s`` with a 1×1 convolution and no rectifier before
-            its last HorBlock.  The paper's decoder ends on a LeakyReLU and a
-            HorBlock, which suits ResNet's non-negative layer1 output;
-            EfficientNet's cut (a BatchNorm output with no activation) is signed,
-            and a 24-channel rectifier in front of it loses half its sign
-            pattern (the decoded feature's error then stays near its variance).
         codec_patch: if above 0, the compression network is the block-transform
             variant: three HorNet blocks at the cut's resolution, then a
             ``codec_patch``-strided ``codec_patch``² convolution to ``y`` (a linear
             transform of each block of the cut feature); ``g_s`` mirrors it with
             a transposed convolution.  Fitted to data by
-            :meth:`DICM.fit_block_transform`.  ``dims[1:]`` and ``codec_down``
-            are then unused.
-        codec_init: ``"kaiming"`` (variance-preserving random convolutions) or
-            ``"identity"`` (``codec_down=0`` only): ``g_s(g_a(f))`` starts as the
-            identity, ``y`` being the standardised feature's positive and
-            negative parts on a unit grid.
+            :func:`icm.train.calibrate.fit_block_transform`.  ``dims[1:]`` are then unused.
+            Otherwise the paper's network: two stride-2 steps, ``y`` at 4× the cut's stride.
         entropy: ``"hyperprior"`` (the paper: mean-scale hyperprior, ``y`` and
             ``z`` in the file) or ``"factorized"`` (one learned density per
             channel of ``y``, no ``z``: :class:`icm.latent.FactorizedLatent`;
@@ -143,10 +129,7 @@ class DICM(ImageCodec):
         hyper_heads: int = 6,
         hyper_depth: int = 1,
         hyper_down: int = 2,
-        out_conv: bool = False,
-        codec_down: int = 2,
         layer_scale: float = 1e-6,
-        codec_init: str = "kaiming",
         codec_patch: int = 0,
         entropy: str = "hyperprior",
         class_names: tuple[str, ...] | None = None,
@@ -164,12 +147,10 @@ class DICM(ImageCodec):
         if hyper_down not in (1, 2):
             raise ValueError("hyper_down is 1 (z at stride 32) or 2 (z at stride 64)")
         self.cut_stride = self.backbone.cut_stride
-        if codec_down not in (0, 1, 2):
-            raise ValueError("codec_down is 0, 1 or 2")
-        if codec_patch < 0 or (codec_patch and codec_init != "kaiming"):
-            raise ValueError("codec_patch is a positive patch size (with codec_init 'kaiming') or 0")
+        if codec_patch < 0:
+            raise ValueError("codec_patch is a positive patch size or 0")
         self.codec_patch = codec_patch
-        self.y_stride = self.cut_stride * (codec_patch or 2**codec_down)
+        self.y_stride = self.cut_stride * (codec_patch or 4)
         if entropy not in ("hyperprior", "factorized"):
             raise ValueError(f"entropy is 'hyperprior' or 'factorized', not {entropy!r}")
         self.entropy = entropy
@@ -184,13 +165,7 @@ class DICM(ImageCodec):
         if codec_patch:
             self._build_block_codec(c0, orders, filter_size, M, codec_patch, hor)
         else:
-            self._build_codec(c0, c1, c2, orders, filter_size, M, codec_down, out_conv, hor)
-            if codec_init == "identity":
-                self._init_codec_identity(c0, c1, c2, M, codec_down, out_conv)
-            elif codec_init != "kaiming":
-                raise ValueError(f"codec_init is 'kaiming' or 'identity', not {codec_init!r}")
-        # receiver-side copies of the tail's first stages (adapt_receiver); None: the tail as shipped
-        self.receiver: nn.ModuleList | None = None
+            self._build_codec(c0, c1, c2, orders, filter_size, M, hor)
         if entropy == "factorized":
             self.latent = FactorizedLatent(M, upsample=self.stride // self.y_stride)
             self.num_sections = 1  # y only
@@ -208,22 +183,18 @@ class DICM(ImageCodec):
         h_s.append(_conv(hyper_dim, 2 * M, 3))
         return MeanScaleHyperprior(h_a, nn.Sequential(*h_s), z_channels=N)
 
-    def _build_codec(self, c0, c1, c2, orders, filter_size, M, codec_down, out_conv, hor) -> None:
+    def _build_codec(self, c0, c1, c2, orders, filter_size, M, hor) -> None:
         self.g_a = nn.Sequential(
-            hor(c0, orders[0]), _conv(c0, c1, 5, 2 if codec_down else 1), nn.LeakyReLU(inplace=True),
+            hor(c0, orders[0]), _conv(c0, c1, 5, 2), nn.LeakyReLU(inplace=True),
             hor(c1, orders[1]), _conv(c1, c2, 3),
-            hor(c2, orders[2], global_filter=True, filter_size=filter_size), _conv(c2, M, 5, 2 if codec_down == 2 else 1),
+            hor(c2, orders[2], global_filter=True, filter_size=filter_size), _conv(c2, M, 5, 2),
             nn.LeakyReLU(inplace=True),
         )
         self.g_s = nn.Sequential(
-            _deconv(M, c2) if codec_down == 2 else _conv(M, c2, 5), nn.LeakyReLU(inplace=True),
+            _deconv(M, c2), nn.LeakyReLU(inplace=True),
             hor(c2, orders[2], global_filter=True, filter_size=filter_size), _conv(c2, c1, 3),
-            hor(c1, orders[1]), _deconv(c1, c0) if codec_down else _conv(c1, c0, 5),
-            # A signed cut feature cannot pass a c0-wide rectifier: with out_conv
-            # the path to the output stays linear (the HorBlock is residual).
-            *([] if out_conv else [nn.LeakyReLU(inplace=True)]),
+            hor(c1, orders[1]), _deconv(c1, c0), nn.LeakyReLU(inplace=True),
             hor(c0, orders[0]),
-            *([nn.Conv2d(c0, c0, 1)] if out_conv else []),
         )
         self._init_codec()
 
@@ -238,106 +209,6 @@ class DICM(ImageCodec):
                                  hor(c0, orders[2], **gf), hor(c0, orders[1]), hor(c0, orders[0]))
         self._init_codec()
 
-    @torch.no_grad()
-    def fit_block_transform(self, images: Tensor, step: float = 1.0, chunk: int = 16) -> dict:
-        """Fit the block-transform codec (``codec_patch``) to training images.
-
-        On the RE module's standardised output, each ``p×p`` block of the cut
-        feature (``p`` = ``codec_patch``, ``C·p²`` values) is expanded in the
-        eigenvectors of the blocks' covariance (the Karhunen–Loève transform).
-        Each coefficient ``k`` is weighted by the tail's sensitivity to it: the
-        Fisher information ``F_k``, the mean squared gradient of the log
-        probability of a class drawn from the network's own prediction.  Small
-        noise of variance ``σ²`` on coefficient ``k`` costs about ``F_k σ²/2`` nats
-        of KL divergence, so the rounding grid of coefficient ``k`` is
-        ``step·(F_k / mean F)^(-1/2)``: the same task distortion everywhere.  The
-        ``M`` coefficients kept are those with the largest ``F_k·var_k`` (what
-        dropping them would cost).  ``g_a``'s last convolution becomes the
-        scaled projection and ``g_s``'s first its inverse, and the hyper-decoder
-        starts as a fixed Gaussian per channel of ``y`` fitted to the images.
-
-        Returns ``{"kept_share", "fisher", "variance"}`` (the share of
-        ``Σ F_k var_k`` the kept coefficients carry).
-        """
-        p = self.codec_patch
-        if not p:
-            raise ValueError("fit_block_transform needs a block-transform codec (codec_patch > 0)")
-        enc, dec = self.g_a[-1], self.g_s[0]
-        was = self.training
-        self.eval()
-        s = torch.cat([self.re.standardise(self.re(self.head_features(self.pad(images[i:i + chunk])))["f_re"])
-                       for i in range(0, len(images), chunk)])
-        blocks = F.pixel_unshuffle(s, p).permute(0, 2, 3, 1).reshape(-1, s.shape[1] * p * p)
-        mu = blocks.mean(0)
-        var, U = torch.linalg.eigh(torch.cov((blocks - mu).T))
-        fisher = torch.zeros(U.shape[1])
-        with torch.enable_grad():
-            for i in range(0, len(s), chunk):
-                c = torch.einsum("bchw,ck->bkhw", F.pixel_unshuffle(s[i:i + chunk], p) - mu[:, None, None], U)
-                c.requires_grad_(True)
-                back = F.pixel_shuffle(torch.einsum("bkhw,ck->bchw", c, U) + mu[:, None, None], p)
-                logits = self.classify_features(self.re.unstandardise(back))
-                label = torch.distributions.Categorical(logits=logits.detach()).sample()
-                grad, = torch.autograd.grad(F.log_softmax(logits, 1).gather(1, label[:, None]).sum(), c)
-                fisher += grad.pow(2).mean(dim=(2, 3)).sum(0)
-        fisher /= len(s)
-        importance = fisher * var.clamp_min(0)
-        keep = importance.argsort(descending=True)[: self.M]
-        grid = step * (fisher[keep] / fisher.mean()).clamp_min(1e-8).rsqrt()
-        Uk = U[:, keep]
-        enc.weight.copy_((Uk / grid).T.reshape(enc.weight.shape))
-        enc.bias.copy_(-(Uk.T @ mu) / grid)
-        dec.weight.copy_((Uk * grid).T.reshape(dec.weight.shape))
-        dec.bias.copy_(mu.reshape(-1, p * p).mean(1))
-        # The entropy model starts as one Gaussian per channel of y, fitted to
-        # these images: h_s's last convolution outputs (nearly) constant scales
-        # and means.  From PyTorch's initialisation the estimated rate sat at
-        # 3–4.5 bpp against a zeroth-order entropy of 0.5 and stayed there for
-        # hundreds of steps while the rate term pushed y to zero.
-        y = torch.cat([self.g_a(s[i:i + chunk]) for i in range(0, len(s), chunk)])
-        if self.entropy == "hyperprior":  # a factorized latent is fitted by fit_prior
-            last = self.latent.h_s[-1]
-            last.weight.mul_(0.01)
-            last.bias.copy_(torch.cat([y.std(dim=(0, 2, 3)), y.mean(dim=(0, 2, 3))]))
-        self.train(was)
-        return {"kept_share": float(importance[keep].sum() / importance.sum()), "fisher": fisher[keep],
-                "variance": var[keep]}
-
-    @torch.no_grad()
-    def rescale_latent(self, step: float) -> None:
-        """Quantise ``y`` with a coarser (``step > 1``) or finer step, the codec otherwise unchanged.
-
-        ``g_a``'s last (linear) convolution is divided by ``step`` and ``g_s``'s
-        first multiplied by it, so that before rounding ``g_s(step·g_a(x)/step)``
-        is the same function; after rounding each element of ``y`` is coded in
-        units of ``step``: fewer bits, a coarser feature.  A factorized latent's
-        densities must then be fitted again (:meth:`fit_prior`); a hyperprior's
-        scales are divided by ``step`` as well only approximately, so it is refused.
-        """
-        if not step > 0:
-            raise ValueError(f"step must be positive, got {step}")
-        if self.entropy != "factorized":
-            raise ValueError("rescale_latent needs entropy='factorized' (then fit_prior)")
-        enc, dec = self.g_a[-1], self.g_s[0]
-        if not (isinstance(enc, nn.Conv2d) and isinstance(dec, (nn.Conv2d, nn.ConvTranspose2d))):
-            raise ValueError("rescale_latent needs g_a to end and g_s to start with a convolution")
-        enc.weight.div_(step)
-        if enc.bias is not None:
-            enc.bias.div_(step)
-        dec.weight.mul_(step)
-
-    def fit_prior(self, images: Tensor, steps: int = 2000, chunk: int = 16) -> float:
-        """Fit a factorized latent's densities to ``y`` of ``images`` (the codec as it
-        is); returns the fitted bits per element of ``y``."""
-        if self.entropy != "factorized":
-            raise ValueError("fit_prior needs entropy='factorized'")
-        was = self.training
-        self.eval()
-        with torch.no_grad():
-            y = torch.cat([self.analysis(self.pad(images[i:i + chunk])) for i in range(0, len(images), chunk)])
-        self.train(was)
-        return self.latent.fit(y, steps=steps)
-
     def _init_codec(self) -> None:
         # Variance-preserving convolutions: with PyTorch's default initialisation
         # the standardised feature shrinks 13× through g_a (y's spread 0.08 on
@@ -348,69 +219,10 @@ class DICM(ImageCodec):
                                         mode="fan_in" if isinstance(m, nn.Conv2d) else "fan_out")
                 nn.init.zeros_(m.bias)
 
-    @torch.no_grad()
-    def _init_codec_identity(self, c0: int, c1: int, c2: int, M: int, codec_down: int, out_conv: bool,
-                             step: float = 1.0, jitter: float = 0.01) -> None:
-        # g_s(g_a(s)) = s at the start: each convolution is a centred delta on
-        # chosen channels, and the rectifiers see the feature split into its
-        # positive and negative parts ([s, -s] → y = [relu(s), relu(-s)] / step),
-        # so y is the standardised cut feature on a uniform grid of ``step`` and
-        # stage 4 starts from a working scalar quantiser instead of from noise.
-        # A little random jitter keeps the other channels alive.
-        if codec_down != 0 or not out_conv or min(c1, c2, M) < 2 * c0:
-            raise ValueError("codec_init='identity' needs codec_down=0, out_conv=True and c1, c2, M >= 2*dims[0]")
-        leak = 1.0 + 0.01  # lrelu(x) - lrelu(-x) = 1.01 x
-
-        def set_(conv: nn.Conv2d, pairs) -> None:
-            w = conv.weight
-            w.mul_(jitter)
-            conv.bias.zero_()
-            k = w.shape[-1] // 2
-            for o, i, v in pairs:
-                w[o, i, k, k] += v
-
-        ga = [m for m in self.g_a if isinstance(m, nn.Conv2d)]
-        gs = [m for m in self.g_s if isinstance(m, nn.Conv2d)]
-        n = 2 * c0
-        set_(ga[0], [(i, i, 1.0) for i in range(c0)] + [(c0 + i, i, -1.0) for i in range(c0)])
-        set_(ga[1], [(i, i, 1.0 / leak) for i in range(n)])
-        set_(ga[2], [(i, i, 1.0 / step) for i in range(n)])
-        set_(gs[0], [(i, i, step) for i in range(n)])
-        set_(gs[1], [(i, i, 1.0) for i in range(n)])
-        set_(gs[2], [(i, i, 1.0 / leak) for i in range(c0)] + [(i, c0 + i, -1.0 / leak) for i in range(c0)])
-        set_(gs[3], [(i, i, 1.0) for i in range(c0)])
-
-    # -- receiver adaptation ---------------------------------------------------
-    def adapt_receiver(self, stages: int = 1) -> None:
-        """Give the receiver its own copy of the tail's first ``stages`` stages.
-
-        The decoded feature ``f̂`` then runs through the copies (trainable, see
-        stage 4's ``train: [receiver]``) and on through the remaining original
-        stages; the bitstream and the sender are untouched, and
-        :meth:`classify_pixels` keeps the original network, so the uncompressed
-        reference does not move.  The copies start equal to the tail, so before
-        any training step nothing changes.
-        """
-        n = len(self.backbone.tail.stages)
-        if not 1 <= stages <= n:
-            raise ValueError(f"adapt_receiver takes 1–{n} stages, got {stages}")
-        self.receiver = nn.ModuleList(copy.deepcopy(self.backbone.tail.stages[i]) for i in range(stages))
-        self.receiver.requires_grad_(False)
-
-    @staticmethod
-    def receiver_stages_in(state: dict) -> int:
-        """How many adapted receiver stages a state dict holds (keys ``receiver.<i>.…``)."""
-        idx = {int(k.split(".")[1]) for k in state if k.startswith("receiver.")}
-        return max(idx) + 1 if idx else 0
-
     # -- shipped weights -----------------------------------------------------
     def load_shipped(self, state: dict) -> None:
         """Load a shipped state dict; EfficientNet-Lite0's own weights are not in it
-        (they come with their package), every other key must be.  Adapted
-        receiver stages in it are rebuilt first."""
-        rx = self.receiver_stages_in(state)
-        if rx and (self.receiver is None or len(self.receiver) != rx):
-            self.adapt_receiver(rx)
+        (they come with their package), every other key must be."""
         if any(k.startswith("backbone.") for k in state):
             self.load_state_dict(state)
             return
@@ -420,14 +232,6 @@ class DICM(ImageCodec):
             raise RuntimeError(f"shipped weights do not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
 
     # -- parts ---------------------------------------------------------------
-    @torch.no_grad()
-    def measure_feature_stats(self, images: Tensor) -> None:
-        """Set the per-channel mean and standard deviation of the cut feature from
-        a batch of training images (done once, before the RE module trains)."""
-        f = self.head_features(self.pad(images))
-        self.re.mean.copy_(f.mean(dim=(0, 2, 3), keepdim=True))
-        self.re.std.copy_(f.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3))
-
     def head_features(self, x: Tensor) -> Tensor:
         """Sender's backbone head on a padded batch: the cut feature ``f``."""
         return self.backbone.head(x)
@@ -452,15 +256,8 @@ class DICM(ImageCodec):
         return f[..., : -(-image_size[0] // s), : -(-image_size[1] // s)]
 
     def stages(self, f: Tensor) -> OrderedDict:
-        """Receiver's tail on a cut feature: ``{"0": s8, "1": s16, "2": s32}``
-        (through the adapted receiver stages where there are some)."""
-        if self.receiver is None:
-            return self.backbone.tail(f)
-        out: OrderedDict = OrderedDict()
-        for i, stage in enumerate(self.backbone.tail.stages):
-            f = (self.receiver[i] if i < len(self.receiver) else stage)(f)
-            out[str(i)] = f
-        return out
+        """Receiver's tail on a cut feature: ``{"0": s8, "1": s16, "2": s32}``."""
+        return self.backbone.tail(f)
 
     def classify_features(self, f: Tensor) -> Tensor:
         return self.backbone.classifier(self.stages(f)["2"])

@@ -52,7 +52,7 @@ class RedundancyElimination(nn.Module):
     (``H, W`` multiples of 8); the bottleneck gets uniform noise in training
     and is rounded in eval.  The module works on the feature standardised per
     channel (buffers ``mean`` and ``std``, measured on training images before
-    it trains: :meth:`DICM.measure_feature_stats`); the codec uses the same
+    it trains: :func:`icm.train.calibrate.measure_feature_stats`); the codec uses the same
     statistics.
     """
 

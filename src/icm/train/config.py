@@ -51,8 +51,7 @@ SCHEMA: dict[str, dict[str, frozenset]] = {
     },
     "dicm": {
         "": frozenset({"stage", "model", "data", "loss", "moco", "optim", "train", "trainer"}),
-        "model": frozenset(_MODEL | {"init_parts", "fit_prior", "fit_transform", "adapt_receiver", "re_identity_gain",
-                                     "rescale_latent"}),
+        "model": frozenset(_MODEL | {"init_parts", "fit_prior", "fit_transform", "re_identity_gain"}),
         "data": frozenset({"kind", "root", "crop", "short_sides", "batch_size", "val_batch_size", "val_crop",
                            "val_resize", "workers", "stats_images", "train_photos", "val_photos"}),
         "loss": frozenset({"lmbda", "lmbda_warmup", "rate", "l1", "infonce", "re_mse", "std_mse", "stage_mse", "kl",

@@ -21,11 +21,9 @@ Stage 2 — RE module alone, backbone frozen:
     re_identity_gain`` starts an RE without stages as the identity
     (:meth:`~icm.models.dicm.RedundancyElimination.init_identity`).
     Stage 4's ``model: fit_transform: {images, step}`` fits a block-transform
-    codec to that many training crops first (:meth:`~icm.models.dicm.DICM.fit_block_transform`);
+    codec to that many training crops first (:func:`icm.train.calibrate.fit_block_transform`);
     ``model: fit_prior: {images, steps}`` fits a factorized latent's densities
-    to the codec's ``y`` (:meth:`~icm.models.dicm.DICM.fit_prior`), after
-    ``model: rescale_latent: step`` (if given) has made ``y``'s quantisation
-    step coarser (:meth:`~icm.models.dicm.DICM.rescale_latent`).
+    to the codec's ``y`` (:func:`icm.train.calibrate.fit_prior`).
 Stage 3 — joint: ``InfoNCE + 0.1·rate + 0.1·L1`` with guided crops, SGD 1e-3
     cosine; the MoCo encoder is head → RE → tail → pool.  ``train`` lists the
     parts that learn (paper: ``[head, re, tail]``).
@@ -33,10 +31,6 @@ Stage 4 — codec only, everything else frozen:
     ``λ·bpp + 2048·MSE(f_re, f̂) + 384/256/192·MSE`` of the three tail stages
     against the uncompressed network (head → tail, no RE, no codec), AdamW
     1e-4; λ is the quality's (:data:`icm.models.dicm.QUALITIES`).
-    Beyond the paper, ``model: adapt_receiver: k`` gives the receiver its own
-    copy of the tail's first k stages and ``train: [receiver]`` (or ``[codec,
-    receiver]``) lets them learn against the decoded feature: receiver
-    adaptation, the uncompressed reference keeps the original tail.
 
 Frozen parts stay in eval mode (their BatchNorm statistics do not move).
 Rates are bits per pixel of the input crop.
@@ -117,10 +111,8 @@ class DicmModule(L.LightningModule):
             cosine from ``lr`` to ``min_lr`` over ``max_steps``.
         moco: ``queue``, ``momentum``, ``temperature``, ``dim``, ``hidden``.
         train_parts: the learning parts: stage 3's among ``head``, ``re``,
-            ``tail`` (default all three); stage 4's among ``codec`` (the
-            compression network and hyperprior; the default) and ``receiver``
-            (the model's adapted receiver stages, :meth:`DICM.adapt_receiver`:
-            receiver adaptation, bitstream unchanged when ``codec`` is left out).
+            ``tail`` (default all three); stage 4's: ``codec`` (the compression
+            network and hyperprior).
         max_steps: length of the schedule; clip: gradient-norm clip (0: none).
     """
 
@@ -154,14 +146,9 @@ class DicmModule(L.LightningModule):
             learn = [parts[p] for p in train_parts]
         else:
             train_parts = ("codec",) if train_parts is None else tuple(train_parts)
-            unknown = set(train_parts) - {"codec", "receiver"}
-            if unknown or not train_parts:
-                raise IcmError(f"stage 4 trains parts among codec, receiver; got {sorted(train_parts)}")
-            learn = [model.g_a, model.g_s, model.latent] if "codec" in train_parts else []
-            if "receiver" in train_parts:
-                if getattr(model, "receiver", None) is None:
-                    raise IcmError("train: [receiver] needs model.adapt_receiver (how many tail stages to adapt)")
-                learn.append(model.receiver)
+            if set(train_parts) != {"codec"}:
+                raise IcmError(f"stage 4 trains the codec; got train: {sorted(train_parts)}")
+            learn = [model.g_a, model.g_s, model.latent]
         for m in learn:
             m.requires_grad_(True)
         self._learning = learn
@@ -183,8 +170,6 @@ class DicmModule(L.LightningModule):
             self.model.eval()
             for m in self._learning:
                 m.train()
-            if getattr(self.model, "receiver", None) is not None:
-                self.model.receiver.eval()  # adapted stages keep the tail's BatchNorm statistics
             if self.moco is not None:
                 self.moco.projector_q.train()
                 self.moco.encoder_k.train(any(p.requires_grad for p in self.moco.encoder_q.parameters()))
@@ -374,9 +359,6 @@ def load_init(model: nn.Module, path: str, parts=None) -> None:
     if path.endswith(".safetensors"):
         model.load_shipped(state)
         return
-    rx = model.receiver_stages_in(state) if hasattr(model, "receiver_stages_in") else 0
-    if rx and (parts is None or "receiver" in parts) and model.receiver is None:
-        model.adapt_receiver(rx)
     if parts is None:
         model.load_state_dict(state)
         return
@@ -396,6 +378,7 @@ def build(cfg: dict):
     from torch.utils.data import IterableDataset
 
     from ..models import create_model, model_info
+    from .calibrate import fit_block_transform, fit_prior, measure_feature_stats
 
     m, d, o, t = cfg["model"], cfg["data"], cfg["optim"], cfg["trainer"]
     stage = int(cfg.get("stage", 4))
@@ -406,19 +389,15 @@ def build(cfg: dict):
     seed = int(t.get("seed", 0))
     train, val = _datasets(stage, d, seed)
     if stage == 2 and not m.get("init"):
-        model.measure_feature_stats(_first_images(train, int(d.get("stats_images", 64))))
+        measure_feature_stats(model, _first_images(train, int(d.get("stats_images", 64))))
         if m.get("re_identity_gain"):
             model.re.init_identity(float(m["re_identity_gain"]))
     fit = m.get("fit_transform")
     if stage == 4 and fit:
-        model.fit_block_transform(_first_images(train, int(fit.get("images", 256))), step=float(fit.get("step", 1.0)))
-    if stage == 4 and m.get("rescale_latent"):  # a coarser quantisation step for y (then fit_prior)
-        model.rescale_latent(float(m["rescale_latent"]))
+        fit_block_transform(model, _first_images(train, int(fit.get("images", 256))), step=float(fit.get("step", 1.0)))
     fp = m.get("fit_prior")
     if stage == 4 and fp:  # a factorized latent's densities fitted to the codec's y first
-        model.fit_prior(_first_images(train, int(fp.get("images", 256))), steps=int(fp.get("steps", 2000)))
-    if stage == 4 and m.get("adapt_receiver") and getattr(model, "receiver", None) is None:
-        model.adapt_receiver(int(m["adapt_receiver"]))  # a copy of the (loaded) tail's first stages
+        fit_prior(model, _first_images(train, int(fp.get("images", 256))), steps=int(fp.get("steps", 2000)))
     batch = int(d.get("batch_size", 8))
     moco = cfg.get("moco") or {}
     module = DicmModule(model, stage, loss=cfg.get("loss"), optim=o, moco=moco,

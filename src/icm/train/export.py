@@ -139,9 +139,6 @@ def _dicm_stages(cfg: dict) -> str:
     fit = m.get("fit_transform")
     last = f", the block transform fitted to {fit.get('images', 256)} training crops first" if fit else ""
     parts = list(cfg.get("train") or ["codec"])
-    if m.get("adapt_receiver"):
-        last += (f"; the receiver's copy of the tail's first {m['adapt_receiver']} stage(s) adapted to the"
-                 f" decoded feature")
     return (f"1-3: parts {m.get('init_parts') or 'all'} from {m.get('init') or 'nothing'}; "
             f"4: this recipe, training {parts}{last}")
 
@@ -259,8 +256,6 @@ def main(argv=None) -> int:
     ckpt = args.ckpt or str(Path(cfg["trainer"]["out_dir"]) / "checkpoints" / "last.ckpt")
     model = create_model(name, quality=quality, pretrained=False, **cfg["model"].get("kwargs", {}))
     model.model_name, model.quality = name, quality
-    if cfg["model"].get("adapt_receiver"):
-        model.adapt_receiver(int(cfg["model"]["adapt_receiver"]))
     info = load_checkpoint(model, ckpt)
     # dicm does not ship its backbone (the package's float32 ImageNet weights are used),
     # so the figures below are measured with it unrounded, as users will run it
