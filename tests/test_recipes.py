@@ -37,6 +37,10 @@ def test_every_kind_is_exercised_by_some_recipe():
     (lambda c: c["trainer"].update(acelerator="cpu"), "did you mean 'accelerator'?"),
     (lambda c: c["trainer"].update(gradient_clip_val=1.0), "has no effect here: the recipes clip gradients with optim.clip"),
     (lambda c: c.update(data=[1, 2]), "'data' must be a mapping"),
+    (lambda c: c["optim"].update(lr="fast"), "optim.lr must be a number, not 'fast'"),
+    (lambda c: c["data"].update(batch_size=2.5), "data.batch_size must be a whole number, not 2.5"),
+    (lambda c: c["trainer"].update(max_steps="many"), "trainer.max_steps must be a whole number"),
+    (lambda c: c["data"].update(short_sides=256), "data.short_sides must be a list"),
 ])
 def test_a_bad_key_is_one_clear_error(tmp_path, edit, words):
     cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/dicm/lite0-stage4-q1-factorized.yaml").read_text())
@@ -52,3 +56,27 @@ def test_lightning_keys_pass_and_validate_returns_the_recipe():
     cfg = {"model": {"name": "hyperprior-tiny"}, "trainer": {"devices": 2, "strategy": "ddp", "accelerator": "cpu",
                                                             "max_steps": 3}}
     assert validate(cfg) is cfg
+    # numbers as YAML reads them: "2e-4" is a string to PyYAML, and null means unset
+    assert validate({"model": {"name": "hyperprior", "init": None}, "optim": {"lr": "2e-4"}})
+
+
+HYPERPRIOR = sorted((ROOT / "hyperprior").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", HYPERPRIOR, ids=lambda p: p.name)
+def test_hyperprior_recipes_build(path, tmp_path):
+    """Every hyperprior recipe builds (model, module, loaders) as written, with a narrow model,
+    bundled training photos and no init checkpoint standing in for the long runs."""
+    from conftest import PHOTOS
+    from icm.train.run import build
+
+    cfg = load_config(path)
+    lmbda = float(cfg["model"].get("lmbda", 0))
+    cfg["model"] = {"name": "hyperprior", "quality": cfg["model"]["quality"], "kwargs": {"N": 8, "M": 12},
+                    **({"lmbda": lmbda} if lmbda else {})}
+    cfg["data"].update(train_photos=list(PHOTOS[:2]), val_photos=[PHOTOS[2]], crop=64)
+    cfg["trainer"].update(out_dir=str(tmp_path))
+    model, module, train_loader, val_loader = build(cfg)
+    batch = next(iter(train_loader))
+    assert batch.shape[1:] == (3, 64, 64) and module.lmbda > 0
+    assert module.max_steps_ == int(cfg["trainer"]["max_steps"]) and module.clip == float(cfg["optim"].get("clip", 1.0))

@@ -75,6 +75,49 @@ _NESTED = {("dicm", "model", "fit_prior"): frozenset({"images", "steps"}),
            ("dicm", "model", "fit_transform"): frozenset({"images", "step"})}
 
 
+# The kind of value a key takes wherever it appears (None, YAML's null, always means "unset").
+# Numbers may be written as YAML strings ("2e-4": PyYAML reads exponents without a dot so).
+_NUMBER = frozenset({"lr", "final_lr_ratio", "clip", "lmbda", "alpha", "beta", "label_smoothing", "latent_lr",
+                     "min_lr", "weight_decay", "momentum", "temperature", "rate", "l1", "infonce", "re_mse", "std_mse",
+                     "kl", "kl_t", "re_identity_gain", "cutmix", "mixup", "random_erasing"})
+_INTEGER = frozenset({"crop", "batch_size", "workers", "val_side", "val_batch_size", "val_limit", "train_limit",
+                      "warmup_steps", "lr_batch", "lmbda_warmup", "dim", "hidden", "queue", "warmup_epochs",
+                      "refresh_every", "stats_images", "val_crop", "val_resize", "quality", "stage", "step",
+                      "max_steps", "val_every", "ckpt_every", "threads", "seed", "size", "train_images",
+                      "fpn_channels", "representation_size", "rpn_batch_size_per_image",
+                      "box_batch_size_per_image", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test"})
+_BOOL = frozenset({"augment", "flip", "pretrained"})
+_LIST = frozenset({"short_sides", "train_photos", "val_photos", "init_parts", "latent_qualities", "stage_mse",
+                   "anchor_sizes", "aspect_ratios", "train", "mask_layers"})
+_TEXT = frozenset({"name", "kind", "init", "heads_init", "out_dir", "resume", "task", "path", "image_set",
+                   "val_image_set", "annotations", "val_annotations"})
+
+
+def _is_number(v) -> bool:
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, (int, float)):
+        return True
+    try:
+        float(v)
+        return isinstance(v, str)
+    except (TypeError, ValueError):
+        return False
+
+
+def _kind_error(where: str, key: str, value):
+    checks = ((_NUMBER, _is_number, "a number"),
+              (_INTEGER, lambda v: (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, str) and v.isdigit()),
+               "a whole number"),
+              (_BOOL, lambda v: isinstance(v, bool), "true or false"),
+              (_LIST, lambda v: isinstance(v, list), "a list"),
+              (_TEXT, lambda v: isinstance(v, str), "text"))
+    for keys, ok, what in checks:
+        if key in keys and value is not None and not ok(value):
+            return f"{where}{key} must be {what}, not {value!r}"
+    return None
+
+
 def recipe_kind(cfg: dict) -> str:
     """``detection``, ``dicm``, ``bai2022`` or ``rd`` (the rate–distortion recipes), as :func:`icm.train.run.build` dispatches."""
     if "task" in cfg:
@@ -106,6 +149,9 @@ def validate(cfg: dict, path="recipe") -> dict:
     for key in cfg:
         if key not in schema[""]:
             raise _unknown("", key, schema[""], path)
+        bad = _kind_error("", key, cfg[key])
+        if bad:
+            raise IcmError(f"{path}: {bad}")
     for section, known in schema.items():
         value = cfg.get(section) if section else None
         if not section or value is None:
@@ -115,6 +161,9 @@ def validate(cfg: dict, path="recipe") -> dict:
         for key, sub in value.items():
             if key not in known:
                 raise _unknown(f"{section}.", key, known, path)
+            bad = _kind_error(f"{section}.", key, sub) if (kind, section, key) not in _NESTED else None
+            if bad:
+                raise IcmError(f"{path}: {bad}")
             nested = _NESTED.get((kind, section, key))
             if nested is not None and isinstance(sub, dict):
                 for k in sub:
@@ -126,6 +175,10 @@ def validate(cfg: dict, path="recipe") -> dict:
     for key in ("gradient_clip_val", "gradient_clip_algorithm"):
         if key in trainer:
             raise IcmError(f"{path}: trainer.{key} has no effect here: the recipes clip gradients with optim.clip")
+    for key in TRAINER_OURS & set(trainer):
+        bad = _kind_error("trainer.", key, trainer[key])
+        if bad:
+            raise IcmError(f"{path}: {bad}")
     extra = [k for k in trainer if k not in TRAINER_OURS]
     if extra:
         known = _lightning_trainer_keys()
