@@ -19,6 +19,17 @@ def _warn(path, what: str) -> None:
     print(f"icm: warning: {path}: {what}", file=sys.stderr)
 
 
+def _print_answer_lines(row: dict) -> None:
+    """The indented lines ``icm analyze`` (and ``icm send``) print under a file's line: its
+    classes, or its detections."""
+    for d in row.get("detections", ()):
+        print(f"  {d['label']:<14} {d['score']:.3f}  [{', '.join(f'{v:.1f}' for v in d['box'])}]")
+    for key, top in row.items():
+        if key.startswith("top"):
+            for rank, t in enumerate(top, 1):
+                print(f"  {rank}. {t['label']}  {t['prob']:.4f}")
+
+
 def _quality(model_name: str, quality: int | None) -> int:
     """The quality to code with, validated before any work (the default: the highest
     shipped); whether weights ship for it is said by :func:`icm.codec.get_model`."""

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from ._cliutil import _error, _non_negative, _positive, _quality, _warn, top_parser
+from ._cliutil import _error, _non_negative, _positive, _print_answer_lines, _quality, _warn, top_parser
 from ._cliutil import run as _run
 from .errors import IcmError
 from .tasks import TASK_NAMES
@@ -58,22 +58,10 @@ def _image_format(dest: Path) -> str:
 
 
 def _cmd_models(args) -> int:
-    from .models import has_weights, list_models, model_info
-    from .models._registry import heads_tasks
+    from .models import list_models
+    from .models._registry import model_row
 
-    rows = []
-    for name in list_models():
-        info = model_info(name)
-        shipped = [q for q in info.qualities if has_weights(name, q)]
-        rows.append({
-            "name": name,
-            "id": info.model_id,
-            "qualities": list(info.qualities),
-            "weights": shipped,
-            "pixels": info.pixel_decoder,
-            "tasks": list(info.tasks) + list(heads_tasks(name)),  # detection heads ship apart from the codec
-            "description": info.description,
-        })
+    rows = [model_row(name) for name in list_models()]  # tasks: detection heads ship apart from the codec
     if args.json:
         for r in rows:
             print(json.dumps(r))
@@ -196,9 +184,8 @@ def _analyzed(files, task, codec, failures: list, limits=None):
 
 
 def _cmd_analyze(args) -> int:
-    import torch
-
     from . import codec
+    from .tasks.results import analysis_row, top_classes
 
     if args.task in codec.DETECTION_TASKS:
         return _analyze_detections(args)
@@ -209,26 +196,19 @@ def _cmd_analyze(args) -> int:
     failures = []
     for path, f, res in _analyzed(args.files, args.task, codec, failures, _limits(args)):
         model = res["model"]
-        probs = torch.softmax(res["output"][0].float(), dim=0)
-        k = min(args.top, probs.numel())
-        values, indices = probs.topk(k)
-        names = getattr(model, "class_names", None) or ()
-        top = [{"index": int(i), "label": names[i] if i < len(names) else str(int(i)), "prob": round(float(v), 6)}
-               for v, i in zip(values, indices)]
+        top = top_classes(res["output"][0], getattr(model, "class_names", None), args.top)
         if args.json:
-            print(_json({"file": str(path), "model": model.model_name, "quality": f.header.quality,
-                         "bytes": f.size, "bpp": round(f.bpp, 6), "task": res["task"], f"top{args.top}": top}))
+            print(_json({"file": str(path), **analysis_row(f, model.model_name, res["task"]), f"top{args.top}": top}))
         else:
             print(f"{path}: {model.model_name} q{f.header.quality}, {f.header.width}x{f.header.height}, "
                   f"{f.size} bytes, {f.bpp:.4f} bpp")
-            for rank, t in enumerate(top, 1):
-                print(f"  {rank}. {t['label']}  {t['prob']:.4f}")
+            _print_answer_lines({"top": top})
     return 2 if failures else 0
 
 
 def _analyze_detections(args) -> int:
     from . import codec
-    from .tasks.results import draw, to_records
+    from .tasks.results import analysis_row, draw, to_records
 
     if not 0.0 <= args.score_thresh <= 1.0:
         raise IcmError(f"--score-thresh must be within [0, 1], not {args.score_thresh}")
@@ -252,14 +232,12 @@ def _analyze_detections(args) -> int:
         model, heads = res["model"], res["heads"]
         dets = to_records(res["output"][0], heads.categories, args.score_thresh, masks=args.task == "segment")
         if args.json:
-            print(_json({"file": str(path), "model": model.model_name, "quality": f.header.quality,
-                         "bytes": f.size, "bpp": round(f.bpp, 6), "task": args.task, "detections": dets}))
+            print(_json({"file": str(path), **analysis_row(f, model.model_name, args.task), "detections": dets}))
         else:
             print(f"{path}: {model.model_name} q{f.header.quality}, {f.header.width}x{f.header.height}, "
                   f"{f.size} bytes, {f.bpp:.4f} bpp, {len(dets)} detection{'s' if len(dets) != 1 else ''}"
                   f" scoring {args.score_thresh:g} or more")
-            for d in dets:
-                print(f"  {d['label']:<14} {d['score']:.3f}  [{', '.join(f'{v:.1f}' for v in d['box'])}]")
+            _print_answer_lines({"detections": dets})
         if args.draw:
             from PIL import Image
 

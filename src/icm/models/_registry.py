@@ -57,6 +57,15 @@ def resolve_hook(hook):
     return getattr(importlib.import_module(module), func)
 
 
+def model_row(name: str) -> dict:
+    """What ``icm models --json`` says of a model: ``{"name", "id", "qualities", "weights"
+    (the shipped qualities), "pixels", "tasks" (its own and its shipped heads'), "description"}``."""
+    info = model_info(name)
+    return {"name": name, "id": info.model_id, "qualities": list(info.qualities),
+            "weights": [q for q in info.qualities if has_weights(name, q)], "pixels": info.pixel_decoder,
+            "tasks": list(info.tasks) + list(heads_tasks(name)), "description": info.description}
+
+
 def weights_name(name: str, quality: int) -> str:
     return f"{name}-q{quality}.safetensors"
 

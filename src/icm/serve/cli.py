@@ -91,11 +91,10 @@ def cmd_serve(args) -> int:
     models = parse_models(args.models)
     from .. import threads
 
-    cores = threads.usable_cores()
     config = {"models": {k: list(v) for k, v in models.items()}, "max_pixels": args.max_pixels,
               "max_seconds": args.max_seconds, "max_body": args.max_body, "max_queue": args.max_queue,
-              "device": args.device, "timeout": args.timeout, "threads": max(1, threads.default_threads() // args.workers)
-              if cores > 1 else 1}
+              "device": args.device, "timeout": args.timeout,
+              "threads": max(1, threads.default_threads() // args.workers)}  # the cores, shared by the workers
     from .lit import build_server
 
     server = build_server(config, token, args.workers, args.max_batch, args.batch_timeout, args.timeout)
@@ -149,18 +148,15 @@ def _read(p: Path) -> bytes:
 
 
 def _print(path, row: dict, as_json: bool) -> None:
+    from .._cliutil import _print_answer_lines
+
     if as_json:
         print(json.dumps({"file": str(path), **row}, allow_nan=False))
         return
     head = f"{path}: {row['model']} q{row['quality']}, {row['bytes']} bytes, {row['bpp']:.4f} bpp"
     if "detections" in row:
-        dets = row["detections"]
-        print(f"{head}, {len(dets)} detection{'s' if len(dets) != 1 else ''}")
-        for d in dets:
-            print(f"  {d['label']:<14} {d['score']:.3f}  [{', '.join(f'{v:.1f}' for v in d['box'])}]")
-        return
+        n = len(row["detections"])
+        head += f", {n} detection{'s' if n != 1 else ''}"
     print(head)
-    (top,) = [v for k, v in row.items() if k.startswith("top")]
-    for rank, t in enumerate(top, 1):
-        print(f"  {rank}. {t['label']}  {t['prob']:.4f}")
+    _print_answer_lines(row)
     sys.stdout.flush()

@@ -161,7 +161,7 @@ class Service:
         try:
             codec.check_limits(f, limits=self.limits)
         except LimitError as e:
-            raise ServiceError(413, str(e).replace("--max-pixels (max_pixels=)", "icm serve --max-pixels")) from None
+            raise ServiceError(413, str(e)) from None
         if op == "decompress":
             if not info.pixel_decoder:
                 raise ServiceError(422, f"{info.name} files carry no pixels; POST them to /v1/analyze")
@@ -240,40 +240,23 @@ class Service:
 
     # -- rendering: the JSON of `icm analyze --json`, without "file" -----------------------------------------
 
-    @staticmethod
-    def _head(job: Job) -> dict:
-        f = job.file
-        return {"model": job.model, "quality": f.header.quality, "bytes": f.size, "bpp": round(f.bpp, 6),
-                "task": job.task}
-
     def _classes(self, job: Job, model, logits) -> dict:
-        import torch
+        from ..tasks.results import analysis_row, top_classes
 
-        probs = torch.softmax(logits.float(), dim=0)
-        values, indices = probs.topk(min(job.top, probs.numel()))
-        names = getattr(model, "class_names", None) or ()
-        top = [{"index": int(i), "label": names[i] if i < len(names) else str(int(i)), "prob": round(float(v), 6)}
-               for v, i in zip(values, indices)]
-        return {**self._head(job), f"top{job.top}": top}
+        top = top_classes(logits, getattr(model, "class_names", None), job.top)
+        return {**analysis_row(job.file, job.model, job.task), f"top{job.top}": top}
 
     def _detections(self, job: Job, det, heads) -> dict:
-        from ..tasks.results import to_records
+        from ..tasks.results import analysis_row, to_records
 
         records = to_records(det, heads.categories, job.score_thresh, masks=job.task == "segment")
-        return {**self._head(job), "detections": records}
+        return {**analysis_row(job.file, job.model, job.task), "detections": records}
 
     def model_rows(self) -> list[dict]:
         """The ``icm models --json`` rows of what is served (``weights``: the served qualities)."""
-        from ..models import model_info
-        from ..models._registry import heads_tasks
+        from ..models._registry import model_row
 
-        rows = []
-        for name, qualities in sorted(self.models.items()):
-            info = model_info(name)
-            rows.append({"name": name, "id": info.model_id, "qualities": list(info.qualities),
-                         "weights": list(qualities), "pixels": info.pixel_decoder,
-                         "tasks": list(info.tasks) + list(heads_tasks(name)), "description": info.description})
-        return rows
+        return [{**model_row(name), "weights": list(qualities)} for name, qualities in sorted(self.models.items())]
 
 
 def _number(raw, default, name: str, kind, lo, hi):

@@ -45,6 +45,20 @@ def _keep(det: Mapping, score_min: float) -> torch.Tensor:
     return (det["scores"] >= score_min).nonzero().flatten()
 
 
+def analysis_row(f, model_name: str, task: str) -> dict:
+    """The fields every ``icm analyze --json`` row (and the service's answer) starts with."""
+    return {"model": model_name, "quality": f.header.quality, "bytes": f.size, "bpp": round(f.bpp, 6), "task": task}
+
+
+def top_classes(logits: torch.Tensor, names, k: int) -> list[dict]:
+    """The ``k`` most probable classes of one image's logits: ``{"index", "label", "prob"}``, best first."""
+    names = names or ()
+    probs = torch.softmax(logits.float(), dim=0)
+    values, indices = probs.topk(min(k, probs.numel()))
+    return [{"index": int(i), "label": names[i] if i < len(names) else str(int(i)), "prob": round(float(v), 6)}
+            for v, i in zip(values, indices)]
+
+
 def to_records(det: Mapping, categories: Mapping[int, str] | None = None, score_thresh: float = 0.5,
                masks: bool = False) -> list[dict]:
     """Detections of one image scoring at least ``score_thresh`` → JSON objects, best first.
