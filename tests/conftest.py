@@ -47,13 +47,15 @@ DEBIAN_DATA = {
     "fashion-mnist": ("/usr/share/datasets/fashion-mnist", "apt-get install dataset-fashion-mnist"),
     "labelme-examples": ("/usr/share/doc/labelme-examples/examples/instance_segmentation/data_dataset_coco/annotations.json",
                          "apt-get install labelme-examples"),
+    "wallpapers": ("/usr/share/tuxpaint/stamps/animals/birds/quetzal.png",
+                   "apt-get install mate-backgrounds plasma-workspace-wallpapers tuxpaint-stamps-default"),
 }
 
 
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "needs_debian_data(*packages): reads Debian data packages (opencv-doc, fashion-mnist, "
-        "labelme-examples); skipped with the apt-get line when absent; run by .ci/run after installing them")
+        "labelme-examples, wallpapers); skipped with the apt-get line when absent; run by .ci/run after installing them")
     system_data_guard.install()
 
 
@@ -207,4 +209,21 @@ def imagefolder_root(tmp_path_factory) -> Path:
                 img = rng.integers(0, 80, size=(40, 48, 3)).astype(np.uint8)
                 img[..., c] += 150  # red vs green
                 Image.fromarray(img).save(root / split / cls / f"{i}.png")
+    return root
+
+
+def tiny_voc(root: Path, n: int = 2) -> Path:
+    """A VOC folder (JPEGImages, Annotations, ImageSets/Main) of ``n`` 64² pictures."""
+    for d in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        (root / d).mkdir(parents=True)
+    objects = [("cat", (5, 6, 40, 50)), ("dog", (20, 10, 60, 44))]
+    for i in range(n):
+        name, box = objects[i % 2]
+        Image.fromarray(np.full((64, 64, 3), (60 * i + 40) % 256, np.uint8)).save(root / "JPEGImages" / f"{i:06d}.jpg")
+        (root / "Annotations" / f"{i:06d}.xml").write_text(
+            f"<annotation><filename>{i:06d}.jpg</filename><object><name>{name}</name><difficult>0</difficult>"
+            "<bndbox>" + "".join(f"<{k}>{v}</{k}>" for k, v in zip(("xmin", "ymin", "xmax", "ymax"), box))
+            + "</bndbox></object></annotation>")
+    for s in ("trainval", "test"):
+        (root / "ImageSets" / "Main" / f"{s}.txt").write_text("".join(f"{i:06d}\n" for i in range(n)))
     return root

@@ -30,7 +30,7 @@ from icm.tasks.synthetic import CLASSES
 from icm.train import detection as train_detection
 from icm.train.run import build, load_config, run
 
-from conftest import gradient_image, make_tiny_model
+from conftest import gradient_image, make_tiny_model, tiny_voc
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
@@ -201,28 +201,13 @@ def test_export_writes_heads_only_with_measured_map(trained, tmp_path):
 # -- configs -------------------------------------------------------------------------------------
 
 
-def _tiny_voc(root: Path) -> Path:
-    """A VOC folder (JPEGImages, Annotations, ImageSets/Main) of two 64² pictures."""
-    for d in ("JPEGImages", "Annotations", "ImageSets/Main"):
-        (root / d).mkdir(parents=True)
-    for i, (name, box) in enumerate([("cat", (5, 6, 40, 50)), ("dog", (20, 10, 60, 44))]):
-        Image.fromarray(np.full((64, 64, 3), 60 * i + 40, np.uint8)).save(root / "JPEGImages" / f"{i:06d}.jpg")
-        (root / "Annotations" / f"{i:06d}.xml").write_text(
-            f"<annotation><filename>{i:06d}.jpg</filename><object><name>{name}</name><difficult>0</difficult>"
-            "<bndbox>" + "".join(f"<{k}>{v}</{k}>" for k, v in zip(("xmin", "ymin", "xmax", "ymax"), box))
-            + "</bndbox></object></annotation>")
-    for s in ("trainval", "test"):
-        (root / "ImageSets" / "Main" / f"{s}.txt").write_text("000000\n000001\n")
-    return root
-
-
 @pytest.fixture(scope="module")
 def fixtures(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fixtures")
     from icm.tasks.synthetic import ensure_synthetic
 
     ann = ensure_synthetic(tmp / "coco", 2, size=(64, 64), split_name="train")
-    return {"synthetic": tmp / "synthetic", "coco": ann, "voc": _tiny_voc(tmp / "voc")}
+    return {"synthetic": tmp / "synthetic", "coco": ann, "voc": tiny_voc(tmp / "voc")}
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)

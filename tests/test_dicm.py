@@ -439,11 +439,14 @@ def test_unknown_stage_and_part():
 
 def test_contrastive_crop_schedule_refreshes_boxes():
     import lightning as L
+    from torchvision.transforms.v2.functional import resize
+
+    from icm.train.moco import heatmap_boxes
 
     from icm.train.dicm import build
 
     cfg = {"stage": 3, "model": {"name": "dicm-lite0", "quality": 4, "kwargs": SMALL["dicm-lite0"]},
-           "train": ["re"], "data": {"kind": "photos", "crop": 64, "batch_size": 8,
+           "train": ["re"], "data": {"kind": "photos", "crop": 64, "batch_size": 8, "box_size": 160,
                                       "train_photos": SKIMAGE_TRAIN_PHOTOS, "val_photos": PHOTOS[:1]},
            "moco": {"queue": 64, "dim": 16, "hidden": 32, "warmup_epochs": 1, "refresh_every": 1},
            "optim": {}, "trainer": {"max_steps": 1}}
@@ -451,13 +454,25 @@ def test_contrastive_crop_schedule_refreshes_boxes():
     model, module, train_loader, _ = build(cfg)
     views = module.views
     assert views.warmup and bool((views.boxes == torch.tensor([0.0, 0.0, 1.0, 1.0])).all())
+    refreshes, update = [], views.update_boxes
+
+    def recording(feature_fn, **kw):  # the boxes from the network as it is when the epoch starts
+        update(feature_fn, **kw)
+        refreshes.append((module.current_epoch, views.warmup, views.boxes.clone()))
+        enc = module.moco.encoder_q
+        with torch.no_grad():
+            batch = torch.stack([resize(img, [160, 160], antialias=True) for img in views.base.images]).clamp(0, 1)
+            want = heatmap_boxes(enc.last_stage(batch), (160, 160))
+        assert torch.allclose(views.boxes, want, atol=1e-6)
+
+    views.update_boxes = recording
     steps = len(train_loader) + 1  # one epoch of plain crops, then the first step of epoch 1
     trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0)
     trainer.fit(module, train_loader)
     assert not views.warmup
-    area = (views.boxes[:, 2] - views.boxes[:, 0]) * (views.boxes[:, 3] - views.boxes[:, 1])
-    assert (area < 1.0).any() and (area > 0).all()
+    assert [(e, w) for e, w, _ in refreshes] == [(1, False)]  # once, after the warm-up epoch, before its crops
+    assert torch.equal(views.boxes, refreshes[0][2])
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

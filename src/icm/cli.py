@@ -304,6 +304,10 @@ def _cmd_demo(args) -> int:
 def _cmd_train(args) -> int:
     from .train.run import load_config, run
 
+    if args.dry_run:
+        from .train.dryrun import main_dry_run
+
+        return main_dry_run(args.config, steps=args.steps, as_json=args.json)
     cfg = load_config(args.config)
     if args.out_dir:
         cfg["trainer"]["out_dir"] = args.out_dir
@@ -415,6 +419,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config", metavar="CONFIG")
     s.add_argument("--max-steps", type=int, default=None)
     s.add_argument("--out-dir", default=None)
+    s.add_argument("--dry-run", action="store_true",
+                   help="build the recipe, run a few steps in one process and print parameters per part, a step's "
+                        "time and peak memory, and the projected time per epoch and schedule; trains nothing")
+    s.add_argument("--steps", type=_positive, default=3, metavar="N",
+                   help="steps of --dry-run, the first a warm-up (default 3)")
+    s.add_argument("--json", action="store_true", help="--dry-run's figures as one JSON object")
     s.set_defaults(func=_cmd_train)
     return p
 

@@ -246,6 +246,7 @@ def build(cfg: dict):
     """Model, LightningModule and data loaders of a ``bai2022`` recipe."""
     from ..models import create_model, model_info
     from .checkpoints import load_into
+    from .resume import train_loader as make_train_loader
 
     m, d, o, t = cfg["model"], cfg["data"], cfg["optim"], cfg["trainer"]
     loss = cfg.get("loss") or {}
@@ -277,8 +278,7 @@ def build(cfg: dict):
     if float(d.get("mixup", 0)) > 0 or float(d.get("cutmix", 0)) > 0:
         collate = MixCollate(model.num_classes, float(d.get("mixup", 0)), float(d.get("cutmix", 0)))
     common = {"num_workers": workers, "persistent_workers": workers > 0}
-    train_loader = DataLoader(train, batch_size=batch, shuffle=True, drop_last=len(train) >= batch,
-                              collate_fn=collate, **common)
+    train_loader = make_train_loader(train, batch, int(t.get("seed", 0)), collate_fn=collate, num_workers=workers)
     val_loader = DataLoader(val, batch_size=int(d.get("val_batch_size", batch)), **common) if val else None
 
     default_alpha, default_beta = (1.0, 1e-3) if step <= 1 else (model.alpha, model.beta)

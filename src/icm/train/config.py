@@ -45,7 +45,7 @@ SCHEMA: dict[str, dict[str, frozenset]] = {
         "": frozenset({"step", "model", "data", "loss", "optim", "trainer"}),
         "model": frozenset(_MODEL),
         "data": frozenset({"kind", "root", "crop", "batch_size", "val_batch_size", "workers", "augment", "cutmix",
-                           "mixup", "randaugment", "random_erasing", "val_limit", "train_limit"}),
+                           "mixup", "randaugment", "random_erasing", "val_limit", "train_limit", "epoch_images"}),
         "loss": frozenset({"alpha", "beta", "label_smoothing"}),
         "optim": frozenset({"lr", "lr_batch", "latent_lr", "min_lr", "warmup_steps", "weight_decay", "clip"}),
     },
@@ -53,7 +53,8 @@ SCHEMA: dict[str, dict[str, frozenset]] = {
         "": frozenset({"stage", "model", "data", "loss", "moco", "optim", "train", "trainer"}),
         "model": frozenset(_MODEL | {"init_parts", "fit_prior", "fit_transform", "re_identity_gain"}),
         "data": frozenset({"kind", "root", "crop", "short_sides", "batch_size", "val_batch_size", "val_crop",
-                           "val_resize", "workers", "stats_images", "train_photos", "val_photos"}),
+                           "val_resize", "workers", "stats_images", "train_photos", "val_photos", "box_size",
+                           "epoch_images"}),
         "loss": frozenset({"lmbda", "lmbda_warmup", "rate", "l1", "infonce", "re_mse", "std_mse", "stage_mse", "kl",
                            "kl_t"}),
         "moco": frozenset({"dim", "hidden", "queue", "momentum", "temperature", "warmup_epochs", "refresh_every"}),
@@ -67,7 +68,7 @@ SCHEMA: dict[str, dict[str, frozenset]] = {
                             "rpn_post_nms_top_n_test"}),
         "data": frozenset({"kind", "root", "val_root", "image_set", "val_image_set", "annotations", "images",
                            "val_annotations", "val_images", "size", "train_images", "val_images", "flip", "seed",
-                           "batch_size", "val_batch_size", "val_limit", "workers"}),
+                           "batch_size", "val_batch_size", "val_limit", "workers", "epoch_images"}),
         "optim": frozenset({"name", "lr", "min_lr", "momentum", "weight_decay", "warmup_steps", "clip"}),
     },
 }
@@ -85,7 +86,8 @@ _INTEGER = frozenset({"crop", "batch_size", "workers", "val_side", "val_batch_si
                       "refresh_every", "stats_images", "val_crop", "val_resize", "quality", "stage", "step",
                       "max_steps", "val_every", "ckpt_every", "threads", "seed", "size", "train_images",
                       "fpn_channels", "representation_size", "rpn_batch_size_per_image",
-                      "box_batch_size_per_image", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test"})
+                      "box_batch_size_per_image", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test",
+                      "box_size", "epoch_images"})
 _BOOL = frozenset({"augment", "flip", "pretrained"})
 _LIST = frozenset({"short_sides", "train_photos", "val_photos", "init_parts", "latent_qualities", "stage_mse",
                    "anchor_sizes", "aspect_ratios", "train", "mask_layers"})

@@ -53,6 +53,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 from ..errors import IcmError
 from ..tasks import DETECTION_TASKS as TASKS
 from .optim import make_optimizer, schedule
+from .resume import train_loader as make_train_loader
 
 PATHS = ("latent", "pixels", "mixed")
 
@@ -347,8 +348,8 @@ def build(cfg: dict):
     module = DetectionModule(heads, path, optim=o, max_steps=int(t.get("max_steps", 1000)), latent_states=states)
     batch, workers = int(d.get("batch_size", 4)), int(d.get("workers", 0))
     common = {"num_workers": workers, "persistent_workers": workers > 0, "collate_fn": collate}
-    train_loader = DataLoader(DetectionData(train_set, task == "segment", flip=bool(d.get("flip", True))),
-                              batch_size=batch, shuffle=True, drop_last=len(train_set) >= batch, **common)
+    train_loader = make_train_loader(DetectionData(train_set, task == "segment", flip=bool(d.get("flip", True))),
+                                     batch, int(t.get("seed", 0)), collate_fn=collate, num_workers=workers)
     val_loader = None
     if val_set is not None:
         val_loader = DataLoader(DetectionData(val_set, task == "segment"),

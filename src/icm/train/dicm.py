@@ -153,6 +153,7 @@ class DicmModule(L.LightningModule):
             m.requires_grad_(True)
         self._learning = learn
         self.moco = None
+        self.boxes_epoch = None  # the epoch whose start computed the guided crops' boxes
         if stage in (1, 3):
             from .moco import MoCo
 
@@ -248,19 +249,38 @@ class DicmModule(L.LightningModule):
 
     # -- ContrastiveCrop schedule -----------------------------------------------
     def on_train_epoch_start(self) -> None:
+        self.start_epoch(self.current_epoch)
+
+    def start_epoch(self, epoch: int) -> None:
+        """Plain or guided crops for ``epoch``, and the boxes refreshed when the schedule says
+        (also called by :class:`~icm.train.resume.ExactResume` for a run resumed at an epoch's end)."""
         views = getattr(self, "views", None)
         if views is None:
             return
         from .moco import should_refresh
 
-        epoch = self.current_epoch
         views.warmup = epoch < self.crop_warmup
-        if should_refresh(epoch, self.crop_warmup, self.crop_every):
+        # a run resumed inside an epoch keeps the boxes of that epoch's start (from the checkpoint)
+        if should_refresh(epoch, self.crop_warmup, self.crop_every) and self.boxes_epoch != epoch:
             enc = self.moco.encoder_q
             was = enc.training
             enc.eval()
             views.update_boxes(enc.last_stage, device=self.device)
             enc.train(was)
+            self.boxes_epoch = epoch
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        views = getattr(self, "views", None)
+        if views is not None:  # the guided crops' boxes: they change every refresh, and resuming needs them
+            checkpoint["contrastive_crop"] = {"boxes": views.boxes.clone(), "warmup": views.warmup,
+                                              "epoch": self.boxes_epoch}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        views, saved = getattr(self, "views", None), checkpoint.get("contrastive_crop")
+        if views is not None and saved is not None:
+            views.set_boxes(saved["boxes"])
+            views.warmup = bool(saved["warmup"])
+            self.boxes_epoch = saved["epoch"]
 
     # -- optimiser ---------------------------------------------------------------
     def configure_optimizers(self):
@@ -323,10 +343,12 @@ def _datasets(stage: int, d: dict, seed: int):
             base = _imagefolder(Path(d["root"]), v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]))
         else:
             raise IcmError(f"unknown data kind {kind!r} for dicm; known: photos, imagefolder")
-        views = ContrastiveCropViews(base, size=crop, seed=seed, box_size=int(d.get("box_size", crop)))
+        # no private generator: every item is drawn under its own seed (icm.train.resume)
+        views = ContrastiveCropViews(base, size=crop, box_size=int(d.get("box_size", crop)))
         return views, None
     if kind == "photos":
-        return PhotoCrops(recipe_photos(d, "train"), size=crop, seed=seed, short_sides=d.get("short_sides")), val
+        return PhotoCrops(recipe_photos(d, "train"), size=crop, seed=seed, short_sides=d.get("short_sides"),
+                          batch_size=int(d.get("batch_size", 8))), val
     if kind == "imagefolder":
         from torchvision import transforms as T
 
@@ -379,6 +401,7 @@ def build(cfg: dict):
 
     from ..models import create_model, model_info
     from .calibrate import fit_block_transform, fit_prior, measure_feature_stats
+    from .resume import train_loader as train_loader_
 
     m, d, o, t = cfg["model"], cfg["data"], cfg["optim"], cfg["trainer"]
     stage = int(cfg.get("stage", 4))
@@ -404,14 +427,14 @@ def build(cfg: dict):
                         train_parts=cfg.get("train"), batch_size=batch,
                         max_steps=int(t.get("max_steps", 1000)), clip=float(o.get("clip", 0.0)))
     workers = int(d.get("workers", 0))
-    common = {"num_workers": workers, "persistent_workers": workers > 0}
     if stage in (1, 3):
         module.views = train
         module.crop_warmup = int(moco.get("warmup_epochs", 10))
         module.crop_every = int(moco.get("refresh_every", 20))
-    shuffle = not isinstance(train, IterableDataset)
-    train_loader = DataLoader(train, batch_size=batch, shuffle=shuffle, drop_last=shuffle and len(train) >= batch,
-                              **common)
+    if isinstance(train, IterableDataset):
+        train_loader = DataLoader(train, batch_size=batch, num_workers=workers, persistent_workers=workers > 0)
+    else:
+        train_loader = train_loader_(train, batch, seed, num_workers=workers)
     val_loader = DataLoader(val, batch_size=int(d.get("val_batch_size", 10))) if val is not None else None
     torch.manual_seed(seed)
     return model, module, train_loader, val_loader

@@ -62,10 +62,12 @@ def build_rd(cfg: dict):
     lmbda = float(m.get("lmbda", getattr(model, "lmbda", 0.01)))
     if d.get("kind", "photos") != "photos":
         raise IcmError(f"unknown data kind {d.get('kind')!r} for {info.name}")
-    train = PhotoCrops(recipe_photos(d, "train"), size=int(d.get("crop", 128)), seed=int(t.get("seed", 0)))
+    batch = int(d.get("batch_size", 8))
+    train = PhotoCrops(recipe_photos(d, "train"), size=int(d.get("crop", 128)), seed=int(t.get("seed", 0)),
+                       batch_size=batch)
     val = PhotoList(recipe_photos(d, "val"), max_side=int(d.get("val_side", 256)))
     workers = int(d.get("workers", 0))
-    train_loader = DataLoader(train, batch_size=int(d.get("batch_size", 8)), num_workers=workers)
+    train_loader = DataLoader(train, batch_size=batch, num_workers=workers)
     val_loader = DataLoader(val, batch_size=1)
     module = RateDistortionModule(model, lmbda=lmbda, lr=float(o.get("lr", 1e-4)),
                                   max_steps=int(t.get("max_steps", 10000)),
@@ -74,36 +76,45 @@ def build_rd(cfg: dict):
     return model, module, train_loader, val_loader
 
 
-def run(cfg: dict, max_steps: int | None = None) -> Path:
-    """Train a recipe; returns the path of the last checkpoint."""
+def run(cfg: dict, max_steps: int | None = None, callbacks=(), **trainer_kwargs) -> Path:
+    """Train a recipe; returns the path of the last checkpoint.
+
+    Every step is seeded from ``(seed, rank, step)`` and checkpoints keep the position in
+    the epoch (:class:`icm.train.resume.ExactResume`): ``trainer: {resume: last}``
+    continues an interrupted run bit for bit.  ``callbacks`` and ``trainer_kwargs`` go to
+    ``lightning.Trainer`` after the recipe's own (the tests interrupt runs with them)."""
+    import warnings
+
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
+
+    from .resume import ExactResume
 
     t = cfg["trainer"]
     if max_steps is not None:
         t["max_steps"] = max_steps
     if t.get("threads"):
         torch.set_num_threads(int(t["threads"]))
-    L.seed_everything(int(t.get("seed", 0)), verbose=False)
+    seed = int(t.get("seed", 0))
+    L.seed_everything(seed, verbose=False)
     model, module, train_loader, val_loader = build(cfg)
     out = Path(t.get("out_dir", "runs/train"))
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, every_n_train_steps=int(t.get("ckpt_every", 500)))
-    extra = {k: v for k, v in t.items() if k not in _OURS}
-    trainer = L.Trainer(
-        max_steps=int(t.get("max_steps", 10000)),
-        val_check_interval=int(t.get("val_every", 1000)),
-        check_val_every_n_epoch=None,
-        limit_val_batches=len(val_loader) if val_loader is not None else 0,
-        callbacks=[ckpt],
-        logger=CSVLogger(out, name="logs"),
-        enable_model_summary=False,
-        **extra,
-    )
+    kwargs = {"max_steps": int(t.get("max_steps", 10000)), "val_check_interval": int(t.get("val_every", 1000)),
+              "check_val_every_n_epoch": None,
+              "limit_val_batches": len(val_loader) if val_loader is not None else 0,
+              "logger": CSVLogger(out, name="logs"), "enable_model_summary": False}
+    kwargs.update({k: v for k, v in t.items() if k not in _OURS})
+    kwargs.update(trainer_kwargs)
+    trainer = L.Trainer(callbacks=[ExactResume(seed, train_loader), ckpt, *callbacks], **kwargs)
     resume = t.get("resume")
     if resume == "last":
         last = out / "checkpoints" / "last.ckpt"
         resume = str(last) if last.exists() else None
-    trainer.fit(module, train_loader, val_loader, ckpt_path=resume)
+    with warnings.catch_warnings():
+        # ExactResume restores the position in the epoch, which Lightning cannot see
+        warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
+        trainer.fit(module, train_loader, val_loader, ckpt_path=resume)
     return out / "checkpoints" / "last.ckpt"
