@@ -101,7 +101,8 @@ def moco_recipe(root) -> dict:
             "trainer": {"seed": 0, "val_every": 1000}}
 
 
-@pytest.mark.parametrize("k", [3, 4, 5], ids=["mid-epoch", "epoch-end", "after-refresh"])
+@pytest.mark.parametrize("k", [pytest.param(3, marks=pytest.mark.slow), 4, 5],
+                         ids=["mid-epoch", "epoch-end", "after-refresh"])  # 5 is inside an epoch too
 def test_moco_run_resumes_exactly(images16, tmp_path, k):
     whole = assert_resume_is_exact(moco_recipe(images16), tmp_path, n=7, k=k)
     assert len(set(whole)) == len(whole)  # the steps did differ: the comparison is not of constants

@@ -108,7 +108,11 @@ class DICM(ImageCodec):
     tasks = ("classify",)
     refinable = True  # refine_objective: λ·bpp + KL of the class distributions, or detection features
     refine_tasks = TASK_NAMES
-    unshipped_parts = ("backbone.",)  # its ImageNet weights come with their own package
+    @property
+    def unshipped_parts(self) -> tuple[str, ...]:
+        """EfficientNet-Lite0's ImageNet weights come with their own package and are not
+        stored; a ResNet-50 backbone trained through stages 1–3 is."""
+        return ("backbone.",) if self.backbone.name != "resnet50" else ()
     refine_lr = 0.02
 
     def __init__(

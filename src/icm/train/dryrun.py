@@ -182,6 +182,11 @@ def dry_run(cfg: dict, steps: int = 3, source: str = "recipe") -> dict:
     t.pop("resume", None)
     t["out_dir"] = str(Path(tmp.name) / "run")
     cuda = torch.cuda.is_available() and t.get("accelerator", "auto") in ("gpu", "cuda", "auto")
+    precision = str(t.get("precision", "32-true"))
+    if not cuda and "bf16" in precision:
+        notes.append(f"precision {precision} on a CPU without bf16 arithmetic is emulated (about 25x slower "
+                     "here): measured at 32-true")
+        precision = "32-true"
     L.seed_everything(int(t.get("seed", 0)), verbose=False)
     built_at = time.perf_counter()
     model, module, train_loader, _ = build(plan)
@@ -228,7 +233,7 @@ def dry_run(cfg: dict, steps: int = 3, source: str = "recipe") -> dict:
     meter = Meter()
     trainer = L.Trainer(accelerator="gpu" if cuda else "cpu", devices=1, max_steps=steps, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        limit_val_batches=0, precision=t.get("precision", "32-true"), callbacks=[meter])
+                        limit_val_batches=0, precision=precision, callbacks=[meter])
     trainer.fit(module, train_loader)
     tmp.cleanup()
     step = statistics.median(meter.step_s[1:])
@@ -240,7 +245,7 @@ def dry_run(cfg: dict, steps: int = 3, source: str = "recipe") -> dict:
     max_steps = int(cfg["trainer"].get("max_steps", 0))
     report = {
         "recipe": source, "device": f"cuda ({torch.cuda.get_device_name()})" if cuda else
-        f"cpu ({torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''})", "precision": str(t.get("precision", "32-true")),
+        f"cpu ({torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''})", "precision": precision,
         "batch_per_device": per_device, "devices": devices, "nodes": nodes, "global_batch": global_batch,
         "build_s": build_s, "parts": [{"part": n, "parameters": a, "trained": b} for n, a, b in rows],
         "parameters": sum(a for _, a, _ in rows), "trained": sum(b for _, _, b in rows),

