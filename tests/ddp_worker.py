@@ -126,7 +126,8 @@ def moco_inputs():
     return torch.rand(2 * B, 3, 8, 8, generator=g), torch.rand(2 * B, 3, 8, 8, generator=g)
 
 
-def moco_rank(rank: int, world: int, port: int, out: str, bn: bool) -> None:
+def moco_rank(rank: int, world: int, port: int, out: str) -> None:
+    """One MoCo step on this rank's half of :func:`moco_inputs`, with and without BatchNorm."""
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -141,12 +142,14 @@ def moco_rank(rank: int, world: int, port: int, out: str, bn: bool) -> None:
         return p
 
     torch.randperm = recording
-    moco = small_moco(bn).train()
     q, k = moco_inputs()
     mine = slice(rank * B, (rank + 1) * B)
-    torch.manual_seed(100 + rank)  # the ranks' own streams: only the broadcast keeps them in step
-    out_ = moco(q[mine], k[mine])
-    torch.save({"queue": moco.queue.clone(), "queue_ptr": moco.queue_ptr.clone(), "logits": out_["logits"].detach(),
-                "loss": out_["loss"].detach(), "perm": perms[0] if perms else None},
-               Path(out) / f"moco{rank}.pt")
+    for bn in (False, True):
+        perms.clear()
+        moco = small_moco(bn).train()
+        torch.manual_seed(100 + rank)  # the ranks' own streams: only the broadcast keeps them in step
+        step = moco(q[mine], k[mine])
+        torch.save({"queue": moco.queue.clone(), "queue_ptr": moco.queue_ptr.clone(),
+                    "logits": step["logits"].detach(), "loss": step["loss"].detach(),
+                    "perm": perms[0] if perms else None}, Path(out) / f"moco{rank}-bn{int(bn)}.pt")
     dist.destroy_process_group()
