@@ -201,6 +201,7 @@ def assert_exports(tmp: Path, ckpt: dict) -> None:
     build(cfg)  # a later stage starts from the exported file
 
 
+@pytest.mark.slow  # CI runs it (.ci/run, part 2b)
 def test_ddp_gradient_equals_one_process_on_the_concatenated_batch(imagefolder_root, tmp_path):
     """bai2022 step 1 without stochastic depth: the loss is a per-image mean and nothing in
     the step is random, so DDP's averaged gradient must equal the gradient of one process

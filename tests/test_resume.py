@@ -108,6 +108,7 @@ def test_moco_run_resumes_exactly(images16, tmp_path, k):
     assert len(set(whole)) == len(whole)  # the steps did differ: the comparison is not of constants
 
 
+@pytest.mark.slow  # CI runs it (.ci/run, part 2b)
 def test_bai2022_step2_with_mixup_and_two_learning_rates_resumes_exactly(images16, tmp_path):
     cfg = {"step": 2, "model": {"name": "bai2022-tiny", "quality": 1, "kwargs": {"num_classes": 2}},
            "loss": {"alpha": 0.1, "beta": 0.001, "label_smoothing": 0.1},
@@ -118,6 +119,7 @@ def test_bai2022_step2_with_mixup_and_two_learning_rates_resumes_exactly(images1
     assert_resume_is_exact(cfg, tmp_path, n=6, k=3)
 
 
+@pytest.mark.slow  # CI runs it (.ci/run, part 2b)
 def test_dicm_stage4_on_the_endless_photo_stream_resumes_exactly(tmp_path):
     cfg = {"stage": 4, "model": {"name": "dicm-lite0", "quality": 4, "kwargs": SMALL_LITE0},
            "data": {"kind": "photos", "crop": 64, "batch_size": 2, "train_photos": list(PHOTOS),
@@ -127,6 +129,7 @@ def test_dicm_stage4_on_the_endless_photo_stream_resumes_exactly(tmp_path):
     assert_resume_is_exact(cfg, tmp_path, n=5, k=2)
 
 
+@pytest.mark.slow  # CI runs it (.ci/run, part 2b)
 def test_detection_heads_resume_exactly(tmp_path):
     voc = tiny_voc(tmp_path / "voc", 8)
     cfg = {"task": "detect", "path": "latent",
