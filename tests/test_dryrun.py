@@ -54,7 +54,6 @@ def test_dry_run_reads_the_dataset_size_where_the_data_is_here(imagefolder_root)
 
 
 def test_parts_count_a_shared_parameter_once():
-    import torch
     from torch import nn
 
     class M(nn.Module):
@@ -69,7 +68,6 @@ def test_parts_count_a_shared_parameter_once():
     rows = {n: (t, tr) for n, t, tr in parts(M())}
     assert rows == {"model.a": (16, 16), "model.b": (10, 0), "head.1": (5, 5)}
     assert sum(t for t, _ in rows.values()) == sum(p.numel() for p in M().parameters())
-    del torch
 
 
 def test_cli_dry_run_prints_the_table_and_json(run_cli, tmp_path):
