@@ -421,6 +421,34 @@ def test_lightning_fit_trains_the_codec_in_training_mode():
     assert not torch.equal(model.g_a[-1].weight, before)
     assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in frozen.items())
 
+def test_stage4_can_train_the_analysis_transform_alone():
+    """``train: [g_a]``: the encoder learns against a frozen decoder and entropy model
+    (whose noisy quantisation still runs in training mode, so g_a gets a gradient)."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from icm.errors import IcmError
+    from icm.train.dicm import DicmModule
+
+    torch.manual_seed(0)
+    model = make_dicm(busy=False)
+    module = DicmModule(model, 4, batch_size=2, max_steps=2, train_parts=["g_a"],
+                        loss={"re_mse": 0.0, "stage_mse": [0.0, 0.0, 0.0], "kl": 1.0})
+    trained = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trained == {"g_a"}
+    module.train()
+    assert model.g_a.training and model.latent.training and not model.g_s.training
+    fixed = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("g_a.")}
+    before = model.g_a[-1].weight.detach().clone()
+    trainer = L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, DataLoader(_photo_batch(4, 64), batch_size=2))
+    assert not torch.equal(model.g_a[-1].weight, before)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in fixed.items())
+    with pytest.raises(IcmError, match=r"\[g_a\]"):
+        DicmModule(make_dicm(busy=False), 4, train_parts=["g_s"])
+
+
 def test_frozen_parts_stay_in_eval_mode():
     module = _module(4)
     module.train()

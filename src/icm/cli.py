@@ -358,9 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="spend N gradient steps per image refining the latents for a smaller file at the "
                         "same quality: pixel fidelity for hyperprior, the receiver's task for dicm-lite0 "
                         "(~100 is a good start; default 0: off). The file decodes as usual.")
-    s.add_argument("--refine-for", choices=TASK_NAMES, default=None, metavar="TASK",
-                   help="dicm: the receiver's task that --refine keeps: classify (default), detect or segment "
-                        "(the shipped detection heads run on the picture at the sender)")
+    s.add_argument("--refine-for", choices=("all",) + TASK_NAMES, default=None, metavar="TASK",
+                   help="dicm: the receiver's tasks that --refine keeps: all (default: classify, detect and "
+                        "segment from one file), or classify, detect or segment alone (detection runs the "
+                        "shipped heads on the picture at the sender)")
     g = s.add_mutually_exclusive_group()
     g.add_argument("-o", "--output", metavar="FILE", help="output file (one input only)")
     g.add_argument("--out-dir", metavar="DIR", help="write DIR/<name>.icm for every input")

@@ -142,8 +142,10 @@ def encode(model, x: torch.Tensor, refine: int = 0, callback=None, task: str | N
             0 codes the analysis transform's latents as they are.
         callback: called with the step number after each refinement step.
         task: the receiver's task that refinement keeps (models with
-            ``refine_tasks``: ``dicm`` refines for ``classify`` by default, or for
-            ``detect`` / ``segment`` with the shipped heads).
+            ``refine_tasks``: ``dicm`` refines for ``all`` by default — the class
+            distribution and the stage features inside the boxes its shipped heads
+            find, so the file still classifies, detects and segments — or for
+            ``classify`` alone, or ``detect`` / ``segment`` alone with the shipped heads).
 
     Raises:
         IcmError: ``refine`` for a model that does not support it, or a ``task``
@@ -151,11 +153,16 @@ def encode(model, x: torch.Tensor, refine: int = 0, callback=None, task: str | N
     """
     info = model_info(model.model_name)
     check_refine(model, refine, task)
+    task = task if task is not None else getattr(model, "refine_default", None)
     objective = None
     if refine and task in DETECTION_TASKS:
         from .tasks.refine import detection_objective
 
         objective = functools.partial(detection_objective, model=model, heads=heads_for(model, task))
+    elif refine and task == "all":
+        from .tasks.refine import joint_objective
+
+        objective = functools.partial(joint_objective, model=model, heads=get_heads(model))
     elif refine and task is not None:
         objective = functools.partial(model.refine_objective, task=task)
     coded = model.compress(to_model_channels(model, x), refine=refine, callback=callback, objective=objective)

@@ -23,8 +23,10 @@ The cost is the model's training objective (``model.refine_objective``):
 
 Only the encoder changes.  The result is coded with the same entropy models and
 decoded by the same decoder; a refined file is an ordinary ``.icm`` file.  The
-random choices come from a generator seeded by ``seed``, so one image gives one
-file on one machine.
+random choices of each image come from its own generator seeded by ``seed``, and
+every image's cost is its own (Adam's steps are element-wise), so one image gives
+one file on one machine whether it is refined alone or in a batch, and wherever
+it stands in the batch.
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ from .entropy import annealed_round
 
 DEFAULT_STEPS = 100
 DEFAULT_LR = 5e-3
+# The rounding's temperature falls linearly from the first to the second over the
+# steps (a model's ``refine_tau`` overrides it).
+DEFAULT_TAU = (0.52, 0.02)
+
+
+def default_steps(model) -> int:
+    """Refinement steps when none are named: the model's ``refine_steps``, else
+    :data:`DEFAULT_STEPS`."""
+    return int(getattr(model, "refine_steps", DEFAULT_STEPS))
 
 
 def supports_refine(model) -> bool:
@@ -54,6 +65,7 @@ def refine_latents(
     seed: int = 0,
     callback: Callable[[int], None] | None = None,
     objective: Callable | None = None,
+    chunk: int = 1,
 ) -> tuple[Tensor, Tensor | None]:
     """Latents ``(y, z)`` of a batch that cost less to code at ``model.lmbda``.
 
@@ -63,11 +75,20 @@ def refine_latents(
             ``compress``, and only the real pixels count in the distortion).
         steps: gradient steps (Adam); ``0`` returns the analysis transform's latents.
         lr: Adam's step size (default: the model's ``refine_lr``, else
-            :data:`DEFAULT_LR`).
-        seed: seed of the rounding noise.
-        callback: called with the step number after every step (progress bars).
+            :data:`DEFAULT_LR`); the rounding's temperature schedule is the model's
+            ``refine_tau``, else :data:`DEFAULT_TAU`.
+        seed: seed of the rounding noise (every image of the batch draws from its
+            own generator with this seed).
+        callback: called with the step number after every step of every chunk
+            (progress bars).
         objective: ``x → (rate weight, distortion)`` to descend instead of
             ``model.refine_objective`` (e.g. ``dicm``'s objective for a detection task).
+        chunk: images refined together in one forward and backward pass.  The
+            default 1 gives each image exactly the file it gets alone: batched
+            convolutions sum their gradients in another order, and a difference in
+            the last bit of one gradient can move a rounded value.  On a CPU a chunk
+            of 8 is also slower per image (``benchmarks/refine.py``); a GPU gains
+            from larger chunks, at the price of that last-bit dependence.
 
     Returns:
         ``(y, z)`` to pass to ``model.latent.compress(y, z)``; ``z`` is ``None``
@@ -78,38 +99,52 @@ def refine_latents(
                          "encoder-side refinement (it has no refinement objective)")
     if steps < 0:
         raise ValueError(f"refinement steps must be >= 0, got {steps}")
+    if chunk < 1:
+        raise ValueError(f"refinement chunk must be >= 1 images, got {chunk}")
     lr = lr if lr is not None else getattr(model, "refine_lr", DEFAULT_LR)
-    lat = model.latent
-    h, w = x.shape[-2:]
+    tau = getattr(model, "refine_tau", DEFAULT_TAU)
     was_training = model.training
     model.eval()
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
     try:
-        with torch.no_grad():
-            y0 = model.analysis(model.pad(x))
-            z0 = lat.hyper_latent(y0)
         if steps == 0:
-            return y0, z0
-        rate_weight, distortion = (objective or model.refine_objective)(x)
-        y = y0.clone().requires_grad_(True)
-        z = z0.clone().requires_grad_(True) if z0 is not None else None
-        gen = torch.Generator().manual_seed(seed)
-        opt = torch.optim.Adam([y] + ([z] if z is not None else []), lr=lr)
-        with torch.enable_grad():
-            for step in range(steps):
-                # Temperature from 0.5 down to 0.02 over the run.
-                tau = 0.02 + 0.5 * (1.0 - step / max(steps - 1, 1))
-                y_hat, bits = lat.annealed(y, z, tau, gen)
-                loss = (rate_weight * bits / (h * w) + distortion(y_hat)).sum()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if callback is not None:
-                    callback(step + 1)
-        return y.detach(), (z.detach() if z is not None else None)
+            with torch.no_grad():
+                y0 = model.analysis(model.pad(x))
+                return y0, model.latent.hyper_latent(y0)
+        parts = [_refine(model, x[i: i + chunk], steps, lr, tau, seed, callback, objective)
+                 for i in range(0, x.shape[0], chunk)]
+        y = torch.cat([p[0] for p in parts])
+        return y, (torch.cat([p[1] for p in parts]) if parts[0][1] is not None else None)
     finally:
         for p in frozen:
             p.requires_grad_(True)
         model.train(was_training)
+
+
+def _refine(model, x, steps, lr, tau_range, seed, callback, objective):
+    """:func:`refine_latents` on one chunk, from its own analysis latents (computed for
+    the chunk alone: a batched analysis may differ in its last bits)."""
+    h, w = x.shape[-2:]
+    lat = model.latent
+    with torch.no_grad():
+        y0 = model.analysis(model.pad(x))
+        z0 = lat.hyper_latent(y0)
+    rate_weight, distortion = (objective or model.refine_objective)(x)
+    y = y0.clone().requires_grad_(True)
+    z = z0.clone().requires_grad_(True) if z0 is not None else None
+    gen = [torch.Generator().manual_seed(seed) for _ in range(x.shape[0])]
+    opt = torch.optim.Adam([y] + ([z] if z is not None else []), lr=lr)
+    with torch.enable_grad():
+        for step in range(steps):
+            tau = tau_range[1] + (tau_range[0] - tau_range[1]) * (1.0 - step / max(steps - 1, 1))
+            y_hat, bits = lat.annealed(y, z, tau, gen)
+            # each image's cost is its own: the sum only gathers them for one backward pass
+            loss = (rate_weight * bits / (h * w) + distortion(y_hat)).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if callback is not None:
+                callback(step + 1)
+    return y.detach(), (z.detach() if z is not None else None)

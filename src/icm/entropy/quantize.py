@@ -39,16 +39,26 @@ def lower_bound(x: Tensor, bound: float) -> Tensor:
     return _LowerBound.apply(x, bound)
 
 
-def _gumbel(shape, generator: torch.Generator, device) -> Tensor:
-    u = torch.rand(shape, generator=generator).to(device)
-    return -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7)))
+def _gumbel(shape, generator, device) -> Tensor:
+    """Gumbel noise of ``shape`` ``(2, B, ...)``: from one generator, or, given a
+    sequence of them, item ``b``'s noise from ``generator[b]`` alone (so an item's
+    draws do not depend on the batch around it)."""
+    if isinstance(generator, torch.Generator):
+        u = torch.rand(shape, generator=generator)
+    else:
+        if len(generator) != shape[1]:
+            raise ValueError(f"{len(generator)} generators for a batch of {shape[1]}")
+        item = (shape[0], *shape[2:])
+        u = torch.stack([torch.rand(item, generator=g) for g in generator], dim=1)
+    return -torch.log(-torch.log(u.to(device).clamp(1e-10, 1.0 - 1e-7)))
 
 
-def annealed_round(v: Tensor, tau: float, generator: torch.Generator) -> Tensor:
+def annealed_round(v: Tensor, tau: float, generator) -> Tensor:
     """Stochastic Gumbel annealing (Yang, Bamler, Mandt, NeurIPS 2020): a random
     soft choice between ``floor(v)`` and ``floor(v) + 1``, differentiable in
     ``v``; the closer integer is more likely, and ``tau → 0`` makes the choice
-    hard.  The noise comes from ``generator``, so a run is reproducible."""
+    hard.  The noise comes from ``generator`` (a ``torch.Generator``, or one per
+    item of the batch ``v``), so a run is reproducible."""
     lo = torch.floor(v)
     d = (v - lo).clamp(1e-5, 1 - 1e-5)
     logits = torch.stack([-torch.atanh(d), -torch.atanh(1 - d)]) / tau

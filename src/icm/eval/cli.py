@@ -97,7 +97,7 @@ def _list() -> int:
         tasks = info.tasks + heads_tasks(name)
         print(f"  {name:<18} qualities {list(info.qualities)}, shipped weights {shipped or 'none'}, "
               f"tasks from bitstream: {', '.join(tasks) or 'none'}")
-    print("model options: NAME+refine or NAME+refine:N codes with N steps (default 100) of encoder-side "
+    print("model options: NAME+refine or NAME+refine:N codes with N steps (default: the model's own, hyperprior 100, dicm-lite0 8) of encoder-side "
           "latent refinement (hyperprior, dicm-lite0)")
     mod = _anchors()
     print("anchors:")

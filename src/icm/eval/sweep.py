@@ -80,7 +80,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import IcmError
-from ..refine import DEFAULT_STEPS
+from ..refine import DEFAULT_LR, DEFAULT_TAU, default_steps
 from .datasets import Dataset, image_digest
 
 SCHEMA_VERSION = 1
@@ -146,8 +146,8 @@ class Codec:
 
 
 def _split_refine(name: str) -> tuple[str, int | None]:
-    """``"hyperprior+refine:50"`` → ``("hyperprior", 50)``; ``+refine`` alone means
-    :data:`icm.refine.DEFAULT_STEPS`; no suffix → ``(name, None)``."""
+    """``"hyperprior+refine:50"`` → ``("hyperprior", 50)``; ``+refine`` alone → ``0``, the
+    model's own default (:func:`icm.refine.default_steps`); no suffix → ``(name, None)``."""
     base, plus, option = name.partition("+")
     if not plus:
         return name, None
@@ -155,7 +155,7 @@ def _split_refine(name: str) -> tuple[str, int | None]:
     if word != "refine" or (colon and not steps.isdigit()) or (colon and int(steps) < 1):
         raise IcmError(f"unknown codec option {'+' + option!r} in {name!r}; the one option is "
                        "+refine or +refine:N (N >= 1 steps)")
-    return base, int(steps) if colon else DEFAULT_STEPS
+    return base, int(steps) if colon else 0
 
 
 def resolve_codec(name: str, qualities=None) -> Codec:
@@ -198,9 +198,15 @@ def resolve_codec(name: str, qualities=None) -> Codec:
             return Codec(name, f"icm {name}", "model", tuple(qualities), settings, tasks=tasks, model=name)
         from .. import codec as icm_codec
 
-        icm_codec.check_refine(icm_codec.get_model(name, qualities[0]), refine)
+        model = icm_codec.get_model(name, qualities[0])
+        default = default_steps(model)
+        refine = refine or default
+        icm_codec.check_refine(model, refine)
         settings["refine_steps"] = refine
-        spec = f"{name}+refine" + ("" if refine == DEFAULT_STEPS else f":{refine}")
+        # what else decides a refined file: a cached result of another setting never answers
+        settings["refine"] = {"lr": getattr(model, "refine_lr", DEFAULT_LR), "tau": list(getattr(model, "refine_tau", DEFAULT_TAU)),
+                              "objective": getattr(model, "refine_default", None)}
+        spec = f"{name}+refine" + ("" if refine == default else f":{refine}")
         return Codec(spec, f"icm {name} + refine ({refine} steps)", "model", tuple(qualities), settings,
                      tasks=tasks, model=name, refine=refine)
     mod = _anchors()
@@ -250,9 +256,9 @@ def code_model(c: Codec, quality, image: np.ndarray, task, label, ref) -> dict:
     model = icm_codec.get_model(c.model, quality)
     x = to_tensor(np.array(image))[None]  # a writable copy for torch
     t0 = time.perf_counter()
-    # a model that refines for a task refines for the one measured
-    refine_task = task.name if c.refine and task.name in getattr(model, "refine_tasks", ()) else None
-    data = icm_codec.encode(model, x, refine=c.refine, task=refine_task)[0]
+    # a model that refines for tasks refines with its default (dicm: every task at once),
+    # as a sender that does not know which one the receiver runs
+    data = icm_codec.encode(model, x, refine=c.refine)[0]
     t1 = time.perf_counter()
     h, w = image.shape[:2]
     row = {"height": h, "width": w, "bytes": len(data),

@@ -46,7 +46,7 @@ class FactorizedLatent(nn.Module):
         """No side information: there is nothing besides ``y`` to refine."""
         return None
 
-    def annealed(self, y: Tensor, z: None, tau: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    def annealed(self, y: Tensor, z: None, tau: float, generator) -> tuple[Tensor, Tensor]:
         """Soft-rounded ``(ŷ, bits per item)`` of continuous ``y``, differentiable in it."""
         if z is not None:
             raise ValueError("a factorized latent has no hyper-latent to refine")

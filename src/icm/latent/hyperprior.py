@@ -117,7 +117,7 @@ class MeanScaleHyperprior(nn.Module):
         """The ``z`` that :meth:`compress` codes with ``y`` by default."""
         return self.h_a(y)
 
-    def annealed(self, y: Tensor, z: Tensor | None, tau: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    def annealed(self, y: Tensor, z: Tensor | None, tau: float, generator) -> tuple[Tensor, Tensor]:
         """Soft-rounded ``(ŷ, bits per item)`` of continuous ``y`` and ``z``
         (:func:`icm.entropy.annealed_round` at temperature ``tau``), differentiable
         in both: the rate the refinement descends."""

@@ -107,13 +107,20 @@ class DICM(ImageCodec):
     has_pixel_decoder = False
     tasks = ("classify",)
     refinable = True  # refine_objective: λ·bpp + KL of the class distributions, or detection features
-    refine_tasks = TASK_NAMES
+    # "all" (the default): class distribution and detection features at once
+    # (icm.tasks.refine.joint_objective), so one refined file keeps every task
+    refine_tasks = ("all",) + TASK_NAMES
+    refine_default = "all"
     @property
     def unshipped_parts(self) -> tuple[str, ...]:
         """EfficientNet-Lite0's ImageNet weights come with their own package and are not
         stored; a ResNet-50 backbone trained through stages 1–3 is."""
         return ("backbone.",) if self.backbone.name != "resnet50" else ()
+    # 8 steps from the analysis transform's latents, the temperature from 0.2: chosen on
+    # crops of the training photos (benchmarks/refine.py tune; docs/dicm.md)
     refine_lr = 0.02
+    refine_steps = 8
+    refine_tau = (0.2, 0.02)
 
     def __init__(
         self,
@@ -297,6 +304,10 @@ class DICM(ImageCodec):
     def refine_objective(self, x: Tensor, task: str = "classify"):
         """What encoder-side refinement (:mod:`icm.refine`) descends, per image.
 
+        ``all``: the classification term below plus the tail's stage features
+        (:func:`icm.tasks.refine.joint_objective`, without detection heads here:
+        :func:`icm.codec.encode` passes the shipped ones).
+
         ``classify``: ``λ·bpp + KL(p‖q)``, ``p`` the uncompressed network's class
         distribution for ``x`` (the sender has the picture), ``q`` the one the
         receiver decodes from ``ŷ``: the CPU-scale stage-4 objective at each
@@ -306,6 +317,10 @@ class DICM(ImageCodec):
         (:func:`icm.tasks.refine.detection_objective`: the model knows no detection heads).
         """
         size = tuple(x.shape[-2:])
+        if task == "all":
+            from ..tasks.refine import joint_objective
+
+            return joint_objective(x, self, None)
         if task == "classify":
             with torch.no_grad():
                 log_p = F.log_softmax(self.classify_pixels(x), dim=1)

@@ -1,11 +1,17 @@
-"""Encoder-side refinement that keeps what a detector reads (``icm compress --refine-for
-detect|segment``), beside the detection heads rather than inside the codec model.
+"""Encoder-side refinement objectives that keep what a detector reads, beside the
+detection heads rather than inside the codec model.
 
-The cost, per image: ``λ·bpp + w·Σ_s mean(m_s·(S_s(f̂) − S_s(f))²) / mean(S_s(f)²)`` over
-the tail's three stages ``S_s`` (what the detector's FPN reads), ``f`` the uncompressed
-cut feature.  The weight map ``m`` is 1 inside the boxes the same detector finds on
-the picture (score above :data:`REFINE_DETECT` ``score``, widened by ``margin``
-pixels) and ``background`` elsewhere, so bits leave the background first.
+``detect`` / ``segment`` (``icm compress --refine N --refine-for detect``), per image:
+``λ·bpp + w·Σ_s mean(m_s·(S_s(f̂) − S_s(f))²) / mean(S_s(f)²)`` over the tail's three
+stages ``S_s`` (what the detector's FPN reads), ``f`` the uncompressed cut feature.
+The weight map ``m`` is 1 inside the boxes the same detector finds on the picture
+(score above :data:`REFINE_DETECT` ``score``, widened by ``margin`` pixels) and
+``background`` elsewhere, so bits leave the background first.
+
+``all`` (the default of ``dicm``): that stage-feature term plus the classification
+objective's ``KL(p‖q)`` of the class distributions, from the same pass through the
+tail, so one refined file still classifies, detects and segments.  A model without
+shipped heads finds no boxes: its stage features then weigh ``background`` everywhere.
 """
 
 from __future__ import annotations
@@ -22,33 +28,70 @@ from torch import Tensor
 REFINE_DETECT = {"weight": 4.0, "background": 0.05, "score": 0.3, "margin": 8}
 
 
-def detection_objective(x: Tensor, model, heads):
-    """``(rate weight, distortion(ŷ))`` for refining ``model``'s latent of ``x`` for ``heads``
-    (detection heads built on ``model``), as :mod:`icm.refine` descends it."""
-    if heads is None or getattr(heads, "codec", None) is not model:
-        raise ValueError("refining for detection needs detection heads built on this codec")
+def _stage_targets(x: Tensor, model, heads):
+    """The uncompressed tail's stages of ``x``, and per stage the box weight map and the
+    per-image normaliser of :func:`detection_objective`'s distortion."""
     cfg = REFINE_DETECT
     size = tuple(x.shape[-2:])
     with torch.no_grad():
         ref = model.backbone.tail(model._crop_to_input(model.head_features(model.pad(x)), size))
-        was = heads.training
-        heads.eval()
-        try:
-            found = heads.forward_pixels(x)
-        finally:
-            heads.train(was)
         mask = torch.full((x.shape[0], 1, *size), cfg["background"], device=x.device)
-        for i, det in enumerate(found):
-            for box in det["boxes"][det["scores"] > cfg["score"]].tolist():
-                x0, y0, x1, y1 = (int(v) for v in box)
-                m = cfg["margin"]
-                mask[i, :, max(0, y0 - m): y1 + m, max(0, x0 - m): x1 + m] = 1.0
+        if heads is not None:
+            was = heads.training
+            heads.eval()
+            try:
+                found = heads.forward_pixels(x)
+            finally:
+                heads.train(was)
+            for i, det in enumerate(found):
+                for box in det["boxes"][det["scores"] > cfg["score"]].tolist():
+                    x0, y0, x1, y1 = (int(v) for v in box)
+                    m = cfg["margin"]
+                    mask[i, :, max(0, y0 - m): y1 + m, max(0, x0 - m): x1 + m] = 1.0
         weights = {k: F.adaptive_avg_pool2d(mask, v.shape[-2:]) for k, v in ref.items()}
         norms = {k: v.pow(2).mean(dim=(1, 2, 3)).clamp_min(1e-12) for k, v in ref.items()}
+    return ref, weights, norms
+
+
+def _feature_term(stages: dict, ref: dict, weights: dict, norms: dict) -> Tensor:
+    return REFINE_DETECT["weight"] * sum((weights[k] * (stages[k] - ref[k]) ** 2).mean(dim=(1, 2, 3)) / norms[k]
+                                         for k in ref)
+
+
+def _check_heads(model, heads) -> None:
+    if heads is not None and getattr(heads, "codec", None) is not model:
+        raise ValueError("refining for detection needs detection heads built on this codec")
+
+
+def detection_objective(x: Tensor, model, heads):
+    """``(rate weight, distortion(ŷ))`` for refining ``model``'s latent of ``x`` for ``heads``
+    (detection heads built on ``model``), as :mod:`icm.refine` descends it."""
+    if heads is None:
+        raise ValueError("refining for detection needs detection heads built on this codec")
+    _check_heads(model, heads)
+    size = tuple(x.shape[-2:])
+    targets = _stage_targets(x, model, heads)
 
     def feature_distortion(y_hat: Tensor) -> Tensor:
-        stages = model.stages(model.decode_features(y_hat, size))
-        return cfg["weight"] * sum((weights[k] * (stages[k] - ref[k]) ** 2).mean(dim=(1, 2, 3)) / norms[k]
-                                   for k in ref)
+        return _feature_term(model.stages(model.decode_features(y_hat, size)), *targets)
 
     return model.lmbda, feature_distortion
+
+
+def joint_objective(x: Tensor, model, heads=None):
+    """``(rate weight, distortion(ŷ))`` that keeps every task: ``KL(p‖q)`` of the class
+    distributions (``p`` of the uncompressed network on ``x``, ``q`` decoded from ``ŷ``)
+    plus the detection stage-feature term with ``heads``' boxes (``None``: no boxes)."""
+    _check_heads(model, heads)
+    size = tuple(x.shape[-2:])
+    targets = _stage_targets(x, model, heads)
+    with torch.no_grad():
+        log_p = F.log_softmax(model.backbone.classifier(targets[0]["2"]), dim=1)
+
+    def distortion(y_hat: Tensor) -> Tensor:
+        stages = model.stages(model.decode_features(y_hat, size))
+        log_q = F.log_softmax(model.backbone.classifier(stages["2"]), dim=1)
+        kl = (log_p.exp() * (log_p - log_q)).sum(dim=1)
+        return kl + _feature_term(stages, *targets)
+
+    return model.lmbda, distortion

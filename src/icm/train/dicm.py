@@ -112,7 +112,10 @@ class DicmModule(L.LightningModule):
         moco: ``queue``, ``momentum``, ``temperature``, ``dim``, ``hidden``.
         train_parts: the learning parts: stage 3's among ``head``, ``re``,
             ``tail`` (default all three); stage 4's: ``codec`` (the compression
-            network and hyperprior).
+            network and hyperprior) or ``g_a`` (the analysis transform alone:
+            the decoder and the entropy model stay as they are, so the encoder
+            learns to find, in one pass, the latents that encoder-side
+            refinement finds for the same receiver).
         max_steps: length of the schedule; clip: gradient-norm clip (0: none).
     """
 
@@ -146,12 +149,15 @@ class DicmModule(L.LightningModule):
             learn = [parts[p] for p in train_parts]
         else:
             train_parts = ("codec",) if train_parts is None else tuple(train_parts)
-            if set(train_parts) != {"codec"}:
-                raise IcmError(f"stage 4 trains the codec; got train: {sorted(train_parts)}")
-            learn = [model.g_a, model.g_s, model.latent]
+            if len(train_parts) != 1 or train_parts[0] not in ("codec", "g_a"):
+                raise IcmError(f"stage 4 trains the codec ([codec]) or its analysis transform alone ([g_a]); "
+                               f"got train: {sorted(train_parts)}")
+            learn = [model.g_a, model.g_s, model.latent] if train_parts[0] == "codec" else [model.g_a]
         for m in learn:
             m.requires_grad_(True)
-        self._learning = learn
+        # in training mode: the learning parts, and in stage 4 the latent always (its noisy /
+        # straight-through quantisation is what carries a gradient back to g_a)
+        self._learning = learn + ([model.latent] if stage == 4 and model.latent not in learn else [])
         self.moco = None
         self.boxes_epoch = None  # the epoch whose start computed the guided crops' boxes
         if stage in (1, 3):
