@@ -449,6 +449,30 @@ def test_stage4_can_train_the_analysis_transform_alone():
         DicmModule(make_dicm(busy=False), 4, train_parts=["g_s"])
 
 
+def test_stage4_annealed_quantisation_trains_on_refinements_soft_rounding():
+    from icm.train.dicm import DicmModule
+
+    torch.manual_seed(0)
+    model = make_dicm(busy=False)
+    module = DicmModule(model, 4, batch_size=2, max_steps=10, train_parts=["g_a"],
+                        loss={"re_mse": 0.0, "stage_mse": [0.0, 0.0, 0.0], "kl": 1.0,
+                              "quant": "annealed", "tau": [0.5, 0.05]})
+    module.train()
+    x = _photo_batch(2, 64)
+    terms = module.loss(x)
+    terms["loss"].backward()
+    assert float(model.g_a[-1].weight.grad.abs().sum()) > 0
+    # the soft-rounded ŷ is not on the integers; the rate is that of the same ŷ, in bits per pixel
+    y_hat = module._annealed_forward(x)["y_hat"]
+    assert (y_hat - y_hat.round()).abs().max() > 1e-3
+    assert 0 < float(terms["bpp"]) < 64
+    # the same step draws the same noise (resumable); evaluation codes as the file does
+    torch.testing.assert_close(module._annealed_forward(x)["y_hat"], y_hat)
+    module.eval()
+    with torch.no_grad():
+        assert float(module.loss(x)["bpp"]) > 0
+
+
 def test_frozen_parts_stay_in_eval_mode():
     module = _module(4)
     module.train()

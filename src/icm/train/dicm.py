@@ -105,7 +105,9 @@ class DicmModule(L.LightningModule):
             network's class distribution from the uncompressed one's, at
             temperature ``kl_t``, times ``kl_t²``) and ``lmbda_warmup`` (λ grows
             linearly over that many steps, so that the entropy model settles
-            before the rate presses on ``y``).
+            before the rate presses on ``y``), and ``quant: annealed`` with
+            ``tau: [start, end]`` (train through refinement's soft rounding instead
+            of noise and straight-through rounding: :meth:`_annealed_forward`).
         optim: ``name`` (sgd, adam, adamw), ``lr`` (with ``lr_batch``: scaled by
             global batch / lr_batch), ``momentum``, ``weight_decay``, ``min_lr``;
             cosine from ``lr`` to ``min_lr`` over ``max_steps``.
@@ -213,11 +215,12 @@ class DicmModule(L.LightningModule):
             rate = bits_per_pixel(out["likelihoods"], pixels)
             l1 = (out["f_re"] - f).abs().mean()
             return {"loss": w["rate"] * rate + w["l1"] * l1, "rate": rate, "l1": l1}
-        out = m(x)
+        out = self._annealed_forward(x) if w.get("quant") == "annealed" and self.training else m(x)
         with torch.no_grad():
             ref = m.backbone.tail(out["f"])  # the original tail: the reference never adapts
         got = out["stages"]
-        rate = bits_per_pixel(out["likelihoods"], pixels)
+        rate = (out["bits"].sum() / (x.shape[0] * pixels) if "bits" in out
+                else bits_per_pixel(out["likelihoods"], pixels))
         re_mse = F.mse_loss(out["f_hat"], out["f_re"])
         stage_mse = [F.mse_loss(got[k], ref[k]) for k in ref]
         ramp = float(w.get("lmbda_warmup", 0))
@@ -239,6 +242,29 @@ class DicmModule(L.LightningModule):
         terms.update({f"mse{i}": v for i, v in enumerate(stage_mse)})
         terms["agree"] = (out["logits"].argmax(1) == ref_logits.argmax(1)).float().mean()
         return terms
+
+    def _annealed_forward(self, x: Tensor) -> dict:
+        """Stage 4's forward with refinement's quantisation (``loss: quant: annealed``): ``ŷ``
+        soft-rounded by stochastic Gumbel annealing (:func:`icm.entropy.annealed_round`)
+        at a temperature falling linearly over the run from ``tau[0]`` to ``tau[1]``, and
+        the rate of that same ``ŷ``, so the decoder and the rate see one value, as
+        refinement's do.  The noise is seeded by the step (a resumed run draws alike)."""
+        m, w = self.model, self.weights
+        t0, t1 = (float(v) for v in w.get("tau", (0.5, 0.05)))
+        tau = t1 + (t0 - t1) * max(0.0, 1.0 - self.global_step / max(self.max_steps_ - 1, 1))
+        gen = torch.Generator().manual_seed(1_000_003 + self.global_step)
+        size = tuple(x.shape[-2:])
+        f = m.head_features(m.pad(x))
+        re = m.re(f)
+        y = m.encode_features(re["f_re"]).float()
+        z = m.latent.hyper_latent(y)
+        y_hat, bits = m.latent.annealed(y, z, tau, gen)
+        f_hat = m.decode_features(y_hat, size)
+        crop = f_hat.shape[-2:]
+        stages = m.stages(f_hat)
+        return {"bits": bits, "f": f[..., : crop[0], : crop[1]], "f_re": re["f_re"][..., : crop[0], : crop[1]], "f_hat": f_hat,
+                "y_hat": y_hat, "stages": stages, "logits": m.backbone.classifier(stages["2"]),
+                "likelihoods": None}
 
     def _step(self, batch, stage: str) -> Tensor:
         terms = self.loss(batch)
