@@ -356,8 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the highest shipped, the largest files; see icm models)")
     s.add_argument("--refine", type=_non_negative, default=0, metavar="N",
                    help="spend N gradient steps per image refining the latents for a smaller file at the "
-                        "same quality: pixel fidelity for hyperprior, the receiver's task for dicm-lite0 "
-                        "(~100 is a good start; default 0: off). The file decodes as usual.")
+                        "same quality: pixel fidelity for hyperprior, the receiver's tasks for dicm-lite0 "
+                        "(a good start: 100 for hyperprior, 8 for dicm-lite0; default 0: off). The file "
+                        "decodes as usual.")
     s.add_argument("--refine-for", choices=("all",) + TASK_NAMES, default=None, metavar="TASK",
                    help="dicm: the receiver's tasks that --refine keeps: all (default: classify, detect and "
                         "segment from one file), or classify, detect or segment alone (detection runs the "
