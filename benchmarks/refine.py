@@ -6,8 +6,9 @@ and the sweep that chose the new setting.
 (``icm eval``'s ``photo-crops``: never trained or tuned on):
 
 * **before** — the setting the project shipped first: 100 Adam steps at step size
-  0.02, the classification objective alone (``--refine-for classify``);
-* **after** — today's default, ``icm.refine.DEFAULT_STEPS`` steps of the joint
+  0.02, temperature 0.52 → 0.02, the classification objective alone
+  (``--refine-for classify``);
+* **after** — today's default, the model's ``refine_steps`` (8) steps of the joint
   objective (class distribution + detection stage features, the shipped heads
   finding the boxes), refining a batch one image at a time;
 * **after, batched** — the same on all crops at once in one chunk (what a GPU would
@@ -20,12 +21,12 @@ of the decoded class with the uncompressed network's.
 
 ``tune`` sweeps steps and step size on crops of the *training* photos (never the
 held-out ones) and reports the mean real cost ``λ·bpp + KL`` of the coded files,
-their rate and agreement: how ``DEFAULT_STEPS`` and ``refine_lr`` were chosen.
+their rate and agreement: how ``refine_steps``, ``refine_tau`` and ``refine_lr`` were chosen.
 
 Usage::
 
-    python benchmarks/refine.py [cost] [--quality 1] [--crops 20] [--out docs/results/refine-benchmark.md]
-    python benchmarks/refine.py tune [--quality 1] [--crops 16] [--steps 5 10 20] [--lrs 0.02 0.05 0.1]
+    python benchmarks/refine.py [cost] [--quality 3] [--crops 20] [--out docs/results/refine-benchmark.md]
+    python benchmarks/refine.py tune [--quality 3] [--crops 16] [--steps 5 10 20] [--lrs 0.02 0.05 0.1]
 
 Run it with nothing else busy; it sets one thread (``--threads``).  Times are medians;
 these machines are noisy.
@@ -49,7 +50,7 @@ import torch.nn.functional as F
 from icm import codec
 from icm.data import five_crops, load_photo, photo_sources, to_tensor
 from icm.eval.datasets import photo_crops
-from icm.refine import DEFAULT_STEPS
+from icm.refine import DEFAULT_TAU, default_steps
 
 
 def held_out_crops(n: int) -> torch.Tensor:
@@ -100,11 +101,12 @@ def cost(args) -> str:
     model = codec.get_model("dicm-lite0", args.quality)
     x = held_out_crops(args.crops)
     codec.encode(model, x[:1], refine=1)  # load the shipped heads and warm up
+    steps = default_steps(model)
     settings = {
-        "before: 100 steps, step 0.02, classify only": lambda v: _with_lr(model, 0.02, lambda: codec.encode(
-            model, v, refine=100, task="classify")),
-        f"after: {DEFAULT_STEPS} steps, step {model.refine_lr}, all tasks": lambda v: codec.encode(
-            model, v, refine=DEFAULT_STEPS),
+        "before: 100 steps, step 0.02, temperature 0.52 → 0.02, classify only": lambda v: _with(
+            model, lambda: codec.encode(model, v, refine=100, task="classify"), refine_lr=0.02, refine_tau=DEFAULT_TAU),
+        f"after: {steps} steps, step {model.refine_lr}, temperature {model.refine_tau[0]} → {model.refine_tau[1]}, "
+        "all tasks": lambda v: codec.encode(model, v, refine=steps),
         "plain (no refinement)": lambda v: codec.encode(model, v),
     }
     files = {k: [] for k in settings}
@@ -120,7 +122,7 @@ def cost(args) -> str:
 
     objective = functools.partial(joint_objective, model=model, heads=codec.get_heads(model))
     t = time.perf_counter()
-    y, _ = refine_latents(model, x, steps=DEFAULT_STEPS, objective=objective, chunk=x.shape[0])
+    y, _ = refine_latents(model, x, steps=steps, objective=objective, chunk=x.shape[0])
     batched_s = (time.perf_counter() - t) / x.shape[0]
     after = next(k for k in settings if k.startswith("after"))
     before = next(k for k in settings if k.startswith("before"))
@@ -144,13 +146,16 @@ def cost(args) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _with_lr(model, lr, fn):
-    old = model.refine_lr
-    model.refine_lr = lr
+def _with(model, fn, **attrs):
+    """``fn()`` with the model's attributes ``attrs`` set for the call."""
+    old = {k: getattr(model, k) for k in attrs}
+    for k, v in attrs.items():
+        setattr(model, k, v)
     try:
         return fn()
     finally:
-        model.refine_lr = old
+        for k, v in old.items():
+            setattr(model, k, v)
 
 
 def tune(args) -> str:
@@ -174,7 +179,8 @@ def tune(args) -> str:
     print(lines[-1], flush=True)
     for steps in args.steps:
         for lr in args.lrs:
-            files, times = _one_by_one(lambda v: _with_lr(model, lr, lambda: codec.encode(model, v, refine=steps)), x)
+            files, times = _one_by_one(
+                lambda v: _with(model, lambda: codec.encode(model, v, refine=steps), refine_lr=lr), x)
             m = measure(model, files, x)
             lines.append(f"| {steps} | {lr} | {m['cost']:.3f} | {m['bpp']:.3f} | {m['agree']:.0%} | "
                          f"{statistics.median(times):.3f} |")
@@ -185,7 +191,7 @@ def tune(args) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("mode", nargs="?", choices=("cost", "tune"), default="cost")
-    p.add_argument("--quality", type=int, default=1)
+    p.add_argument("--quality", type=int, default=3)
     p.add_argument("--crops", type=int, default=None, help="crops (default: cost 20, tune 16)")
     p.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20])
     p.add_argument("--lrs", type=float, nargs="+", default=[0.02, 0.05, 0.1])

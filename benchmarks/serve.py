@@ -61,7 +61,7 @@ def make_files() -> list[tuple[bytes, dict]]:
     from icm.models import has_weights, model_info
     from icm.serve.service import Service
 
-    svc = Service({"dicm-lite0": tuple(q for q in model_info("dicm-lite0").qualities if has_weights("dicm-lite0", q))})
+    svc = Service({"dicm-lite0": shipped_lite0()})
     out = []
     with torch.no_grad():
         for s in VAL_PHOTOS:
@@ -177,11 +177,18 @@ def load(port: int, files, requests: int, clients: int, hostile: bool, max_body:
     return got
 
 
+def shipped_lite0() -> tuple[int, ...]:
+    """The shipped qualities of dicm-lite0 (what the service serves by default)."""
+    from icm.models import has_weights, model_info
+
+    return tuple(q for q in model_info("dicm-lite0").qualities if has_weights("dicm-lite0", q))
+
+
 def in_process(files, requests: int) -> dict:
     from icm import codec
     from icm.serve.service import Service
 
-    svc = Service({"dicm-lite0": (1, 2, 3, 4)})
+    svc = Service({"dicm-lite0": shipped_lite0()})
     lat = []
     t = time.perf_counter()
     for i in range(requests):

@@ -228,7 +228,7 @@ def dicm_files(core_env, work) -> dict[str, Path]:
     files = {}
     for stem in ("crop", "shapes"):
         f = work / f"{stem}-dicm.icm"
-        _ok(_icm(core_env, "compress", work / f"{stem}.png", "-m", "dicm-lite0", "-q", 1, "-o", f))
+        _ok(_icm(core_env, "compress", work / f"{stem}.png", "-m", "dicm-lite0", "-q", 3, "-o", f))
         assert f.stat().st_size > 0
         files[stem] = f
     return files
@@ -237,7 +237,7 @@ def dicm_files(core_env, work) -> dict[str, Path]:
 def test_dicm_info_and_classify(core_env, dicm_files):
     f = dicm_files["crop"]
     (info,) = _json_lines(_ok(_icm(core_env, "info", f, "--json")))
-    assert (info["model"], info["quality"], info["width"], info["height"]) == ("dicm-lite0", 1, 64, 64)
+    assert (info["model"], info["quality"], info["width"], info["height"]) == ("dicm-lite0", 3, 64, 64)
     assert info["bytes"] == f.stat().st_size
     (res,) = _json_lines(_ok(_icm(core_env, "analyze", f, "--json", "--top", 3)))
     assert (res["model"], res["task"], res["bytes"]) == ("dicm-lite0", "classify", f.stat().st_size)

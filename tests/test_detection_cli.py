@@ -220,9 +220,9 @@ def test_configs_parse_and_build_on_tiny_fixtures(path, fixtures, tmp_path):
     else:
         extra = {k: v for k, v in cfg["model"].items() if k not in ("name", "quality", "pretrained")}
         assert {k: cfg["model"][k] for k in ("name", "quality", "pretrained")} == {
-            "name": "dicm-lite0", "quality": 1, "pretrained": True}  # the heads' codec: its smallest files
+            "name": "dicm-lite0", "quality": 3, "pretrained": True}  # the heads' codec (then its smallest files)
         assert set(extra) <= {"latent_qualities", "heads_init"}, extra
-        assert all(q in (1, 2, 3, 4) for q in extra.get("latent_qualities", []))
+        assert all(q in (1, 2, 3, 4, 5, 6) for q in extra.get("latent_qualities", []))
         assert cfg["heads"]["fpn_channels"] == 64 and cfg["heads"]["representation_size"] == 256
         assert cfg["data"]["size"] == 160 and cfg["data"]["batch_size"] == 4
     kind = cfg["data"]["kind"]

@@ -125,16 +125,19 @@ def test_re_module_shapes_and_rounded_bottleneck():
 
 def test_registered_configurations():
     assert set(DICM_NAMES) == {"dicm", "dicm-lite0"}
-    assert {n: model_info(n).model_id for n in DICM_NAMES} == {"dicm": 6, "dicm-lite0": 8}
-    # id 7: dicm-lite0's files from before its qualities ran from small files to large
+    assert {n: model_info(n).model_id for n in DICM_NAMES} == {"dicm": 6, "dicm-lite0": 9}
+    # id 7: dicm-lite0's files from before its qualities ran from small files to large;
+    # id 8: from before qualities 1 and 2 came first
     from icm.models._registry import current_id
 
-    assert model_info(DICM_NAMES[-1]).retired_ids == {7: {1: 4, 2: 3, 3: 2, 4: 1}}
-    assert [current_id(7, q) for q in (1, 2, 3, 4, 9)] == [(8, 4), (8, 3), (8, 2), (8, 1), (7, 9)]
-    assert current_id(8, 1) == (8, 1) and current_id(6, 1) == (6, 1)
+    assert model_info("dicm-lite0").retired_ids == {7: {1: 6, 2: 5, 3: 4, 4: 3}, 8: {1: 3, 2: 4, 3: 5, 4: 6}}
+    assert [current_id(7, q) for q in (1, 2, 3, 4, 9)] == [(9, 6), (9, 5), (9, 4), (9, 3), (7, 9)]
+    assert [current_id(8, q) for q in (1, 2, 3, 4)] == [(9, 3), (9, 4), (9, 5), (9, 6)]
+    assert current_id(9, 1) == (9, 1) and current_id(6, 1) == (6, 1)
+    assert model_info("dicm").qualities == (1, 2, 3, 4) and model_info("dicm-lite0").qualities == (1, 2, 3, 4, 5, 6)
     for n in DICM_NAMES:
         info = model_info(n)
-        assert info.tasks == ("classify",) and not info.pixel_decoder and info.qualities == (1, 2, 3, 4)
+        assert info.tasks == ("classify",) and not info.pixel_decoder
     assert QUALITIES[4] == 0.08  # the paper's rate weight
 
 

@@ -205,7 +205,7 @@ def test_coco_dataset_reads_images_and_keeps_annotations(tmp_path):
 def test_unknown_codec_dataset_task_name_the_known_ones(anchors, folder, tmp_path, capsys):
     with pytest.raises(IcmError, match="known codecs:.*hyperprior.*jpeg420"):
         sweep.resolve_codec("bpg9000")
-    with pytest.raises(IcmError, match="known: samples, photos, photo-crops, fashion-mnist"):
+    with pytest.raises(IcmError, match="known: samples, photos, photo-crops, labelme-crops, fashion-mnist"):
         datasets.open_dataset("imagenet-22k")
     with pytest.raises(IcmError, match="known tasks: psnr, ms-ssim, classify, detect, segment"):
         tasks.get_task("ocr")
@@ -470,3 +470,19 @@ def test_a_sweep_logged_to_a_file_reports_progress_in_plain_lines(folder, tmp_pa
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("icm eval:")]
     assert lines and lines[-1].startswith("icm eval: 4/4 results (100%)"), lines
     assert "\r" not in "".join(lines)
+
+
+@pytest.mark.needs_debian_data("labelme-examples")
+def test_labelme_crops_are_five_crops_of_seven_photos():
+    ds = datasets.open_dataset("labelme-crops")
+    items = list(ds)
+    assert len(items) == 35 and len({s.image_id.split("#")[0] for s in items}) == 7
+    assert all(s.image.shape == (224, 224, 3) and s.image.dtype == np.uint8 and s.label is None for s in items)
+    # the five crops of one photo differ (centre and four corners)
+    first = [s.image for s in items[:5]]
+    assert all(not np.array_equal(a, b) for i, a in enumerate(first) for b in first[i + 1:])
+
+
+def test_labelme_crops_without_the_package_name_the_install_line(tmp_path):
+    with pytest.raises(IcmError, match="apt-get install labelme-examples"):
+        datasets.labelme_crops(tmp_path)

@@ -43,7 +43,7 @@ def test_every_kind_is_exercised_by_some_recipe():
     (lambda c: c["data"].update(short_sides=256), "data.short_sides must be a list"),
 ])
 def test_a_bad_key_is_one_clear_error(tmp_path, edit, words):
-    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/dicm/lite0-stage4-q1-factorized.yaml").read_text())
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/dicm/lite0-stage4-q3-factorized.yaml").read_text())
     edit(cfg)
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(cfg))

@@ -187,7 +187,7 @@ def _task_cost(model, x: torch.Tensor, data: bytes) -> tuple[float, float, float
 def test_dicm_refinement_lowers_the_task_cost_of_the_real_file():
     from icm.data import centre_crop
 
-    model = codec.get_model("dicm-lite0", 2)
+    model = codec.get_model("dicm-lite0", 4)
     # A held-out photo (never trained on), at the evaluation scale.
     x = to_tensor(centre_crop(load_photo("skimage:coffee")))[None]
     plain = codec.encode(model, x)[0]
@@ -199,13 +199,13 @@ def test_dicm_refinement_lowers_the_task_cost_of_the_real_file():
     assert j1 < 0.9 * j0, (b0, k0, j0, b1, k1, j1)
     assert b1 < 0.95 * b0 and k1 < 0.5 * k0, (b0, k0, b1, k1)
     f = bitstream.unpack(refined)
-    assert (f.header.model_id, f.header.quality) == (8, 2)
+    assert (f.header.model_id, f.header.quality) == (9, 4)
     assert codec.encode(model, x, refine=40, task="classify")[0] == refined  # seeded: one image, one file
 
 
 @requires_weights
 def test_dicm_refinement_keeps_a_factorized_latent_without_side_information():
-    model = codec.get_model("dicm-lite0", 1)
+    model = codec.get_model("dicm-lite0", 3)
     x = _photo_crop(64, 96)
     y, z = refine_latents(model, x, steps=3)
     assert z is None and y.shape == (1, 384, 4, 6)
@@ -224,7 +224,7 @@ def _shapes_picture(seed: int = 4242) -> torch.Tensor:
 
 @requires_weights
 def test_dicm_refinement_for_detection_lowers_its_own_cost_on_the_real_file():
-    model = codec.get_model("dicm-lite0", 2)
+    model = codec.get_model("dicm-lite0", 4)
     heads = codec.heads_for(model, "segment")
     x = _shapes_picture()
     from icm.tasks.refine import detection_objective
@@ -253,7 +253,7 @@ def test_refinement_for_a_task_the_model_cannot_keep_is_refused():
     x = gradient_image(32, 32)
     with pytest.raises(IcmError, match="refines for pixel fidelity, not for task 'detect'"):
         codec.encode(codec.get_model("hyperprior", 1), x, refine=2, task="detect")
-    dicm = codec.get_model("dicm-lite0", 1)
+    dicm = codec.get_model("dicm-lite0", 3)
     with pytest.raises(IcmError, match="not for task 'psnr'"):
         codec.encode(dicm, x, refine=2, task="psnr")
     from icm.tasks.refine import detection_objective
@@ -268,9 +268,9 @@ def test_refinement_for_a_task_the_model_cannot_keep_is_refused():
 def test_cli_compress_refine_for_segment(run_cli, tmp_path):
     path = tmp_path / "shapes.png"
     Image.fromarray(codec.to_uint8(_shapes_picture())).save(path)
-    r = run_cli("compress", "-m", "dicm-lite0", "-q", "1", "--refine", "3", "--refine-for", "segment", path)
+    r = run_cli("compress", "-m", "dicm-lite0", "-q", "3", "--refine", "3", "--refine-for", "segment", path)
     assert r.code == 0, r.err
-    assert bitstream.unpack((tmp_path / "shapes.icm").read_bytes()).header.model_id == 8
+    assert bitstream.unpack((tmp_path / "shapes.icm").read_bytes()).header.model_id == 9
     r = run_cli("compress", "-m", "dicm-lite0", "--refine-for", "detect", path)
     assert r.code == 2 and len(r.err_lines) == 1 and "give --refine N as well" in r.err_lines[0]
 
@@ -296,7 +296,7 @@ def test_annealed_rounding_draws_each_item_from_its_own_generator():
 
 @requires_weights
 def test_a_refined_file_does_not_depend_on_its_batch_mates():
-    model = codec.get_model("dicm-lite0", 1)
+    model = codec.get_model("dicm-lite0", 3)
     img = load_photo("skimage:astronaut")
     x = torch.stack([to_tensor(np.ascontiguousarray(img[r: r + 64, c: c + 96]))
                      for r, c in ((60, 140), (300, 20), (200, 300))])
@@ -312,7 +312,7 @@ def test_joint_refinement_keeps_classification_and_detection_on_the_real_file():
 
     from icm.tasks.refine import detection_objective
 
-    model = codec.get_model("dicm-lite0", 1)
+    model = codec.get_model("dicm-lite0", 3)
     heads = codec.heads_for(model, "detect")
     x = _shapes_picture()
     _, feature = detection_objective(x, model, heads)

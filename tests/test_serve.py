@@ -183,7 +183,7 @@ def test_bad_requests_each_get_their_status_and_the_server_goes_on(server):
         (server.post("/v1/analyze?task=fly", good), 422, "unknown task"),
         (server.post("/v1/analyze?top=many", good), 422, "top must be a number"),
         (server.post("/v1/analyze", FILES["hyperprior"].read_bytes()), 422, "no analysis tasks"),
-        (server.post("/v1/analyze", GOLDEN.joinpath("dicm-lite0-q4.icm").read_bytes()), 422, "q4 is not served"),
+        (server.post("/v1/analyze", GOLDEN.joinpath("dicm-lite0-q6.icm").read_bytes()), 422, "q6 is not served"),
         (server.get("/v1/analyze"), 405, "not allowed"),
         (server.get("/docs"), 404, "no such endpoint"),
         (server.post("/_icm/work", b"{}"), 404, "no such endpoint"),
@@ -284,8 +284,8 @@ def test_batched_requests_answer_as_one_by_one():
     """What a worker takes from the queue together is answered exactly as alone."""
     from icm.serve.service import Service
 
-    svc = Service({"dicm-lite0": (1, 4), "bai2022-fmnist": (9,)})
-    datas = [FILES["dicm-lite0"].read_bytes(), GOLDEN.joinpath("dicm-lite0-q4.icm").read_bytes(),
+    svc = Service({"dicm-lite0": (1, 6), "bai2022-fmnist": (9,)})
+    datas = [FILES["dicm-lite0"].read_bytes(), GOLDEN.joinpath("dicm-lite0-q6.icm").read_bytes(),
              FILES["bai2022-fmnist"].read_bytes(), FILES["dicm-lite0"].read_bytes()]
     jobs = [svc.admit(d, task=t) for d, t in zip(datas, ["classify", "segment", None, "detect"])]
     assert svc.run(jobs) == [svc.run([j])[0] for j in jobs]

@@ -36,7 +36,7 @@ def test_every_file_says_how_it_was_trained(path):
 def _measured(meta: dict) -> tuple[float, float]:
     """``(rate, fidelity)`` a weight file measured on held-out data: whole-file bpp
     or bits per image, and PSNR, accuracy or top-1 agreement."""
-    (m,) = [v for k, v in meta.items() if k.startswith("measured")]
+    (m,) = [v for k, v in meta.items() if k.startswith("measured") and isinstance(v, dict)]  # not the flag measured_at_export
     rate = m.get("bpp_mean", m.get("bits_per_image_mean"))
     fidelity = m.get("top1_agreement_from_bitstream", m.get("accuracy_from_bitstream", m.get("psnr_mean_db")))
     return float(rate), float(fidelity)

@@ -36,7 +36,9 @@ CASES = (
     ("bai2022-fmnist", 6, "fashion_mnist/9-ankle-boot.png", None),
     ("bai2022-fmnist", 9, "fashion_mnist/0-t-shirt-top.png", None),
     ("dicm-lite0", 1, "coffee.png", (120, 160, 64, 64)),
-    ("dicm-lite0", 4, "coffee.png", (120, 160, 64, 64)),
+    # 3 and 6: the twins of the files written under retired ids 7 and 8
+    ("dicm-lite0", 3, "coffee.png", (120, 160, 64, 64)),
+    ("dicm-lite0", 6, "coffee.png", (120, 160, 64, 64)),
 )
 
 

@@ -15,6 +15,10 @@ by a string on the command line (``--dataset``):
     (:mod:`icm.data`; never used to train a codec), each resized to a short
     side of 256 (bicubic) and cut into its centre and four corner 224×224
     crops (:func:`icm.data.five_crops`); ids are ``source#k``.  Unlabelled.
+``labelme-crops``
+    Seven natural photos of Debian's ``labelme-examples`` (:data:`LABELME_PHOTOS`;
+    never used to train or tune anything), cut as ``photo-crops`` are: 35
+    224×224 crops, ids ``labelme:<path>#k``.  Unlabelled.
 ``fashion-mnist`` / ``fashion-mnist:train`` / ``fashion-mnist:test``
     Debian's ``dataset-fashion-mnist`` (idx files, gzip or raw, under
     ``/usr/share/datasets/fashion-mnist/``; the default split is ``test``,
@@ -59,8 +63,18 @@ from ..models.bai2022 import FASHION_MNIST_CLASSES  # noqa: F401  (one list of c
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-KNOWN = ("samples", "photos", "photo-crops", "fashion-mnist[:train|test]", "synthetic[:val]",
+KNOWN = ("samples", "photos", "photo-crops", "labelme-crops", "fashion-mnist[:train|test]", "synthetic[:val]",
          "coco:ANNOTATIONS.json:IMAGEDIR", "an image folder path")
+LABELME_DIR = "/usr/share/doc/labelme-examples/examples"
+LABELME_PHOTOS = (  # the distinct natural photos (the other copies are annotations' renderings)
+    "semantic_segmentation/data_annotated/2011_000003.jpg",
+    "semantic_segmentation/data_annotated/2011_000006.jpg",
+    "semantic_segmentation/data_annotated/2011_000025.jpg",
+    "video_annotation/data_annotated/00000100.jpg",
+    "classification/data_annotated/0001.jpg",
+    "classification/data_annotated/0002.jpg",
+    "tutorial/apc2016_obj3.jpg",
+)
 SYNTHETIC_VAL = {"num_images": 200, "size": (160, 160), "seed": 0, "split_name": "val"}
 """The held-out synthetic split: the validation split of ``configs/detection/lite0-synthetic-*.yaml``."""
 
@@ -303,6 +317,20 @@ def photo_crops() -> Dataset:
     return Dataset("photo-crops", "photo-crops", items)
 
 
+def labelme_crops(root: str | os.PathLike = LABELME_DIR) -> Dataset:
+    from ..data import five_crops
+
+    root = Path(root)
+    missing = [p for p in LABELME_PHOTOS if not (root / p).is_file()]
+    if missing:
+        raise IcmError(f"labelme-crops: {root / missing[0]} is missing: apt-get install labelme-examples")
+    items = []
+    for p in LABELME_PHOTOS:
+        for k in range(5):
+            items.append((f"labelme:{p}#{k}", (lambda p=p, k=k: five_crops(read_rgb(root / p))[k]), None))
+    return Dataset("labelme-crops", "labelme-crops", items)
+
+
 def open_dataset(spec: str, limit: int | None = None) -> Dataset:
     """Resolve a ``--dataset`` string (see the module docstring).
 
@@ -316,6 +344,8 @@ def open_dataset(spec: str, limit: int | None = None) -> Dataset:
         ds = photos()
     elif spec == "photo-crops":
         ds = photo_crops()
+    elif spec == "labelme-crops":
+        ds = labelme_crops()
     elif spec == "fashion-mnist" or spec.startswith("fashion-mnist:"):
         ds = fashion_mnist(spec.partition(":")[2] or "test")
     elif spec == "synthetic" or spec.startswith("synthetic:"):

@@ -378,24 +378,27 @@ LITE0 = dict(backbone="efficientnet_lite0", re_dims=(64,), re_depths=(), dims=(2
 
 
 # λ of the CPU-scale stage-4 loss (configs/dicm/lite0-stage4-q*.yaml:
-# λ·bpp + KL of the class distributions), near the slope -dKL/dbpp of the
-# fitted transform at the grid each quality's recipe starts from (6, 4, 3, 1.5).
+# λ·bpp + KL of the class distributions).  Qualities 3–6 started near the slope
+# -dKL/dbpp of the fitted transform at the grid each recipe starts from (6, 4, 3,
+# 1.5); qualities 1 and 2 are quality 3's codec trained on at λ = 20 and 10.
 # As in every family, a higher quality spends more bits.
-LITE0_QUALITIES = {1: 6.0, 2: 0.9, 3: 0.45, 4: 0.16}  # the λ each shipped quality was trained at
-# Files written before the qualities ran in that direction carry model id 7,
-# with quality q meaning today's 5 - q; they decode with the same weights.
-LITE0_RETIRED_IDS = {7: {1: 4, 2: 3, 3: 2, 4: 1}}
+LITE0_QUALITIES = {1: 20.0, 2: 10.0, 3: 6.0, 4: 0.9, 5: 0.45, 6: 0.16}  # the λ each shipped quality was trained at
+# Files written before qualities 1 and 2 came first carry model id 8, with
+# quality q meaning today's q + 2; those written before the qualities ran from
+# the smallest file up carry model id 7, with q meaning today's 7 - q.  Both
+# decode with the same weights as then.
+LITE0_RETIRED_IDS = {7: {1: 6, 2: 5, 3: 4, 4: 3}, 8: {1: 3, 2: 4, 3: 5, 4: 6}}
 
 
 @register_model(
     "dicm-lite0",
-    model_id=8,
+    model_id=9,
     retired_ids=LITE0_RETIRED_IDS,
     train="icm.train.dicm:build", export="icm.train.export:export_dicm",
     small={"re_dims": (16,), "re_depths": (), "dims": (24, 48, 48), "M": 48, "N": 16, "hyper_dim": 32,
            "hyper_heads": 2, "filter_size": (8, 8), "pretrained_backbone": False},
     cost=CostModel(bytes_per_pixel=280, seconds_per_pixel=0.8e-6),  # measured 178-263 B, 0.55-0.64 µs at 1-4 Mpx
-    qualities=tuple(QUALITIES),
+    qualities=tuple(LITE0_QUALITIES),
     description="dicm on EfficientNet-Lite0 (ImageNet weights, cut at 24 ch, stride 4); classifies from the bitstream",
     pixel_decoder=False,
     tasks=("classify",),

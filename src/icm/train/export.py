@@ -426,10 +426,12 @@ def write_card(path: str | Path) -> Path:
                   "| model | q | λ | stage-4 steps (total) | trained on | size | agreement | bpp | payload bpp |",
                   "|---|---|---|---|---|---|---|---|---|", *features, "",
                   "Recipes: `configs/dicm/lite0-stage2-fine.yaml` → `lite0-stage4-q*.yaml` (stage 3 skipped:",
-                  "`docs/dicm.md` says why).", "",
-                  "These weights first shipped numbered the other way (q1 the largest files). Files",
-                  "written then carry model id 7 and still decode: their quality q reads as today's",
-                  "5 − q, with the same weights (`icm info` says so).", ""]
+                  "`docs/dicm.md` says why); qualities 1 and 2 continue quality 3's run at λ 20 and 10",
+                  "(`lite0-stage4-q1-lowrate.yaml`, `lite0-stage4-q2-lowrate.yaml`).", "",
+                  "Qualities 3–6 shipped as 1–4 (model id 8) until qualities 1 and 2 came first, and",
+                  "before that numbered the other way (model id 7, q1 the largest files). Files written",
+                  "then still decode with the same weights: id 8's quality q reads as today's q + 2,",
+                  "id 7's as 7 − q (`icm info` says so).", ""]
     pix = resources.files("icm.weights").joinpath("fmnist-pixel-classifier.safetensors")
     if pix.is_file():
         meta = read_metadata(pix.read_bytes())
