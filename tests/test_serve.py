@@ -91,7 +91,10 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
-        return self.proc.stdout.read()
+        try:  # EOF only once no process of the server holds its output open
+            return self.proc.communicate(timeout=30)[0]
+        except subprocess.TimeoutExpired:
+            raise AssertionError("a process of icm serve outlived it (its output stayed open)") from None
 
 
 @pytest.fixture(scope="module")

@@ -110,8 +110,25 @@ def cmd_serve(args) -> int:
                    log_level="warning")
     except KeyboardInterrupt:
         pass
+    finally:
+        _stop_children()
     print("icm serve: stopped", flush=True)
     return 0
+
+
+def _stop_children(grace: float = 5.0) -> None:
+    """End every process the server started (inference workers, LitServe's manager): a
+    worker still computing a request that timed out would otherwise outlive the server."""
+    import multiprocessing
+
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.join(grace)
+        if child.is_alive():
+            child.kill()
+            child.join(grace)
 
 
 def cmd_send(args) -> int:
