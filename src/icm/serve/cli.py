@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from ..errors import IcmError
@@ -98,6 +99,9 @@ def cmd_serve(args) -> int:
     from .lit import build_server
 
     server = build_server(config, token, args.workers, args.max_batch, args.batch_timeout, args.timeout)
+    # LitServe waits up to 30 s for open connections when it stops, then for its workers and
+    # manager; a client's keep-alive connection then keeps a stopped server alive that long
+    server.uvicorn_graceful_timeout = GRACEFUL_STOP_S
     served = ", ".join(f"{k} q{','.join(map(str, v))}" for k, v in models.items())
     print(f"icm serve: http://{args.host}:{args.port} ({served}; {args.workers} worker(s), "
           f"{config['threads']} thread(s) each{', token required' if token else ''})", flush=True)
@@ -105,6 +109,14 @@ def cmd_serve(args) -> int:
         timer = threading.Timer(args.run_for, lambda: os.kill(os.getpid(), signal.SIGINT))
         timer.daemon = True
         timer.start()
+
+    def on_stop(signum, frame):  # LitServe's graceful stop, bounded: then every child is ended
+        watchdog = threading.Thread(target=_force_stop, daemon=True)
+        watchdog.start()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGTERM, on_stop)
     try:
         server.run(host=args.host, port=args.port, num_api_servers=1, generate_client_file=False,
                    log_level="warning")
@@ -114,6 +126,17 @@ def cmd_serve(args) -> int:
         _stop_children()
     print("icm serve: stopped", flush=True)
     return 0
+
+
+GRACEFUL_STOP_S = 3  # seconds a stopping server waits for open connections
+FORCED_STOP_S = 20  # seconds after which a stopping server ends its children and exits
+
+
+def _force_stop() -> None:
+    time.sleep(FORCED_STOP_S)
+    _stop_children(grace=1.0)
+    print("icm serve: stopped (forced after the graceful stop took too long)", flush=True)
+    os._exit(0)
 
 
 def _stop_children(grace: float = 5.0) -> None:
