@@ -36,13 +36,21 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .entropy import annealed_round
 
 DEFAULT_STEPS = 100
 DEFAULT_LR = 5e-3
 # The rounding's temperature falls linearly from the first to the second over the
 # steps (a model's ``refine_tau`` overrides it).
 DEFAULT_TAU = (0.52, 0.02)
+
+
+def model_setting(model) -> dict:
+    """What decides a refined file besides the steps: the model's step size
+    (``refine_lr``, else :data:`DEFAULT_LR`), temperature schedule (``refine_tau``, else
+    :data:`DEFAULT_TAU`) and default objective (``refine_default``, ``None`` for one
+    objective)."""
+    return {"lr": getattr(model, "refine_lr", DEFAULT_LR), "tau": tuple(getattr(model, "refine_tau", DEFAULT_TAU)),
+            "objective": getattr(model, "refine_default", None)}
 
 
 def default_steps(model) -> int:
@@ -101,8 +109,9 @@ def refine_latents(
         raise ValueError(f"refinement steps must be >= 0, got {steps}")
     if chunk < 1:
         raise ValueError(f"refinement chunk must be >= 1 images, got {chunk}")
-    lr = lr if lr is not None else getattr(model, "refine_lr", DEFAULT_LR)
-    tau = getattr(model, "refine_tau", DEFAULT_TAU)
+    setting = model_setting(model)
+    lr = lr if lr is not None else setting["lr"]
+    tau = setting["tau"]
     was_training = model.training
     model.eval()
     frozen = [p for p in model.parameters() if p.requires_grad]

@@ -80,7 +80,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import IcmError
-from ..refine import DEFAULT_LR, DEFAULT_TAU, default_steps
+from ..refine import default_steps, model_setting
 from .datasets import Dataset, image_digest
 
 SCHEMA_VERSION = 1
@@ -204,8 +204,8 @@ def resolve_codec(name: str, qualities=None) -> Codec:
         icm_codec.check_refine(model, refine)
         settings["refine_steps"] = refine
         # what else decides a refined file: a cached result of another setting never answers
-        settings["refine"] = {"lr": getattr(model, "refine_lr", DEFAULT_LR), "tau": list(getattr(model, "refine_tau", DEFAULT_TAU)),
-                              "objective": getattr(model, "refine_default", None)}
+        setting = model_setting(model)
+        settings["refine"] = {**setting, "tau": list(setting["tau"])}
         spec = f"{name}+refine" + ("" if refine == default else f":{refine}")
         return Codec(spec, f"icm {name} + refine ({refine} steps)", "model", tuple(qualities), settings,
                      tasks=tasks, model=name, refine=refine)
