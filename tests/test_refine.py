@@ -331,3 +331,73 @@ def test_joint_refinement_keeps_classification_and_detection_on_the_real_file():
     assert j[1] < 0.8 * j[0], (b0, k0, d0, b1, k1, d1)
     assert k1 < 0.5 * k0 and d1 < 0.9 * d0, (k0, d0, k1, d1)
     assert d1 < 0.9 * d2, (d1, d2)  # what the detector reads, kept only by the joint objective
+
+
+def _plain_latents(model, x):
+    # image by image, as refinement computes them (a batched analysis may differ in its last bits)
+    with torch.no_grad():
+        y0 = torch.cat([model.analysis(model.pad(x[i: i + 1])) for i in range(x.shape[0])])
+        z0 = [model.latent.hyper_latent(y0[i: i + 1]) for i in range(x.shape[0])]
+        return y0, (torch.cat(z0) if z0[0] is not None else None)
+
+
+def _coded(model, y, z):
+    """``ŷ`` as the coder rounds ``(y, z)``."""
+    with torch.no_grad():
+        return model.latent.annealed(y, z, 1e-9, [torch.Generator().manual_seed(0) for _ in range(y.shape[0])])[0]
+
+
+def test_refinement_that_overshoots_hands_back_the_plain_latents(tiny_model):
+    # Adam at a step size of 50 throws the latents far off: by the model's own cost,
+    # rounded as the coder rounds, that is worse than the analysis transform's answer,
+    # and the safeguard keeps the plain latents for every image of the batch.
+    x = torch.cat([gradient_image(32, 32), torch.flip(gradient_image(32, 32), dims=[-1])])
+    y0, z0 = _plain_latents(tiny_model, x)
+    y, z = refine_latents(tiny_model, x, steps=4, lr=50.0)
+    assert torch.equal(y, y0) and torch.equal(z, z0)
+    # a sane step size is kept (it lowers the cost): the safeguard is not always "plain"
+    y, _ = refine_latents(tiny_model, x, steps=4)
+    assert not torch.equal(y, y0)
+
+
+def test_refinement_never_trades_away_a_decision_the_plain_file_keeps(tiny_model):
+    # A distortion whose descent lowers the cost but whose keeps() check only the
+    # plain latents pass: the check ranks first, so the plain latents come back; with
+    # a check that only refined latents pass, the refined ones do.
+    x = gradient_image(32, 32)
+    y0, z0 = _plain_latents(tiny_model, x)
+    rate_weight, base = tiny_model.refine_objective(x)
+    plain_rounded = _coded(tiny_model, y0, z0)
+
+    def objective(keep_plain: bool):
+        def distortion(y_hat):
+            return base(y_hat)
+
+        def keeps(y_hat):
+            same = (y_hat - plain_rounded).abs().amax(dim=(1, 2, 3)) < 1e-4
+            return same if keep_plain else ~same
+
+        distortion.keeps = keeps
+        return lambda _x: (rate_weight, distortion)
+
+    y, _ = refine_latents(tiny_model, x, steps=6, objective=objective(True))
+    assert torch.equal(y, y0)
+    y, _ = refine_latents(tiny_model, x, steps=6, objective=objective(False))
+    assert not torch.equal(y, y0)
+
+
+@requires_weights
+def test_dicm_joint_refinement_keeps_the_plain_files_top1():
+    from icm.tasks.refine import joint_objective
+
+    model = codec.get_model("dicm-lite0", 6)
+    img = load_photo("skimage:chelsea")
+    x = torch.stack([to_tensor(np.ascontiguousarray(img[r: r + 160, c: c + 160])) for r, c in ((0, 0), (140, 250))])
+    _, distortion = joint_objective(x, model)
+    y0, z0 = _plain_latents(model, x)
+    y, z = refine_latents(model, x, steps=model.refine_steps)
+    with torch.no_grad():
+        kept0 = distortion.keeps(_coded(model, y0, z0))
+        kept = distortion.keeps(_coded(model, y, z))
+    # every crop whose plain file gives the uncompressed network's class still does
+    assert bool((kept | ~kept0).all()), (kept0.tolist(), kept.tolist())

@@ -27,6 +27,13 @@ random choices of each image come from its own generator seeded by ``seed``, and
 every image's cost is its own (Adam's steps are element-wise), so one image gives
 one file on one machine whether it is refined alone or in a batch, and wherever
 it stands in the batch.
+
+Refinement never hands back a worse file than the analysis transform's: at the end
+the plain and the refined latents are rounded as the coder rounds them and scored
+with the same cost, and each image keeps the one that costs less.  An objective
+whose distortion carries a ``keeps(ŷ)`` check (``dicm``: the receiver's top-1 class
+is the uncompressed network's) ranks that check first, so a refined file never
+loses a class decision the plain file had.
 """
 
 from __future__ import annotations
@@ -42,15 +49,18 @@ DEFAULT_LR = 5e-3
 # The rounding's temperature falls linearly from the first to the second over the
 # steps (a model's ``refine_tau`` overrides it).
 DEFAULT_TAU = (0.52, 0.02)
+# How the end of refinement picks between the plain and the refined latents (part of
+# what decides a file, so a cached result of an older rule never answers).
+SELECTION = "keeps, then cost, hard-rounded"
 
 
 def model_setting(model) -> dict:
     """What decides a refined file besides the steps: the model's step size
     (``refine_lr``, else :data:`DEFAULT_LR`), temperature schedule (``refine_tau``, else
     :data:`DEFAULT_TAU`) and default objective (``refine_default``, ``None`` for one
-    objective)."""
+    objective), and the rule that picks plain or refined latents (:data:`SELECTION`)."""
     return {"lr": getattr(model, "refine_lr", DEFAULT_LR), "tau": tuple(getattr(model, "refine_tau", DEFAULT_TAU)),
-            "objective": getattr(model, "refine_default", None)}
+            "objective": getattr(model, "refine_default", None), "selection": SELECTION}
 
 
 def default_steps(model) -> int:
@@ -156,4 +166,29 @@ def _refine(model, x, steps, lr, tau_range, seed, callback, objective):
             opt.step()
             if callback is not None:
                 callback(step + 1)
-    return y.detach(), (z.detach() if z is not None else None)
+    y, z = y.detach(), (z.detach() if z is not None else None)
+    with torch.no_grad():
+        take = _better(lat, (y, z), (y0, z0), rate_weight, distortion, h * w)
+        shape = (-1,) + (1,) * (y.dim() - 1)
+        y = torch.where(take.view(shape), y, y0)
+        if z is not None:
+            z = torch.where(take.view((-1,) + (1,) * (z.dim() - 1)), z, z0)
+    return y, z
+
+
+def _better(lat, refined, plain, rate_weight, distortion, pixels) -> Tensor:
+    """Per image, whether the ``refined`` latents ``(y, z)`` are at least as good as the
+    ``plain`` ones, both rounded as the coder rounds them: first by the distortion's
+    ``keeps(ŷ)`` check if it has one (a kept decision is never traded away), then by
+    ``rate weight · bpp + distortion``."""
+    scores = []
+    for y, z in (refined, plain):
+        # a vanishing temperature makes annealed_round a hard rounding (its noise cannot
+        # move a value that is not within 1e-9 of a half-integer)
+        gen = [torch.Generator().manual_seed(0) for _ in range(y.shape[0])]
+        y_hat, bits = lat.annealed(y, z, 1e-9, gen)
+        cost = rate_weight * bits / pixels + distortion(y_hat)
+        keeps = distortion.keeps(y_hat) if hasattr(distortion, "keeps") else torch.ones_like(cost, dtype=torch.bool)
+        scores.append((keeps, cost))
+    (k_r, c_r), (k_p, c_p) = scores
+    return (k_r & ~k_p) | ((k_r == k_p) & (c_r <= c_p))

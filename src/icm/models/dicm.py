@@ -329,6 +329,9 @@ class DICM(ImageCodec):
                 log_q = F.log_softmax(self.analyze_latent(y_hat, "classify", size), dim=1)
                 return (log_p.exp() * (log_p - log_q)).sum(dim=1)
 
+            from ..tasks.refine import keeps_class
+
+            distortion.keeps = keeps_class(log_p, lambda y_hat: self.analyze_latent(y_hat, "classify", size))
             return self.lmbda, distortion
         raise ValueError(f"dicm's own refinement objective is for classify, not {task!r}; detection keeps "
                          "its boxes with icm.tasks.refine.detection_objective")

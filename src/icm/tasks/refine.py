@@ -94,4 +94,15 @@ def joint_objective(x: Tensor, model, heads=None):
         kl = (log_p.exp() * (log_p - log_q)).sum(dim=1)
         return kl + _feature_term(stages, *targets)
 
+    distortion.keeps = keeps_class(log_p, lambda y_hat: model.backbone.classifier(
+        model.stages(model.decode_features(y_hat, size))["2"]))
     return model.lmbda, distortion
+
+
+def keeps_class(log_p: Tensor, logits):
+    """``keeps(ŷ)`` for :mod:`icm.refine`: whether the receiver's top-1 class from ``ŷ``
+    (``logits(ŷ)``) is the uncompressed network's (the argmax of ``log_p``)."""
+    def keeps(y_hat: Tensor) -> Tensor:
+        return logits(y_hat).argmax(dim=1) == log_p.argmax(dim=1)
+
+    return keeps
