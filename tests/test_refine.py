@@ -401,3 +401,18 @@ def test_dicm_joint_refinement_keeps_the_plain_files_top1():
         kept = distortion.keeps(_coded(model, y, z))
     # every crop whose plain file gives the uncompressed network's class still does
     assert bool((kept | ~kept0).all()), (kept0.tolist(), kept.tolist())
+
+
+def test_last_pass_runs_the_receiver_once_per_latent_outside_autograd():
+    from icm.tasks.refine import last_pass
+
+    calls = []
+    fn = last_pass(lambda t: calls.append(1) or t * 2)
+    a, b = torch.ones(2), torch.zeros(2)
+    with torch.no_grad():
+        assert torch.equal(fn(a), 2 * a) and torch.equal(fn(a), 2 * a)
+        assert len(calls) == 1
+        assert torch.equal(fn(b), b) and len(calls) == 2  # another tensor is computed afresh
+    fn(b)  # with gradients on, every call runs (a cached graph would be stale)
+    fn(b)
+    assert len(calls) == 4

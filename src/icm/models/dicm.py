@@ -322,16 +322,17 @@ class DICM(ImageCodec):
 
             return joint_objective(x, self, None)
         if task == "classify":
+            from ..tasks.refine import keeps_class, last_pass
+
             with torch.no_grad():
                 log_p = F.log_softmax(self.classify_pixels(x), dim=1)
+            logits = last_pass(lambda y_hat: self.analyze_latent(y_hat, "classify", size))
 
             def distortion(y_hat: Tensor) -> Tensor:
-                log_q = F.log_softmax(self.analyze_latent(y_hat, "classify", size), dim=1)
+                log_q = F.log_softmax(logits(y_hat), dim=1)
                 return (log_p.exp() * (log_p - log_q)).sum(dim=1)
 
-            from ..tasks.refine import keeps_class
-
-            distortion.keeps = keeps_class(log_p, lambda y_hat: self.analyze_latent(y_hat, "classify", size))
+            distortion.keeps = keeps_class(log_p, logits)
             return self.lmbda, distortion
         raise ValueError(f"dicm's own refinement objective is for classify, not {task!r}; detection keeps "
                          "its boxes with icm.tasks.refine.detection_objective")
