@@ -15,7 +15,7 @@ from icm import bitstream, codec
 from icm.data import load_photo, to_tensor
 from icm.errors import IcmError
 from icm.eval.sweep import _split_refine, resolve_codec
-from icm.refine import refine_latents
+from icm.refine import hard_rounded, refine_latents
 
 from conftest import gradient_image, requires_weights
 
@@ -344,7 +344,7 @@ def _plain_latents(model, x):
 def _coded(model, y, z):
     """``ŷ`` as the coder rounds ``(y, z)``."""
     with torch.no_grad():
-        return model.latent.annealed(y, z, 1e-9, [torch.Generator().manual_seed(0) for _ in range(y.shape[0])])[0]
+        return hard_rounded(model.latent, y, z)[0]
 
 
 def test_refinement_that_overshoots_hands_back_the_plain_latents(tiny_model):

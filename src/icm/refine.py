@@ -169,11 +169,18 @@ def _refine(model, x, steps, lr, tau_range, seed, callback, objective):
     y, z = y.detach(), (z.detach() if z is not None else None)
     with torch.no_grad():
         take = _better(lat, (y, z), (y0, z0), rate_weight, distortion, h * w)
-        shape = (-1,) + (1,) * (y.dim() - 1)
-        y = torch.where(take.view(shape), y, y0)
-        if z is not None:
-            z = torch.where(take.view((-1,) + (1,) * (z.dim() - 1)), z, z0)
-    return y, z
+
+    def pick(refined: Tensor, plain: Tensor) -> Tensor:
+        return torch.where(take.view((-1,) + (1,) * (refined.dim() - 1)), refined, plain)
+
+    return pick(y, y0), (pick(z, z0) if z is not None else None)
+
+
+def hard_rounded(lat, y: Tensor, z: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``(ŷ, bits per item)`` of ``(y, z)`` rounded as the coder rounds them: the
+    latent's annealed rounding at a vanishing temperature (its noise cannot move a
+    value that is not within 1e-9 of a half-integer)."""
+    return lat.annealed(y, z, 1e-9, [torch.Generator().manual_seed(0) for _ in range(y.shape[0])])
 
 
 def _better(lat, refined, plain, rate_weight, distortion, pixels) -> Tensor:
@@ -183,10 +190,7 @@ def _better(lat, refined, plain, rate_weight, distortion, pixels) -> Tensor:
     ``rate weight · bpp + distortion``."""
     scores = []
     for y, z in (refined, plain):
-        # a vanishing temperature makes annealed_round a hard rounding (its noise cannot
-        # move a value that is not within 1e-9 of a half-integer)
-        gen = [torch.Generator().manual_seed(0) for _ in range(y.shape[0])]
-        y_hat, bits = lat.annealed(y, z, 1e-9, gen)
+        y_hat, bits = hard_rounded(lat, y, z)
         cost = rate_weight * bits / pixels + distortion(y_hat)
         keeps = distortion.keeps(y_hat) if hasattr(distortion, "keeps") else torch.ones_like(cost, dtype=torch.bool)
         scores.append((keeps, cost))
