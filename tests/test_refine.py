@@ -386,21 +386,49 @@ def test_refinement_never_trades_away_a_decision_the_plain_file_keeps(tiny_model
     assert not torch.equal(y, y0)
 
 
+def test_refinement_never_raises_a_guarded_error(tiny_model):
+    # A guard(ŷ) that the refined latents raise above the plain file's (here: the
+    # distance from the plain rounded latents) keeps the plain latents even though the
+    # refined ones cost less; a guard they lower lets them through.
+    x = gradient_image(32, 32)
+    y0, z0 = _plain_latents(tiny_model, x)
+    rate_weight, base = tiny_model.refine_objective(x)
+    plain_rounded = _coded(tiny_model, y0, z0)
+
+    def objective(sign: float):
+        def distortion(y_hat):
+            return base(y_hat)
+
+        distortion.guard = lambda y_hat: sign * (y_hat - plain_rounded).abs().sum(dim=(1, 2, 3))
+        return lambda _x: (rate_weight, distortion)
+
+    y, _ = refine_latents(tiny_model, x, steps=6, objective=objective(1.0))
+    assert torch.equal(y, y0)
+    y, _ = refine_latents(tiny_model, x, steps=6, objective=objective(-1.0))
+    assert not torch.equal(y, y0)
+
+
 @requires_weights
-def test_dicm_joint_refinement_keeps_the_plain_files_top1():
+@pytest.mark.parametrize("quality", [3, 6])
+def test_dicm_joint_refinement_keeps_the_plain_files_top1(quality):
     from icm.tasks.refine import joint_objective
 
-    model = codec.get_model("dicm-lite0", 6)
+    model = codec.get_model("dicm-lite0", quality)
     img = load_photo("skimage:chelsea")
     x = torch.stack([to_tensor(np.ascontiguousarray(img[r: r + 160, c: c + 160])) for r, c in ((0, 0), (140, 250))])
-    _, distortion = joint_objective(x, model)
+    _, distortion = joint_objective(x, model, codec.get_heads(model))
     y0, z0 = _plain_latents(model, x)
     y, z = refine_latents(model, x, steps=model.refine_steps)
     with torch.no_grad():
-        kept0 = distortion.keeps(_coded(model, y0, z0))
-        kept = distortion.keeps(_coded(model, y, z))
-    # every crop whose plain file gives the uncompressed network's class still does
+        plain, refined = _coded(model, y0, z0), _coded(model, y, z)
+        kept0, kept = distortion.keeps(plain), distortion.keeps(refined)
+        guard0, guard = distortion.guard(plain), distortion.guard(refined)
+    # every crop whose plain file gives the uncompressed network's class still does, and
+    # the receiver's detections stray no further from the sender's unless the class is won
     assert bool((kept | ~kept0).all()), (kept0.tolist(), kept.tolist())
+    assert bool(((guard <= guard0) | (kept & ~kept0)).all()), (guard0.tolist(), guard.tolist())
+    if quality == 3:  # measured: refined latents for both crops (at 6 the plain ones cost less)
+        assert not torch.equal(y[:1], y0[:1]) and not torch.equal(y[1:], y0[1:])
 
 
 def test_last_pass_runs_the_receiver_once_per_latent_outside_autograd():
@@ -409,10 +437,39 @@ def test_last_pass_runs_the_receiver_once_per_latent_outside_autograd():
     calls = []
     fn = last_pass(lambda t: calls.append(1) or t * 2)
     a, b = torch.ones(2), torch.zeros(2)
+    c = torch.full((2,), 3.0)
     with torch.no_grad():
         assert torch.equal(fn(a), 2 * a) and torch.equal(fn(a), 2 * a)
         assert len(calls) == 1
         assert torch.equal(fn(b), b) and len(calls) == 2  # another tensor is computed afresh
+        assert torch.equal(fn(a), 2 * a) and len(calls) == 2  # the last two are kept
+        fn(c)  # a third pushes out the one computed first (a)
+        assert len(calls) == 3 and torch.equal(fn(b), b) and len(calls) == 3
+        fn(a)
+        assert len(calls) == 4
     fn(b)  # with gradients on, every call runs (a cached graph would be stale)
     fn(b)
-    assert len(calls) == 4
+    assert len(calls) == 6
+
+
+def test_detection_miss_counts_what_the_receiver_loses_or_invents():
+    from icm.tasks.refine import detection_miss
+
+    def dets(boxes, labels, scores):
+        return {"boxes": torch.tensor(boxes, dtype=torch.float).reshape(-1, 4),
+                "labels": torch.tensor(labels), "scores": torch.tensor(scores)}
+
+    sender = dets([[0, 0, 10, 10], [20, 20, 40, 40]], [1, 2], [0.9, 0.8])
+    assert detection_miss(sender, sender) == 0.0
+    # a box shifted by half its width: IoU 1/3 → 2/3 missed (and it still overlaps enough
+    # to be no invented box: IoU ≥ 0.5 is needed for that, so it counts once more)
+    shifted = dets([[5, 0, 15, 10], [20, 20, 40, 40]], [1, 2], [0.9, 0.8])
+    assert detection_miss(sender, shifted) == pytest.approx(2 / 3 + 1)
+    # the wrong class is no match; a box below the score threshold is not there
+    relabelled = dets([[0, 0, 10, 10], [20, 20, 40, 40]], [3, 2], [0.9, 0.8])
+    assert detection_miss(sender, relabelled) == pytest.approx(1 + 1)
+    faint = dets([[0, 0, 10, 10], [20, 20, 40, 40], [50, 50, 60, 60]], [1, 2, 1], [0.9, 0.8, 0.2])
+    assert detection_miss(sender, faint) == 0.0
+    invented = dets([[0, 0, 10, 10], [20, 20, 40, 40], [50, 50, 60, 60]], [1, 2, 1], [0.9, 0.8, 0.6])
+    assert detection_miss(sender, invented) == pytest.approx(1.0)
+    assert detection_miss(sender, dets([], [], [])) == 2.0

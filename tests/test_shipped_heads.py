@@ -62,3 +62,21 @@ def test_one_file_gives_a_class_boxes_and_masks_without_pixels(run_cli, unseen, 
     assert r.code == 0, r.err
     top = json.loads(r.out)
     assert top["task"] == "classify" and isinstance(top["top5"][0]["label"], str)
+
+
+def test_find_boxes_from_the_senders_stages_are_the_pixel_detectors(unseen):
+    # Refinement's sender finds its boxes from the backbone stages it computes anyway:
+    # bit for bit the boxes, labels and scores of the pixel path, at a size the codec pads too.
+    root, ds = unseen
+    model = codec.get_model("dicm-lite0", 3)
+    heads = codec.get_heads(model).eval()
+    image = torch.from_numpy(ds[0][0]).permute(2, 0, 1)[None].float() / 255
+    found = 0
+    with torch.no_grad():
+        for x in (image, image[..., 3:150, 5:]):
+            padded = model.pad(x)
+            mine = heads.find_boxes(model.backbone.features(padded), tuple(padded.shape[-2:]), tuple(x.shape[-2:]))[0]
+            ref = heads.forward_pixels(x)[0]
+            assert all(torch.equal(mine[k], ref[k]) for k in ("boxes", "labels", "scores"))
+            found += len(ref["boxes"])
+    assert found > 0

@@ -33,7 +33,10 @@ the plain and the refined latents are rounded as the coder rounds them and score
 with the same cost, and each image keeps the one that costs less.  An objective
 whose distortion carries a ``keeps(ŷ)`` check (``dicm``: the receiver's top-1 class
 is the uncompressed network's) ranks that check first, so a refined file never
-loses a class decision the plain file had.
+loses a class decision the plain file had.  One that also carries a ``guard(ŷ)``
+(``dicm``'s joint objective: how far the receiver's detections stray from those the
+sender finds on the picture) keeps the plain latents wherever the refined ones would
+raise that error without keeping a class decision more.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ DEFAULT_LR = 5e-3
 DEFAULT_TAU = (0.52, 0.02)
 # How the end of refinement picks between the plain and the refined latents (part of
 # what decides a file, so a cached result of an older rule never answers).
-SELECTION = "keeps, then cost, hard-rounded"
+SELECTION = "keeps, then detection guard and cost, hard-rounded"
 
 
 def model_setting(model) -> dict:
@@ -185,14 +188,18 @@ def hard_rounded(lat, y: Tensor, z: Tensor | None) -> tuple[Tensor, Tensor]:
 
 def _better(lat, refined, plain, rate_weight, distortion, pixels) -> Tensor:
     """Per image, whether the ``refined`` latents ``(y, z)`` are at least as good as the
-    ``plain`` ones, both rounded as the coder rounds them: first by the distortion's
-    ``keeps(ŷ)`` check if it has one (a kept decision is never traded away), then by
-    ``rate weight · bpp + distortion``."""
+    ``plain`` ones, both rounded as the coder rounds them.  A distortion may carry a
+    ``keeps(ŷ)`` check, which ranks first (a kept decision is never traded away), and a
+    ``guard(ŷ)``, a per-image error that the refined latents may not raise unless they
+    keep a decision more.  Between the rest ``rate weight · bpp + distortion`` decides."""
     scores = []
     for y, z in (refined, plain):
         y_hat, bits = hard_rounded(lat, y, z)
         cost = rate_weight * bits / pixels + distortion(y_hat)
         keeps = distortion.keeps(y_hat) if hasattr(distortion, "keeps") else torch.ones_like(cost, dtype=torch.bool)
-        scores.append((keeps, cost))
-    (k_r, c_r), (k_p, c_p) = scores
-    return (k_r & ~k_p) | ((k_r == k_p) & (c_r <= c_p))
+        scores.append((y_hat, keeps, cost))
+    (y_r, k_r, c_r), (y_p, k_p, c_p) = scores
+    tie = (k_r == k_p) & (c_r <= c_p)
+    if hasattr(distortion, "guard") and bool(tie.any()):  # asked only where it decides
+        tie = tie & (distortion.guard(y_r) <= distortion.guard(y_p))
+    return (k_r & ~k_p) | tie

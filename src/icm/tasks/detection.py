@@ -364,6 +364,23 @@ class CompressedDomainRCNN(nn.Module):
         return det.transform.postprocess(detections, sizes, sizes)
 
 
+    @torch.no_grad()
+    def find_boxes(self, stages: OrderedDict[str, Tensor], padded: tuple[int, int],
+                   image_sizes) -> list[dict[str, Tensor]]:
+        """Boxes, labels and scores (no masks) from the backbone's stage features
+        ``{"0", "1", "2"}`` of images padded to ``padded``: what the eval-mode detector
+        finds (the same boxes as :meth:`forward_pixels` on the pixels those stages come
+        from), for a sender that has the stages already and needs no masks."""
+        sizes = _image_sizes(image_sizes, stages["0"].shape[0])
+        features = self.latent_backbone.fpn(stages)
+        images = ImageList(stages["0"].new_zeros(()).expand(len(sizes), 3, *padded), sizes)
+        proposals, _ = self.detector.rpn(images, features)
+        rh = self.detector.roi_heads
+        logits, regression = rh.box_predictor(rh.box_head(rh.box_roi_pool(features, proposals, sizes)))
+        boxes, scores, labels = rh.postprocess_detections(logits, regression, proposals, sizes)
+        return [{"boxes": b, "labels": c, "scores": v} for b, c, v in zip(boxes, labels, scores)]
+
+
 def _image_sizes(image_sizes, batch: int) -> list[tuple[int, int]]:
     one = isinstance(image_sizes, (tuple, list)) and len(image_sizes) == 2
     if one and all(isinstance(v, int) for v in image_sizes):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchvision.ops import box_iou
 
 # Weight of the stage-feature distortion against λ·bpp, weight of the background
 # against the boxes found on the picture, their score threshold and margin in pixels.
@@ -29,18 +30,26 @@ REFINE_DETECT = {"weight": 4.0, "background": 0.05, "score": 0.3, "margin": 8}
 
 
 def _stage_targets(x: Tensor, model, heads):
-    """The uncompressed tail's stages of ``x``, and per stage the box weight map and the
-    per-image normaliser of :func:`detection_objective`'s distortion."""
+    """The uncompressed tail's stages of ``x``, per stage the box weight map and the
+    per-image normaliser of :func:`detection_objective`'s distortion; and the detections
+    ``heads`` find on the picture (``[]`` without heads)."""
     cfg = REFINE_DETECT
     size = tuple(x.shape[-2:])
     with torch.no_grad():
-        ref = model.backbone.tail(model._crop_to_input(model.head_features(model.pad(x)), size))
+        padded = model.pad(x)
+        f = model.head_features(padded)
+        cropped = model._crop_to_input(f, size)
+        ref = model.backbone.tail(cropped)
         mask = torch.full((x.shape[0], 1, *size), cfg["background"], device=x.device)
+        found = []
         if heads is not None:
+            # the detector reads the stages of the padded picture: the same as ref's
+            # where the picture needs no padding
+            full = ref if cropped.shape == f.shape else model.backbone.tail(f)
             was = heads.training
             heads.eval()
             try:
-                found = heads.forward_pixels(x)
+                found = heads.find_boxes(full, tuple(padded.shape[-2:]), size)
             finally:
                 heads.train(was)
             for i, det in enumerate(found):
@@ -50,7 +59,23 @@ def _stage_targets(x: Tensor, model, heads):
                     mask[i, :, max(0, y0 - m): y1 + m, max(0, x0 - m): x1 + m] = 1.0
         weights = {k: F.adaptive_avg_pool2d(mask, v.shape[-2:]) for k, v in ref.items()}
         norms = {k: v.pow(2).mean(dim=(1, 2, 3)).clamp_min(1e-12) for k, v in ref.items()}
-    return ref, weights, norms
+    return (ref, weights, norms), found
+
+
+def detection_miss(sender: dict, receiver: dict) -> float:
+    """How far the receiver's detections of one image are from the sender's (both
+    above :data:`REFINE_DETECT` ``score``): ``1 − IoU`` of the best same-class match of
+    every box the sender found, plus 1 for every receiver box that overlaps no
+    sender box of its class by half.  0 when the two agree box for box."""
+    thr = REFINE_DETECT["score"]
+    a = sender["boxes"][sender["scores"] > thr]
+    la = sender["labels"][sender["scores"] > thr]
+    b = receiver["boxes"][receiver["scores"] > thr]
+    lb = receiver["labels"][receiver["scores"] > thr]
+    if len(a) == 0 or len(b) == 0:
+        return float(len(a) + len(b))
+    iou = box_iou(a, b) * (la[:, None] == lb[None, :])
+    return float((1 - iou.amax(dim=1)).sum() + (iou.amax(dim=0) < 0.5).sum())
 
 
 def _feature_term(stages: dict, ref: dict, weights: dict, norms: dict) -> Tensor:
@@ -70,7 +95,7 @@ def detection_objective(x: Tensor, model, heads):
         raise ValueError("refining for detection needs detection heads built on this codec")
     _check_heads(model, heads)
     size = tuple(x.shape[-2:])
-    targets = _stage_targets(x, model, heads)
+    targets, _ = _stage_targets(x, model, heads)
 
     def feature_distortion(y_hat: Tensor) -> Tensor:
         return _feature_term(model.stages(model.decode_features(y_hat, size)), *targets)
@@ -84,7 +109,7 @@ def joint_objective(x: Tensor, model, heads=None):
     plus the detection stage-feature term with ``heads``' boxes (``None``: no boxes)."""
     _check_heads(model, heads)
     size = tuple(x.shape[-2:])
-    targets = _stage_targets(x, model, heads)
+    targets, found = _stage_targets(x, model, heads)
     with torch.no_grad():
         log_p = F.log_softmax(model.backbone.classifier(targets[0]["2"]), dim=1)
 
@@ -100,7 +125,30 @@ def joint_objective(x: Tensor, model, heads=None):
         return kl + _feature_term(stages, *targets)
 
     distortion.keeps = keeps_class(log_p, lambda y_hat: receive(y_hat)[1])
+    if heads is not None:
+        # the receiver's detections may not stray further from the sender's than the
+        # plain file's do (icm.refine._better)
+        distortion.guard = _detection_guard(model, heads, found, size, lambda y_hat: receive(y_hat)[0])
     return model.lmbda, distortion
+
+
+def _detection_guard(model, heads, found: list, size: tuple[int, int], stages):
+    """``guard(ŷ)`` for :mod:`icm.refine`: per image, :func:`detection_miss` of the
+    detections ``heads`` make from ``ŷ`` (as the receiver does, from the features of the
+    padded extent) against ``found``, the sender's; ``stages(ŷ)`` gives the tail's stages
+    of the decoded feature cropped to ``size``, reused where the crop is the whole extent."""
+    def guard(y_hat: Tensor) -> Tensor:
+        padded = (y_hat.shape[-2] * model.y_stride, y_hat.shape[-1] * model.y_stride)
+        s = stages(y_hat) if padded == size else model.stages(model.decode_features(y_hat))
+        was = heads.training
+        heads.eval()
+        try:
+            got = heads.find_boxes(s, padded, size)
+        finally:
+            heads.train(was)
+        return torch.tensor([detection_miss(a, b) for a, b in zip(found, got)])
+
+    return guard
 
 
 def keeps_class(log_p: Tensor, logits):
@@ -113,16 +161,20 @@ def keeps_class(log_p: Tensor, logits):
 
 
 def last_pass(fn):
-    """``fn(ŷ)`` that, outside autograd, answers again from its last result when called
-    with the same tensor: :mod:`icm.refine`'s final check asks the distortion and its
-    ``keeps`` about one ``ŷ``, and the receiver then runs once, not twice."""
-    last: list = [None, None]
+    """``fn(ŷ)`` that, outside autograd, answers again from one of its last two results
+    when called with the same tensor: :mod:`icm.refine`'s final check asks the
+    distortion, its ``keeps`` and its ``guard`` about two candidates ``ŷ``, and the
+    receiver then runs once for each, not three times."""
+    last: list = []
 
     def once(y_hat: Tensor):
         if torch.is_grad_enabled():
             return fn(y_hat)
-        if last[0] is not y_hat:
-            last[:] = [y_hat, fn(y_hat)]
-        return last[1]
+        for t, out in last:
+            if t is y_hat:
+                return out
+        out = fn(y_hat)
+        last[:] = [(y_hat, out)] + last[:1]
+        return out
 
     return once
