@@ -543,6 +543,8 @@ def test_config_parses_and_builds(path, imagefolder_root):
     cfg["model"]["kwargs"] = {**cfg["model"].get("kwargs", {}), **SMALL[cfg["model"]["name"]]}
     if cfg["model"].get("fit_prior"):
         cfg["model"]["fit_prior"] = {"images": 8, "steps": 5}
+    if cfg["model"].get("fit_transform"):  # the recipe's step, on fewer crops
+        cfg["model"]["fit_transform"] = {**cfg["model"]["fit_transform"], "images": 16}
     if cfg["data"]["kind"] == "photos":  # the offline photo splits need Debian data: fixture photos instead
         cfg["data"].update(train_photos=PHOTOS, val_photos=PHOTOS[:1])
     if cfg["data"]["kind"] == "imagefolder":  # the paper recipes: ImageNet layout, here a tiny fixture
