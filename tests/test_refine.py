@@ -360,29 +360,34 @@ def test_refinement_that_overshoots_hands_back_the_plain_latents(tiny_model):
     assert not torch.equal(y, y0)
 
 
+def _checked_refinement(model, x, name: str, check):
+    """Latents refined from ``x`` (and the plain ones) with the model's own objective,
+    its distortion carrying ``check(ŷ, plain ŷ)`` as attribute ``name`` (``keeps`` or
+    ``guard``)."""
+    y0, z0 = _plain_latents(model, x)
+    rate_weight, base = model.refine_objective(x)
+    plain_rounded = _coded(model, y0, z0)
+
+    def distortion(y_hat):
+        return base(y_hat)
+
+    setattr(distortion, name, lambda y_hat: check(y_hat, plain_rounded))
+    y, _ = refine_latents(model, x, steps=6, objective=lambda _x: (rate_weight, distortion))
+    return y, y0
+
+
+def _same(y_hat, plain):
+    return (y_hat - plain).abs().amax(dim=(1, 2, 3)) < 1e-4
+
+
 def test_refinement_never_trades_away_a_decision_the_plain_file_keeps(tiny_model):
     # A distortion whose descent lowers the cost but whose keeps() check only the
     # plain latents pass: the check ranks first, so the plain latents come back; with
     # a check that only refined latents pass, the refined ones do.
     x = gradient_image(32, 32)
-    y0, z0 = _plain_latents(tiny_model, x)
-    rate_weight, base = tiny_model.refine_objective(x)
-    plain_rounded = _coded(tiny_model, y0, z0)
-
-    def objective(keep_plain: bool):
-        def distortion(y_hat):
-            return base(y_hat)
-
-        def keeps(y_hat):
-            same = (y_hat - plain_rounded).abs().amax(dim=(1, 2, 3)) < 1e-4
-            return same if keep_plain else ~same
-
-        distortion.keeps = keeps
-        return lambda _x: (rate_weight, distortion)
-
-    y, _ = refine_latents(tiny_model, x, steps=6, objective=objective(True))
+    y, y0 = _checked_refinement(tiny_model, x, "keeps", _same)
     assert torch.equal(y, y0)
-    y, _ = refine_latents(tiny_model, x, steps=6, objective=objective(False))
+    y, y0 = _checked_refinement(tiny_model, x, "keeps", lambda y_hat, plain: ~_same(y_hat, plain))
     assert not torch.equal(y, y0)
 
 
@@ -391,20 +396,13 @@ def test_refinement_never_raises_a_guarded_error(tiny_model):
     # distance from the plain rounded latents) keeps the plain latents even though the
     # refined ones cost less; a guard they lower lets them through.
     x = gradient_image(32, 32)
-    y0, z0 = _plain_latents(tiny_model, x)
-    rate_weight, base = tiny_model.refine_objective(x)
-    plain_rounded = _coded(tiny_model, y0, z0)
 
-    def objective(sign: float):
-        def distortion(y_hat):
-            return base(y_hat)
+    def distance(y_hat, plain):
+        return (y_hat - plain).abs().sum(dim=(1, 2, 3))
 
-        distortion.guard = lambda y_hat: sign * (y_hat - plain_rounded).abs().sum(dim=(1, 2, 3))
-        return lambda _x: (rate_weight, distortion)
-
-    y, _ = refine_latents(tiny_model, x, steps=6, objective=objective(1.0))
+    y, y0 = _checked_refinement(tiny_model, x, "guard", distance)
     assert torch.equal(y, y0)
-    y, _ = refine_latents(tiny_model, x, steps=6, objective=objective(-1.0))
+    y, y0 = _checked_refinement(tiny_model, x, "guard", lambda y_hat, plain: -distance(y_hat, plain))
     assert not torch.equal(y, y0)
 
 

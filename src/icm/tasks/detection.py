@@ -363,21 +363,26 @@ class CompressedDomainRCNN(nn.Module):
             return {**detector_losses, **proposal_losses}
         return det.transform.postprocess(detections, sizes, sizes)
 
-
     @torch.no_grad()
     def find_boxes(self, stages: OrderedDict[str, Tensor], padded: tuple[int, int],
                    image_sizes) -> list[dict[str, Tensor]]:
         """Boxes, labels and scores (no masks) from the backbone's stage features
-        ``{"0", "1", "2"}`` of images padded to ``padded``: what the eval-mode detector
-        finds (the same boxes as :meth:`forward_pixels` on the pixels those stages come
-        from), for a sender that has the stages already and needs no masks."""
+        ``{"0", "1", "2"}`` of images padded to ``padded``: what the detector finds in
+        eval mode (the same boxes as :meth:`forward_pixels` on the pixels those stages
+        come from), for a sender that has the stages already and needs no masks.  The
+        heads are back in their previous train/eval mode afterwards."""
         sizes = _image_sizes(image_sizes, stages["0"].shape[0])
-        features = self.latent_backbone.fpn(stages)
-        images = ImageList(stages["0"].new_zeros(()).expand(len(sizes), 3, *padded), sizes)
-        proposals, _ = self.detector.rpn(images, features)
-        rh = self.detector.roi_heads
-        logits, regression = rh.box_predictor(rh.box_head(rh.box_roi_pool(features, proposals, sizes)))
-        boxes, scores, labels = rh.postprocess_detections(logits, regression, proposals, sizes)
+        was_training = self.training
+        self.eval()
+        try:
+            features = self.latent_backbone.fpn(stages)
+            images = ImageList(stages["0"].new_zeros(()).expand(len(sizes), 3, *padded), sizes)
+            proposals, _ = self.detector.rpn(images, features)
+            rh = self.detector.roi_heads
+            logits, regression = rh.box_predictor(rh.box_head(rh.box_roi_pool(features, proposals, sizes)))
+            boxes, scores, labels = rh.postprocess_detections(logits, regression, proposals, sizes)
+        finally:
+            self.train(was_training)
         return [{"boxes": b, "labels": c, "scores": v} for b, c, v in zip(boxes, labels, scores)]
 
 

@@ -46,12 +46,7 @@ def _stage_targets(x: Tensor, model, heads):
             # the detector reads the stages of the padded picture: the same as ref's
             # where the picture needs no padding
             full = ref if cropped.shape == f.shape else model.backbone.tail(f)
-            was = heads.training
-            heads.eval()
-            try:
-                found = heads.find_boxes(full, tuple(padded.shape[-2:]), size)
-            finally:
-                heads.train(was)
+            found = heads.find_boxes(full, tuple(padded.shape[-2:]), size)
             for i, det in enumerate(found):
                 for box in det["boxes"][det["scores"] > cfg["score"]].tolist():
                     x0, y0, x1, y1 = (int(v) for v in box)
@@ -140,12 +135,7 @@ def _detection_guard(model, heads, found: list, size: tuple[int, int], stages):
     def guard(y_hat: Tensor) -> Tensor:
         padded = (y_hat.shape[-2] * model.y_stride, y_hat.shape[-1] * model.y_stride)
         s = stages(y_hat) if padded == size else model.stages(model.decode_features(y_hat))
-        was = heads.training
-        heads.eval()
-        try:
-            got = heads.find_boxes(s, padded, size)
-        finally:
-            heads.train(was)
+        got = heads.find_boxes(s, padded, size)
         return torch.tensor([detection_miss(a, b) for a, b in zip(found, got)])
 
     return guard
