@@ -406,6 +406,54 @@ def test_refinement_never_raises_a_guarded_error(tiny_model):
     assert not torch.equal(y, y0)
 
 
+def test_a_guard_at_zero_is_not_compared_with_the_plain_file(tiny_model):
+    # A guard is an error >= 0: refined latents whose guard is 0 cannot be beaten on it,
+    # so the plain latents' guard is not asked (one receiver pass fewer); where the
+    # refined guard is above 0 both are asked.
+    x = gradient_image(32, 32)
+    asked = []
+
+    def counted(value):
+        def guard(y_hat, plain):
+            asked.append(bool(_same(y_hat, plain).all()))
+            return torch.full((y_hat.shape[0],), float(value))
+        return guard
+
+    y, y0 = _checked_refinement(tiny_model, x, "guard", counted(0))
+    assert not torch.equal(y, y0) and asked == [False]
+    asked.clear()
+    y, y0 = _checked_refinement(tiny_model, x, "guard", counted(1))
+    assert not torch.equal(y, y0) and asked == [False, True]
+
+
+def test_eval_mode_restores_each_submodules_own_mode():
+    from icm.models._base import eval_mode
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Sequential(torch.nn.Dropout(), torch.nn.Linear(2, 2)))
+    net.train()
+    net[1].eval()  # a frozen part inside a training module stays frozen afterwards
+    before = [m.training for m in net.modules()]
+    with eval_mode(net):
+        assert not any(m.training for m in net.modules())
+    assert [m.training for m in net.modules()] == before == [True, True, False, False, False]
+    with pytest.raises(RuntimeError), eval_mode(net):
+        raise RuntimeError("restored on the way out of an error too")
+    assert [m.training for m in net.modules()] == before
+
+
+@requires_weights
+def test_joint_objective_hands_over_the_analysis_latents_bit_for_bit():
+    from icm.tasks.refine import detection_objective, joint_objective
+
+    model = codec.get_model("dicm-lite0", 3).eval()
+    x = to_tensor(np.ascontiguousarray(load_photo("skimage:chelsea")[:150, :170]))[None]  # padded by the codec
+    with torch.no_grad():
+        y0 = model.analysis(model.pad(x))
+    heads = codec.get_heads(model)
+    for make in (joint_objective, detection_objective):
+        assert torch.equal(make(x, model, heads)[1].latents, y0)
+
+
 @requires_weights
 @pytest.mark.parametrize("quality", [3, 6])
 def test_dicm_joint_refinement_keeps_the_plain_files_top1(quality):

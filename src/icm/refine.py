@@ -46,6 +46,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .models._base import eval_mode
+
 
 DEFAULT_STEPS = 100
 DEFAULT_LR = 5e-3
@@ -125,24 +127,22 @@ def refine_latents(
     setting = model_setting(model)
     lr = lr if lr is not None else setting["lr"]
     tau = setting["tau"]
-    was_training = model.training
-    model.eval()
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
     try:
-        if steps == 0:
-            with torch.no_grad():
-                y0 = model.analysis(model.pad(x))
-                return y0, model.latent.hyper_latent(y0)
-        parts = [_refine(model, x[i: i + chunk], steps, lr, tau, seed, callback, objective)
-                 for i in range(0, x.shape[0], chunk)]
+        with eval_mode(model):
+            if steps == 0:
+                with torch.no_grad():
+                    y0 = model.analysis(model.pad(x))
+                    return y0, model.latent.hyper_latent(y0)
+            parts = [_refine(model, x[i: i + chunk], steps, lr, tau, seed, callback, objective)
+                     for i in range(0, x.shape[0], chunk)]
         y = torch.cat([p[0] for p in parts])
         return y, (torch.cat([p[1] for p in parts]) if parts[0][1] is not None else None)
     finally:
         for p in frozen:
             p.requires_grad_(True)
-        model.train(was_training)
 
 
 def _refine(model, x, steps, lr, tau_range, seed, callback, objective):
@@ -150,10 +150,12 @@ def _refine(model, x, steps, lr, tau_range, seed, callback, objective):
     the chunk alone: a batched analysis may differ in its last bits)."""
     h, w = x.shape[-2:]
     lat = model.latent
-    with torch.no_grad():
-        y0 = model.analysis(model.pad(x))
-        z0 = lat.hyper_latent(y0)
     rate_weight, distortion = (objective or model.refine_objective)(x)
+    with torch.no_grad():
+        # an objective that ran the analysis on its way hands its latents over
+        y0 = getattr(distortion, "latents", None)
+        y0 = y0 if y0 is not None else model.analysis(model.pad(x))
+        z0 = lat.hyper_latent(y0)
     y = y0.clone().requires_grad_(True)
     z = z0.clone().requires_grad_(True) if z0 is not None else None
     gen = [torch.Generator().manual_seed(seed) for _ in range(x.shape[0])]
@@ -190,7 +192,7 @@ def _better(lat, refined, plain, rate_weight, distortion, pixels) -> Tensor:
     """Per image, whether the ``refined`` latents ``(y, z)`` are at least as good as the
     ``plain`` ones, both rounded as the coder rounds them.  A distortion may carry a
     ``keeps(ŷ)`` check, which ranks first (a kept decision is never traded away), and a
-    ``guard(ŷ)``, a per-image error that the refined latents may not raise unless they
+    ``guard(ŷ)``, a per-image error (``>= 0``) that the refined latents may not raise unless they
     keep a decision more.  Between the rest ``rate weight · bpp + distortion`` decides."""
     scores = []
     for y, z in (refined, plain):
@@ -201,5 +203,9 @@ def _better(lat, refined, plain, rate_weight, distortion, pixels) -> Tensor:
     (y_r, k_r, c_r), (y_p, k_p, c_p) = scores
     tie = (k_r == k_p) & (c_r <= c_p)
     if hasattr(distortion, "guard") and bool(tie.any()):  # asked only where it decides
-        tie = tie & (distortion.guard(y_r) <= distortion.guard(y_p))
+        g_r = distortion.guard(y_r)
+        # a guard is an error >= 0: where the refined latents' is 0 the plain ones
+        # cannot do better, and the plain latents' guard is asked only where it decides
+        if bool((tie & (g_r > 0)).any()):
+            tie = tie & ((g_r <= 0) | (g_r <= distortion.guard(y_p)))
     return (k_r & ~k_p) | tie

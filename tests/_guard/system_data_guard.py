@@ -49,7 +49,8 @@ def _hook(event: str, args: tuple) -> None:
     if event not in _EVENTS or _state["allowed"]:
         return
     path = _path_of(event, args)
-    if path is None or not (path + "/").startswith(_ROOT) or path.startswith(_SYSTEM):
+    # a system directory itself ("/usr/share/fonts", which matplotlib scans) is as allowed as its files
+    if path is None or not (path + "/").startswith(_ROOT) or (path + "/").startswith(_SYSTEM):
         return
     msg = f"{event}({path!r}): {RULE}"
     _state["hits"].append(msg)

@@ -252,8 +252,12 @@ class DICM(ImageCodec):
         return self.g_a(self.re.standardise(f_re))
 
     def analysis(self, x: Tensor) -> Tensor:
-        """Padded images → ``y``: head, RE (bottleneck rounded in eval), codec encoder."""
-        return self.encode_features(self.re(self.head_features(x))["f_re"])
+        """Padded images → ``y``: head, then :meth:`analysis_of_head`."""
+        return self.analysis_of_head(self.head_features(x))
+
+    def analysis_of_head(self, f: Tensor) -> Tensor:
+        """The head's cut feature ``f`` → ``y``: RE (bottleneck rounded in eval), codec encoder."""
+        return self.encode_features(self.re(f)["f_re"])
 
     def decode_features(self, y_hat: Tensor, image_size: tuple[int, int] | None = None) -> Tensor:
         """``ŷ`` → decoded cut feature ``f̂``, cropped to the input's extent at the cut stride."""

@@ -46,6 +46,8 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from ..models._base import eval_mode
+
 if TYPE_CHECKING:
     from ..models import Compressed
     from ..models.backbones import SplitBackbone
@@ -372,17 +374,13 @@ class CompressedDomainRCNN(nn.Module):
         come from), for a sender that has the stages already and needs no masks.  The
         heads are back in their previous train/eval mode afterwards."""
         sizes = _image_sizes(image_sizes, stages["0"].shape[0])
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             features = self.latent_backbone.fpn(stages)
             images = ImageList(stages["0"].new_zeros(()).expand(len(sizes), 3, *padded), sizes)
             proposals, _ = self.detector.rpn(images, features)
             rh = self.detector.roi_heads
             logits, regression = rh.box_predictor(rh.box_head(rh.box_roi_pool(features, proposals, sizes)))
             boxes, scores, labels = rh.postprocess_detections(logits, regression, proposals, sizes)
-        finally:
-            self.train(was_training)
         return [{"boxes": b, "labels": c, "scores": v} for b, c, v in zip(boxes, labels, scores)]
 
 
@@ -415,12 +413,8 @@ def detect_from_bitstream(model: DICM, heads: CompressedDomainRCNN, compressed: 
     if heads.codec is not model:
         raise ValueError("the detection heads were built on another codec instance than `model`")
     y_hat = model.decompress(compressed, pixels=False)["y_hat"]
-    was_training = heads.training
-    heads.eval()
-    try:
+    with eval_mode(heads):
         return heads.forward_latent(y_hat, tuple(compressed.image_size))
-    finally:
-        heads.train(was_training)
 
 
 # -- shipped heads ---------------------------------------------------------------------------

@@ -31,8 +31,9 @@ REFINE_DETECT = {"weight": 4.0, "background": 0.05, "score": 0.3, "margin": 8}
 
 def _stage_targets(x: Tensor, model, heads):
     """The uncompressed tail's stages of ``x``, per stage the box weight map and the
-    per-image normaliser of :func:`detection_objective`'s distortion; and the detections
-    ``heads`` find on the picture (``[]`` without heads)."""
+    per-image normaliser of :func:`detection_objective`'s distortion; the detections
+    ``heads`` find on the picture (``[]`` without heads); and the analysis latents ``y``
+    from the same pass through the head (:mod:`icm.refine` starts from them)."""
     cfg = REFINE_DETECT
     size = tuple(x.shape[-2:])
     with torch.no_grad():
@@ -54,7 +55,8 @@ def _stage_targets(x: Tensor, model, heads):
                     mask[i, :, max(0, y0 - m): y1 + m, max(0, x0 - m): x1 + m] = 1.0
         weights = {k: F.adaptive_avg_pool2d(mask, v.shape[-2:]) for k, v in ref.items()}
         norms = {k: v.pow(2).mean(dim=(1, 2, 3)).clamp_min(1e-12) for k, v in ref.items()}
-    return (ref, weights, norms), found
+        latents = model.analysis_of_head(f)
+    return (ref, weights, norms), found, latents
 
 
 def detection_miss(sender: dict, receiver: dict) -> float:
@@ -90,11 +92,12 @@ def detection_objective(x: Tensor, model, heads):
         raise ValueError("refining for detection needs detection heads built on this codec")
     _check_heads(model, heads)
     size = tuple(x.shape[-2:])
-    targets, _ = _stage_targets(x, model, heads)
+    targets, _, latents = _stage_targets(x, model, heads)
 
     def feature_distortion(y_hat: Tensor) -> Tensor:
         return _feature_term(model.stages(model.decode_features(y_hat, size)), *targets)
 
+    feature_distortion.latents = latents
     return model.lmbda, feature_distortion
 
 
@@ -104,7 +107,7 @@ def joint_objective(x: Tensor, model, heads=None):
     plus the detection stage-feature term with ``heads``' boxes (``None``: no boxes)."""
     _check_heads(model, heads)
     size = tuple(x.shape[-2:])
-    targets, found = _stage_targets(x, model, heads)
+    targets, found, latents = _stage_targets(x, model, heads)
     with torch.no_grad():
         log_p = F.log_softmax(model.backbone.classifier(targets[0]["2"]), dim=1)
 
@@ -119,6 +122,7 @@ def joint_objective(x: Tensor, model, heads=None):
         kl = (log_p.exp() * (log_p - log_q)).sum(dim=1)
         return kl + _feature_term(stages, *targets)
 
+    distortion.latents = latents
     distortion.keeps = keeps_class(log_p, lambda y_hat: receive(y_hat)[1])
     if heads is not None:
         # the receiver's detections may not stray further from the sender's than the
