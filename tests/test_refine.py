@@ -427,7 +427,7 @@ def test_a_guard_at_zero_is_not_compared_with_the_plain_file(tiny_model):
 
 
 def test_eval_mode_restores_each_submodules_own_mode():
-    from icm.models._base import eval_mode
+    from icm.layers.modes import eval_mode
 
     net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Sequential(torch.nn.Dropout(), torch.nn.Linear(2, 2)))
     net.train()

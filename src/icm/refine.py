@@ -46,7 +46,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .models._base import eval_mode
+from .layers.modes import eval_mode
 
 
 DEFAULT_STEPS = 100

@@ -3,29 +3,11 @@ and the ``compress`` / ``decompress`` verbs on top of a latent codec."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-
-@contextmanager
-def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
-    """``module`` with every submodule in eval mode for the block; afterwards exactly
-    those that were training train again.  A module already in eval mode is left
-    untouched, so inner loops (a refinement step's checks) pay a scan, not a
-    ``train()`` over hundreds of modules."""
-    training = [m for m in module.modules() if m.training]
-    for m in training:
-        m.training = False
-    try:
-        yield module
-    finally:
-        for m in training:
-            m.training = True
 
 
 @dataclass

@@ -46,7 +46,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from ..models._base import eval_mode
+from ..layers.modes import eval_mode
 
 if TYPE_CHECKING:
     from ..models import Compressed
