@@ -392,9 +392,10 @@ def test_refinement_never_trades_away_a_decision_the_plain_file_keeps(tiny_model
 
 
 def test_refinement_never_raises_a_guarded_error(tiny_model):
-    # A guard(ŷ) that the refined latents raise above the plain file's (here: the
-    # distance from the plain rounded latents) keeps the plain latents even though the
-    # refined ones cost less; a guard they lower lets them through.
+    # A guard(ŷ) (an error >= 0) that the refined latents raise above the plain file's
+    # (here: the distance from the plain rounded latents) keeps the plain latents even
+    # though the refined ones cost less; a guard they lower (but not to 0, where the
+    # plain file's would not be asked) lets them through.
     x = gradient_image(32, 32)
 
     def distance(y_hat, plain):
@@ -402,7 +403,7 @@ def test_refinement_never_raises_a_guarded_error(tiny_model):
 
     y, y0 = _checked_refinement(tiny_model, x, "guard", distance)
     assert torch.equal(y, y0)
-    y, y0 = _checked_refinement(tiny_model, x, "guard", lambda y_hat, plain: -distance(y_hat, plain))
+    y, y0 = _checked_refinement(tiny_model, x, "guard", lambda y_hat, plain: 1 / (1 + distance(y_hat, plain)))
     assert not torch.equal(y, y0)
 
 

@@ -205,7 +205,7 @@ def _better(lat, refined, plain, rate_weight, distortion, pixels) -> Tensor:
     if hasattr(distortion, "guard") and bool(tie.any()):  # asked only where it decides
         g_r = distortion.guard(y_r)
         # a guard is an error >= 0: where the refined latents' is 0 the plain ones
-        # cannot do better, and the plain latents' guard is asked only where it decides
+        # cannot do better, so theirs is asked only where it decides
         if bool((tie & (g_r > 0)).any()):
-            tie = tie & ((g_r <= 0) | (g_r <= distortion.guard(y_p)))
+            tie = tie & (g_r <= distortion.guard(y_p))
     return (k_r & ~k_p) | tie
