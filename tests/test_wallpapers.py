@@ -162,3 +162,79 @@ def test_every_listed_wallpaper_and_stamp_opens_as_a_photo():
         stamp = data.load_stamp(path)
         assert stamp.shape[2] == 4 and min(stamp.shape[:2]) >= MIN_STAMP_SIDE, (path, stamp.shape)
         assert (stamp[..., 3] == 0).any() and (stamp[..., 3] == 255).any(), path
+
+
+def _magenta(side: int = 10) -> np.ndarray:
+    stamp = np.zeros((side, side, 4), dtype=np.uint8)
+    stamp[...] = (255, 0, 255, 255)  # opaque; no pixel of the backgrounds is this colour
+    return stamp
+
+
+def _has_stamp(t: torch.Tensor) -> bool:
+    return int((t == torch.tensor([1.0, 0.0, 1.0])[:, None, None]).all(0).sum()) >= 9
+
+
+def _is_crop_of(crop: torch.Tensor, picture: torch.Tensor) -> bool:
+    s = crop.shape[-1]
+    corner = (picture[:, : picture.shape[1] - s + 1, : picture.shape[2] - s + 1] == crop[:, :1, :1]).all(0)
+    return any(torch.equal(picture[:, y: y + s, x: x + s], crop) for y, x in corner.nonzero().tolist())
+
+
+def test_stamp_composites_paste_on_the_asked_share_of_crops_and_plain_crops_elsewhere():
+    photos = ["skimage:rocket", "skimage:camera"]
+    half = data.StampComposites(photos, stamps=[_magenta()], size=32, seed=5, fraction=0.5)
+    crops = [half.crop(g) for g in range(200)]
+    stamped = sum(_has_stamp(t) for t in crops)
+    assert 70 <= stamped <= 130  # 100 expected; 4.2 standard deviations either side
+    assert torch.equal(crops[7], half.crop(7))  # each crop still repeats with its seed
+    # a crop without a stamp is a crop of one of the photos as they are
+    plain = next(t for t in crops if not _has_stamp(t))
+    pictures = [data.to_tensor(data.load_photo(s)) for s in photos]
+    assert any(_is_crop_of(c, p) for p in pictures for c in (plain, plain.flip(-1)))
+    pasted = next(t for t in crops if _has_stamp(t))
+    assert not any(_is_crop_of(c, p) for p in pictures for c in (pasted, pasted.flip(-1)))
+    every = data.StampComposites(photos, stamps=[_magenta()], size=32, seed=5)
+    assert all(_has_stamp(every.crop(g)) for g in range(20))
+    for bad in (0.0, 1.5, -0.2):
+        with pytest.raises(ValueError, match="share of crops"):
+            data.StampComposites(photos, stamps=[_magenta()], size=32, fraction=bad)
+
+
+def test_stamp_composites_resize_their_backgrounds_as_photo_crops_do():
+    ds = data.StampComposites(["skimage:rocket"], stamps=[_magenta()], size=32, short_sides=[64, 96])
+    assert sorted(min(im.shape[:2]) for im in ds.images) == [64, 96]
+
+
+def test_a_dicm_recipe_trains_on_stamp_composites_when_it_asks(monkeypatch):
+    from icm.train.config import validate
+    from icm.train.dicm import _datasets
+
+    monkeypatch.setattr(data, "tuxpaint_stamps", lambda: [_magenta()])  # the packages' stamps stand-in
+    d = {"kind": "photos", "crop": 32, "batch_size": 2, "train_photos": ["skimage:rocket"],
+         "val_photos": ["skimage:astronaut"], "stamps": 0.25, "stamp_scale": [0.3, 0.5]}
+    train, _ = _datasets(4, d, seed=1)
+    assert isinstance(train, data.StampComposites) and train.fraction == 0.25 and train.scale == (0.3, 0.5)
+    assert 15 <= sum(_has_stamp(train.crop(g)) for g in range(100)) <= 40  # 25 expected
+    plain, _ = _datasets(4, {k: v for k, v in d.items() if k not in ("stamps", "stamp_scale")}, seed=1)
+    assert type(plain) is data.PhotoCrops
+    recipe = {"stage": 4, "model": {"name": "dicm-lite0"}, "data": d, "optim": {}, "trainer": {}}
+    assert validate(recipe) is recipe
+    with pytest.raises(IcmError, match="stamps must be a number"):
+        validate({**recipe, "data": {**d, "stamps": "half"}})
+
+
+def test_exported_weights_say_which_photos_and_stamps_their_run_trained_on(monkeypatch):
+    from icm.train.export import _photo_data, _trained_on_photos
+
+    monkeypatch.setattr(data, "tuxpaint_stamps", lambda: ["a.png", "b.png", "c.png"])
+    # the split's own list reads opencv-doc's folder: two photos stand in for it
+    monkeypatch.setattr(data, "photo_sources", lambda split: ("skimage:camera", "skimage:coffee"))
+    split = 2
+    plain = _photo_data({"kind": "photos"})
+    assert plain["train_photos"] == ["set:train"] and plain["num_photos"] == split and "stamps" not in plain
+    more = _photo_data({"train_photos": ["set:train", "skimage:rocket"], "stamps": 0.5})
+    assert more["num_photos"] == split + 1 and more["num_split_photos"] == split
+    assert more["stamps"]["share_of_crops"] == 0.5 and more["stamps"]["num_stamps"] == 3
+    recipe = {"data": {"train_photos": ["set:train", "set:wallpapers"], "stamps": 0.25}}
+    assert _trained_on_photos({"recipe": recipe}) == "train, wallpapers; stamps on 25% of crops"
+    assert _trained_on_photos({"recipe": {"data": {}}}) == "train"

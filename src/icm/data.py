@@ -314,7 +314,9 @@ class PhotoCrops(IterableDataset):
 
     def crop(self, g: int, rank: int = 0) -> torch.Tensor:
         """Crop number ``g`` of rank ``rank``'s stream."""
-        rng = np.random.default_rng([self.seed, rank, g])
+        return self._plain_crop(np.random.default_rng([self.seed, rank, g]))
+
+    def _plain_crop(self, rng: np.random.Generator) -> torch.Tensor:
         s = self.size
         im = self.images[rng.choice(len(self.images), p=self.weights)]
         y = rng.integers(0, im.shape[0] - s + 1)
@@ -419,10 +421,18 @@ class StampComposites(PhotoCrops):
         scale: range of the stamp's longer side as a fraction of ``size`` (stamps
             are never enlarged: see :func:`composite_stamp`).
         batch_size: the loader's batch size (how crops are dealt to workers).
+        short_sides: background photos resized to these short sides first, as in
+            :class:`PhotoCrops`.
+        fraction: share of the crops that get a stamp (each crop draws it); the
+            others are :class:`PhotoCrops`' plain crops of the same photos.
     """
 
     def __init__(self, sources=None, stamps=None, size: int = 128, seed: int = 0,
-                 scale: tuple[float, float] = (0.3, 0.8), batch_size: int = 1) -> None:
+                 scale: tuple[float, float] = (0.3, 0.8), batch_size: int = 1, short_sides=None,
+                 fraction: float = 1.0) -> None:
+        if not 0 < fraction <= 1:
+            raise ValueError(f"the share of crops with a stamp must be in (0, 1], got {fraction!r}")
+        self.fraction = float(fraction)
         sources = tuple(sources) if sources is not None else photo_sources("train") + wallpaper_photos()
         held = sorted(set(sources) & (set(VAL_PHOTOS) | set(TEST_PHOTOS)))
         if held:
@@ -434,11 +444,14 @@ class StampComposites(PhotoCrops):
 
             raise IcmError(f"no stamp to paste: Tux Paint's stamps are not installed: {STAMPS_INSTALL}")
         self.scale = scale
-        super().__init__(sources, size=size, seed=seed, batch_size=batch_size)
+        super().__init__(sources, size=size, seed=seed, batch_size=batch_size, short_sides=short_sides)
 
     def crop(self, g: int, rank: int = 0) -> torch.Tensor:
-        """Crop number ``g`` of rank ``rank``'s stream, a stamp pasted on it."""
+        """Crop number ``g`` of rank ``rank``'s stream, a stamp pasted on it (on a
+        ``fraction`` of them)."""
         rng = np.random.default_rng([self.seed, rank, g])
+        if self.fraction < 1 and rng.random() >= self.fraction:
+            return self._plain_crop(rng)
         im = self.images[rng.choice(len(self.images), p=self.weights)]
         stamp = self.stamps[rng.integers(len(self.stamps))]
         crop, _ = composite_stamp(im, stamp, self.size, rng, self.scale)

@@ -54,7 +54,7 @@ SCHEMA: dict[str, dict[str, frozenset]] = {
         "model": frozenset(_MODEL | {"init_parts", "fit_prior", "fit_transform", "re_identity_gain"}),
         "data": frozenset({"kind", "root", "crop", "short_sides", "batch_size", "val_batch_size", "val_crop",
                            "val_resize", "workers", "stats_images", "train_photos", "val_photos", "box_size",
-                           "epoch_images"}),
+                           "epoch_images", "stamps", "stamp_scale"}),
         "loss": frozenset({"lmbda", "lmbda_warmup", "rate", "l1", "infonce", "re_mse", "std_mse", "stage_mse", "kl",
                            "kl_t", "quant", "tau"}),
         "moco": frozenset({"dim", "hidden", "queue", "momentum", "temperature", "warmup_epochs", "refresh_every"}),
@@ -78,7 +78,7 @@ _NESTED = {("dicm", "model", "fit_prior"): frozenset({"images", "steps"}),
 
 # The kind of value a key takes wherever it appears (None, YAML's null, always means "unset").
 # Numbers may be written as YAML strings ("2e-4": PyYAML reads exponents without a dot so).
-_NUMBER = frozenset({"lr", "final_lr_ratio", "clip", "lmbda", "alpha", "beta", "label_smoothing", "latent_lr",
+_NUMBER = frozenset({"stamps", "lr", "final_lr_ratio", "clip", "lmbda", "alpha", "beta", "label_smoothing", "latent_lr",
                      "min_lr", "weight_decay", "momentum", "temperature", "rate", "l1", "infonce", "re_mse", "std_mse",
                      "kl", "kl_t", "re_identity_gain", "cutmix", "mixup", "random_erasing"})
 _INTEGER = frozenset({"crop", "batch_size", "workers", "val_side", "val_batch_size", "val_limit", "train_limit",
@@ -89,7 +89,7 @@ _INTEGER = frozenset({"crop", "batch_size", "workers", "val_side", "val_batch_si
                       "box_batch_size_per_image", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test",
                       "box_size", "epoch_images"})
 _BOOL = frozenset({"augment", "flip", "pretrained"})
-_LIST = frozenset({"short_sides", "train_photos", "val_photos", "init_parts", "latent_qualities", "stage_mse",
+_LIST = frozenset({"stamp_scale", "short_sides", "train_photos", "val_photos", "init_parts", "latent_qualities", "stage_mse",
                    "anchor_sizes", "aspect_ratios", "train", "mask_layers"})
 _TEXT = frozenset({"name", "kind", "init", "heads_init", "out_dir", "resume", "task", "path", "image_set",
                    "val_image_set", "annotations", "val_annotations"})

@@ -7,6 +7,8 @@ A recipe (``configs/dicm/``) names its stage at the top level::
     model:   {name: dicm-lite0, quality: 4, init: runs/dicm-lite0-stage3/checkpoints/last.ckpt}
     loss:    {...}                      # the stage's weights; defaults are the paper's
     data:    {kind: photos, crop: 224, batch_size: 8, short_sides: [256, 320]}  # or imagefolder (root, crop)
+             # stages 2 and 4: ``stamps: 0.5`` pastes a Tux Paint stamp on half the crops
+             # (icm.data.StampComposites; ``stamp_scale: [0.3, 0.8]`` of the crop side)
     optim:   {name: adamw, lr: 1.0e-4, min_lr: 1.0e-6, weight_decay: 0.0}
     moco:    {queue: 65536, momentum: 0.999, temperature: 0.2, warmup_epochs: 10, refresh_every: 20}
     trainer: {max_steps: ..., out_dir: ..., threads: 1}
@@ -378,6 +380,12 @@ def _datasets(stage: int, d: dict, seed: int):
         # no private generator: every item is drawn under its own seed (icm.train.resume)
         views = ContrastiveCropViews(base, size=crop, box_size=int(d.get("box_size", crop)))
         return views, None
+    if kind == "photos" and d.get("stamps"):
+        from ..data import StampComposites
+
+        return StampComposites(recipe_photos(d, "train"), size=crop, seed=seed, short_sides=d.get("short_sides"),
+                               batch_size=int(d.get("batch_size", 8)), fraction=float(d["stamps"]),
+                               scale=tuple(d.get("stamp_scale", (0.3, 0.8)))), val
     if kind == "photos":
         return PhotoCrops(recipe_photos(d, "train"), size=crop, seed=seed, short_sides=d.get("short_sides"),
                           batch_size=int(d.get("batch_size", 8))), val

