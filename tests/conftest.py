@@ -16,6 +16,13 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+# The data pool (icm data pull) of the machine is not part of the default run: every test
+# sees an empty data folder unless it is marked needs_pool, which gets the real one back.
+import tempfile  # noqa: E402
+
+REAL_DATA_DIR = os.environ.get("ICM_DATA_DIR")
+os.environ["ICM_DATA_DIR"] = tempfile.mkdtemp(prefix="icm-test-data-")
+
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -56,10 +63,26 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "needs_debian_data(*packages): reads Debian data packages (opencv-doc, fashion-mnist, "
         "labelme-examples, wallpapers); skipped with the apt-get line when absent; run by .ci/run after installing them")
+    config.addinivalue_line(
+        "markers", "needs_pool: reads the photo pool that icm data pull fetched (ICM_DATA_DIR or ~/.cache/icm/data); "
+        "skipped with the pull command where it is absent; run by .ci/run after pulling it")
     system_data_guard.install()
 
 
+def _real_data_dir():
+    if REAL_DATA_DIR:
+        return Path(REAL_DATA_DIR)
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "icm" / "data"
+
+
 def pytest_runtest_setup(item):
+    if item.get_closest_marker("needs_pool") is not None:
+        real = _real_data_dir()
+        if not (real / "pool" / "manifest.json").is_file():
+            pytest.skip(f"needs the photo pool in {real}: icm data pull")
+        item._icm_data_dir = os.environ["ICM_DATA_DIR"]
+        os.environ["ICM_DATA_DIR"] = str(real)
     marker = item.get_closest_marker("needs_debian_data")
     if marker is None:
         system_data_guard.set_allowed(False)
@@ -72,6 +95,8 @@ def pytest_runtest_setup(item):
 
 def pytest_runtest_teardown(item):
     system_data_guard.set_allowed(False)
+    if hasattr(item, "_icm_data_dir"):
+        os.environ["ICM_DATA_DIR"] = item._icm_data_dir
 
 
 @pytest.hookimpl(hookwrapper=True)

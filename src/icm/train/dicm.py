@@ -380,15 +380,16 @@ def _datasets(stage: int, d: dict, seed: int):
         # no private generator: every item is drawn under its own seed (icm.train.resume)
         views = ContrastiveCropViews(base, size=crop, box_size=int(d.get("box_size", crop)))
         return views, None
-    if kind == "photos" and d.get("stamps"):
+    if kind == "photos":
+        common = {"size": crop, "seed": seed, "short_sides": d.get("short_sides"),
+                  "batch_size": int(d.get("batch_size", 8))}
+        if not d.get("stamps"):
+            return PhotoCrops(recipe_photos(d, "train"), **common), val
         from ..data import StampComposites
 
-        return StampComposites(recipe_photos(d, "train"), size=crop, seed=seed, short_sides=d.get("short_sides"),
-                               batch_size=int(d.get("batch_size", 8)), fraction=float(d["stamps"]),
-                               scale=tuple(d.get("stamp_scale", (0.3, 0.8)))), val
-    if kind == "photos":
-        return PhotoCrops(recipe_photos(d, "train"), size=crop, seed=seed, short_sides=d.get("short_sides"),
-                          batch_size=int(d.get("batch_size", 8))), val
+        if d.get("stamp_scale"):
+            common["scale"] = tuple(d["stamp_scale"])
+        return StampComposites(recipe_photos(d, "train"), fraction=float(d["stamps"]), **common), val
     if kind == "imagefolder":
         from torchvision import transforms as T
 
