@@ -80,6 +80,8 @@ def pytest_runtest_setup(item):
     if item.get_closest_marker("needs_pool") is not None:
         real = _real_data_dir()
         if not (real / "pool" / "manifest.json").is_file():
+            if os.environ.get("ICM_REQUIRE_POOL"):  # CI pulled it: its absence is a failure
+                pytest.fail(f"ICM_REQUIRE_POOL is set but {real} holds no photo pool")
             pytest.skip(f"needs the photo pool in {real}: icm data pull")
         item._icm_data_dir = os.environ["ICM_DATA_DIR"]
         os.environ["ICM_DATA_DIR"] = str(real)

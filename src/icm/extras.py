@@ -10,8 +10,8 @@ extra         distributions                                                   co
 ``eval``      pillow-heif, imagecodecs, imageio-ffmpeg (classical anchors),   ``icm eval``,
               matplotlib, bjontegaard, torchmetrics, pycocotools,             ``icm demo`` (dicm-lite0:
               scikit-image, scikit-learn                                      the HEVC anchor)
-``train``     lightning, pyyaml, torchmetrics, pycocotools, scikit-image,     ``icm train``
-              scikit-learn, matplotlib
+``train``     lightning, pyyaml, torchmetrics, pycocotools, scikit-image,     ``icm train``,
+              scikit-learn, matplotlib, imageio-ffmpeg                        ``icm data pull``
 ``detect``    pycocotools, torchmetrics (COCO data and mAP)                   (library use)
 ``serve``     litserve                                                        ``icm serve``
 ``anchors``   pillow-heif, imagecodecs, imageio-ffmpeg (the anchor codecs)    (part of ``eval``)
@@ -56,7 +56,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "serve": ("litserve",),
     "eval": (*_ANCHORS, "matplotlib", "bjontegaard", "torchmetrics", "pycocotools", "skimage", "sklearn"),
     "train": ("lightning", "pytorch_lightning", "yaml", "torchmetrics", "pycocotools", "skimage", "sklearn",
-              "matplotlib"),
+              "matplotlib", "imageio_ffmpeg"),
     "anchors": _ANCHORS,
 }
 

@@ -79,6 +79,6 @@ def pool_photos(sources: tuple[str, ...] | None = None, root: Path | None = None
 def pool_path(name: str, root: Path | None = None) -> Path:
     """The file of a ``pool:<file>`` source."""
     p = (root or data_dir()) / "pool" / name
-    if ".." in Path(name).parts:
+    if ".." in Path(name).parts or Path(name).is_absolute():  # root / "/etc/x" is "/etc/x"
         raise IcmError(f"pool:{name} leaves the pool")
     return p

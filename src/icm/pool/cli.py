@@ -138,9 +138,11 @@ def cmd_sheet(args) -> int:
     if out.exists() and not args.force:
         raise IcmError(f"{out} exists (use -f to overwrite)")
     sheet = contact_sheet([root / "pool" / r["file"] for r in rows],
-                          f"{src.name}: {len(rows)} pictures ({src.package} {src.version}, {src.licence})")
+                          f"{src.name}: {len(rows)} pictures ({src.package} {src.version}, {src.licence})",
+                          cell=args.cell, cols=args.cols)
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(out.suffix.lower(), "PNG")
     tmp = out.with_name(f".{out.name}.part")
-    sheet.save(tmp, format="PNG")
+    sheet.save(tmp, format=fmt, **({"quality": 85} if fmt != "PNG" else {}))
     os.replace(tmp, out)
     print(f"{out}: {len(rows)} pictures")
     return 0
@@ -160,7 +162,10 @@ def add_data_parser(sub) -> None:
     d.set_defaults(func=cmd_pull)
     d = dsub.add_parser("sheet", help="a contact sheet of a pool source's photos")
     d.add_argument("source", metavar="SOURCE")
-    d.add_argument("-o", "--output", required=True, metavar="SHEET.png")
+    d.add_argument("-o", "--output", required=True, metavar="SHEET.png",
+                   help="the sheet (PNG; JPEG or WebP by the name's extension)")
     d.add_argument("--all", action="store_true", help="include near-duplicates left out of training")
+    d.add_argument("--cell", type=int, default=160, metavar="PX", help="thumbnail cell size (default 160)")
+    d.add_argument("--cols", type=int, default=10, metavar="N", help="thumbnails per row (default 10)")
     d.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
     d.set_defaults(func=cmd_sheet)

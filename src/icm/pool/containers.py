@@ -228,7 +228,7 @@ def read_pzl(blob: bytes) -> Puzzle:
 
     def length(what: str) -> int:
         text = line(what)
-        if not text.isdigit() or len(text) > 12:
+        if not (text.isascii() and text.isdigit()) or len(text) > 12:  # not "²": int() refuses it
             raise ContainerError(f".pzl {what} is not a length: {text[:40]!r}")
         n = int(text)
         if n > len(blob) - pos:
@@ -277,7 +277,7 @@ def pzl_photo(blob: bytes):
     try:
         atlas = Image.open(io.BytesIO(puzzle.atlas()))
         atlas.load()
-    except (OSError, SyntaxError, ValueError) as e:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ContainerError(f".pzl {puzzle.name!r}: its atlas is not a readable JPEG ({e})") from None
     x, y, w, h = puzzle.image_box
     if x + w > atlas.width or y + h > atlas.height:

@@ -29,6 +29,7 @@ class Dep5:
 
     def __init__(self, text: str):
         self.stanzas: list[tuple[list[str], dict[str, str]]] = []
+        self.upstream = ""
         for block in text.replace("\r\n", "\n").split("\n\n"):
             fields: dict[str, str] = {}
             key = None
@@ -41,19 +42,23 @@ class Dep5:
                     fields[key] = value.strip()
             if "files" in fields:
                 self.stanzas.append((fields["files"].split(), fields))
+            elif "upstream-name" in fields and not self.upstream:
+                self.upstream = fields["upstream-name"]
 
     def lookup(self, path: str) -> Credit:
-        found = None
+        found, by = None, ""
         stem = _stem(path)
         for patterns, fields in self.stanzas:
             for pat in patterns:
                 if fnmatch.fnmatchcase(path, pat) or fnmatch.fnmatchcase(stem, _stem(pat)):
-                    found = fields
+                    found, by = fields, pat
                     break
         if found is None:
             return Credit("unknown", "")
         licence = found.get("license", "unknown").split("\n")[0].strip() or "unknown"
         holders = " ".join(found.get("copyright", "").split())
+        if by == "*" and self.upstream:  # the package's blanket stanza: its authors, not a photographer
+            holders = f"the {self.upstream} authors (debian/copyright, Files: *)"
         source = " ".join(found.get("comment", "").split())
         credit = holders + (f" ({source})" if source.startswith("http") else "")
         return Credit(licence, credit)

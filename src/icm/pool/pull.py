@@ -196,6 +196,7 @@ def pull(names: list[str], root: Path, mirror: str | None = None, progress=None,
         else:
             n = extract_package(src, archive, root)
             log(f"{name}: {n} files unpacked")
+        archive.unlink()  # extracted: the archive is needed no more (a failed extraction keeps it for the rerun)
     if any(BY_NAME[n].pool for n in names):
         rows = build_manifest(root)
         used = sum(r["use"] for r in rows)

