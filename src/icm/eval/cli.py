@@ -26,7 +26,7 @@ examples:
 
   icm eval --dataset synthetic:val --task segment --codecs dicm-lite0,jpeg,hevc --report out/
 
-datasets: samples, photos, photo-crops, labelme-crops, fashion-mnist[:train|test], synthetic[:val], coco:ANNOTATIONS.json:IMAGEDIR,
+datasets: samples, photos, photo-crops, labelme-crops, pool-crops[:SOURCE], fashion-mnist[:train|test], synthetic[:val], coco:ANNOTATIONS.json:IMAGEDIR,
           or an image folder (flat: unlabelled; class subfolders: labelled by sorted folder name)
 tasks:    psnr, ms-ssim, classify (top-1/top-5 where labels are ImageNet classes, and top-1
           agreement with the uncompressed image), detect (box mAP), segment (mask mAP) on COCO-format
@@ -44,7 +44,7 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
         description="Code a dataset with codecs × qualities, measure a task, write results and a report.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--dataset", metavar="D",
-                   help="samples, photos, photo-crops, labelme-crops, fashion-mnist, synthetic:val, coco:ANN.json:DIR or a folder")
+                   help="samples, photos, photo-crops, labelme-crops, pool-crops[:SOURCE] (training data), fashion-mnist, synthetic:val, coco:ANN.json:DIR or a folder")
     s.add_argument("--task", default="psnr", metavar="T", help="psnr (default), ms-ssim, classify, detect, segment")
     s.add_argument("--codecs", metavar="LIST", help="comma-separated model and anchor names (jpeg = jpeg420)")
     s.add_argument("--qualities", action="append", default=[], metavar="CODEC=Q,Q",

@@ -19,6 +19,11 @@ by a string on the command line (``--dataset``):
     Seven natural photos of Debian's ``labelme-examples`` (:data:`LABELME_PHOTOS`;
     never used to train or tune anything), cut as ``photo-crops`` are: 35
     224×224 crops, ids ``labelme:<path>#k``.  Unlabelled.
+``pool-crops`` / ``pool-crops:SOURCE``
+    **Training data**, for measuring how a codec does on what it trained on (the
+    gap to ``photo-crops`` says how much it over-fits): the photo pool of ``icm
+    data pull`` (:func:`icm.pool.pool_photos`; one source with ``:SOURCE``), cut as
+    ``photo-crops`` are; ids ``pool:<file>#k``.  Unlabelled.
 ``fashion-mnist`` / ``fashion-mnist:train`` / ``fashion-mnist:test``
     Debian's ``dataset-fashion-mnist`` (idx files, gzip or raw, under
     ``/usr/share/datasets/fashion-mnist/``; the default split is ``test``,
@@ -63,7 +68,7 @@ from ..models.bai2022 import FASHION_MNIST_CLASSES  # noqa: F401  (one list of c
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-KNOWN = ("samples", "photos", "photo-crops", "labelme-crops", "fashion-mnist[:train|test]", "synthetic[:val]",
+KNOWN = ("samples", "photos", "photo-crops", "labelme-crops", "pool-crops[:SOURCE]", "fashion-mnist[:train|test]", "synthetic[:val]",
          "coco:ANNOTATIONS.json:IMAGEDIR", "an image folder path")
 LABELME_DIR = "/usr/share/doc/labelme-examples/examples"
 LABELME_PHOTOS = (  # the distinct natural photos (the other copies are annotations' renderings)
@@ -319,6 +324,16 @@ def photo_crops() -> Dataset:
     return Dataset("photo-crops", "photo-crops", items)
 
 
+def pool_crops(source: str = "") -> Dataset:
+    from ..data import five_crops, load_photo
+    from ..pool import pool_photos
+
+    photos = pool_photos((source,) if source else None)
+    items = [(f"{s}#{k}", (lambda s=s, k=k: five_crops(load_photo(s))[k]), None) for s in photos for k in range(5)]
+    name = f"pool-crops:{source}" if source else "pool-crops"
+    return Dataset(name, name, items)
+
+
 def labelme_crops(root: str | os.PathLike = LABELME_DIR) -> Dataset:
     from ..data import five_crops
     from ..pool import locate
@@ -349,6 +364,8 @@ def open_dataset(spec: str, limit: int | None = None) -> Dataset:
         ds = photo_crops()
     elif spec == "labelme-crops":
         ds = labelme_crops()
+    elif spec == "pool-crops" or spec.startswith("pool-crops:"):
+        ds = pool_crops(spec.partition(":")[2])
     elif spec == "fashion-mnist" or spec.startswith("fashion-mnist:"):
         ds = fashion_mnist(spec.partition(":")[2] or "test")
     elif spec == "synthetic" or spec.startswith("synthetic:"):

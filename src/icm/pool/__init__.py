@@ -76,6 +76,20 @@ def pool_photos(sources: tuple[str, ...] | None = None, root: Path | None = None
     return tuple(f"pool:{r['file']}" for r in rows if r["use"] and r["source"] in names)
 
 
+def pool_share(photos: tuple[str, ...], fraction: float) -> tuple[str, ...]:
+    """A fixed share of ``photos`` (``pool:<file>`` names): ordered by a hash of each name,
+    the first ``round(fraction · n)`` (at least one), back in the given order.  Shares are
+    nested (a quarter lies inside the half) and the same on every machine."""
+    import hashlib
+
+    if not 0 < fraction <= 1:
+        raise IcmError(f"a share of the pool must be in (0, 1], not {fraction}")
+    k = max(1, round(fraction * len(photos)))
+    ranked = sorted(photos, key=lambda s: hashlib.sha256(s.encode()).hexdigest())
+    keep = set(ranked[:k])
+    return tuple(s for s in photos if s in keep)
+
+
 def pool_path(name: str, root: Path | None = None) -> Path:
     """The file of a ``pool:<file>`` source."""
     p = (root or data_dir()) / "pool" / name

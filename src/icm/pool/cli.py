@@ -148,6 +148,41 @@ def cmd_sheet(args) -> int:
     return 0
 
 
+def cmd_credits(args) -> int:
+    """Markdown: every pool picture in use with its licence and credit line, by source."""
+    from . import data_dir, manifest
+    from .sources import BY_NAME, POOL_SOURCES, source
+
+    names = [source(n).name for n in args.sources] or list(POOL_SOURCES)
+    rows = [r for r in manifest(data_dir()) if r["use"] and r["source"] in names]
+    if not rows:
+        raise IcmError(f"nothing of {', '.join(names)} is pulled here: icm data pull")
+    lines = ["# Credits of the photo pool", "",
+             "Every picture of the pool in use for training, with its licence and the credit its licence asks",
+             "for (from each package's copyright file or card). Written by `icm data credits`.", ""]
+    for n in names:
+        mine = [r for r in rows if r["source"] == n]
+        if not mine:
+            continue
+        src = BY_NAME[n]
+        lines += [f"## {n}: {src.registry} `{src.package}` {src.version}", "", "| picture | licence | credit |",
+                  "| --- | --- | --- |"]
+        for r in mine:
+            credit = r["credit"].replace("|", "\\|")
+            lines.append(f"| `{r['file'].split('/', 1)[1]}` | {r['licence']} | {credit} |")
+        lines.append("")
+    text = "\n".join(lines)
+    if args.output:
+        out = Path(args.output)
+        if out.exists() and not args.force:
+            raise IcmError(f"{out} exists (use -f to overwrite)")
+        out.write_text(text)
+        print(f"{out}: {len(rows)} pictures")
+    else:
+        print(text)
+    return 0
+
+
 def add_data_parser(sub) -> None:
     s = sub.add_parser("data", help="training data that installs offline: list, pull and look at its sources")
     dsub = s.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -169,3 +204,8 @@ def add_data_parser(sub) -> None:
     d.add_argument("--cols", type=int, default=10, metavar="N", help="thumbnails per row (default 10)")
     d.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
     d.set_defaults(func=cmd_sheet)
+    d = dsub.add_parser("credits", help="licence and credit line of every pool picture in use (Markdown)")
+    d.add_argument("sources", nargs="*", metavar="SOURCE", help="default: every pool source")
+    d.add_argument("-o", "--output", metavar="CREDITS.md")
+    d.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
+    d.set_defaults(func=cmd_credits)

@@ -50,7 +50,8 @@ class Dep5:
         stem = _stem(path)
         for patterns, fields in self.stanzas:
             for pat in patterns:
-                if fnmatch.fnmatchcase(path, pat) or fnmatch.fnmatchcase(stem, _stem(pat)):
+                # the extension is ignored only between pictures: "*.jpg" takes x.webp, not notes.txt
+                if fnmatch.fnmatchcase(path, pat) or (stem != path and fnmatch.fnmatchcase(stem, _stem(pat))):
                     found, by = fields, pat
                     break
         if found is None:

@@ -32,7 +32,8 @@ def load_config(path: str | os.PathLike) -> dict:
 # builder's own signature; ``trainer`` keys beyond ours go to ``lightning.Trainer`` and are
 # checked against its parameters.
 
-TRAINER_OURS = frozenset({"max_steps", "val_every", "ckpt_every", "out_dir", "threads", "seed", "resume"})
+TRAINER_OURS = frozenset({"max_steps", "val_every", "ckpt_every", "out_dir", "threads", "seed", "resume",
+                          "keep_checkpoints"})
 _MODEL = {"name", "quality", "init", "kwargs"}
 SCHEMA: dict[str, dict[str, frozenset]] = {
     "rd": {
@@ -88,7 +89,7 @@ _INTEGER = frozenset({"crop", "batch_size", "workers", "val_side", "val_batch_si
                       "fpn_channels", "representation_size", "rpn_batch_size_per_image",
                       "box_batch_size_per_image", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test",
                       "box_size", "epoch_images"})
-_BOOL = frozenset({"augment", "flip", "pretrained"})
+_BOOL = frozenset({"augment", "flip", "pretrained", "keep_checkpoints"})
 _LIST = frozenset({"stamp_scale", "short_sides", "train_photos", "val_photos", "init_parts", "latent_qualities", "stage_mse",
                    "anchor_sizes", "aspect_ratios", "train", "mask_layers"})
 _TEXT = frozenset({"name", "kind", "init", "heads_init", "out_dir", "resume", "task", "path", "image_set",

@@ -101,7 +101,10 @@ def run(cfg: dict, max_steps: int | None = None, callbacks=(), **trainer_kwargs)
     L.seed_everything(seed, verbose=False)
     model, module, train_loader, val_loader = build(cfg)
     out = Path(t.get("out_dir", "runs/train"))
-    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, every_n_train_steps=int(t.get("ckpt_every", 500)))
+    # keep_checkpoints: every periodic checkpoint stays (step-<N> files), to pick a step by validation loss later
+    keep = {"save_top_k": -1, "filename": "step-{step}"} if t.get("keep_checkpoints") else {}
+    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, every_n_train_steps=int(t.get("ckpt_every", 500)),
+                           **keep)
     kwargs = {"max_steps": int(t.get("max_steps", 10000)), "val_check_interval": int(t.get("val_every", 1000)),
               "check_val_every_n_epoch": None,
               "limit_val_batches": len(val_loader) if val_loader is not None else 0,

@@ -1,0 +1,158 @@
+"""What data buys: plain-file agreement of runs that differ only in their training photos.
+
+``python -m icm.train.scaling RECIPE... --out docs/results/scaling-q2.json --plot docs/dicm-scaling.png``
+
+For every recipe (a ``dicm`` stage-4 run with ``trainer.keep_checkpoints``), the step
+with the lowest validation loss (the val photos only: never a test photo) is picked
+from its ``logs/*/metrics.csv``; its checkpoint is rounded as export rounds it, and
+real ``.icm`` files are coded and classified from the bitstream on
+
+* ``photo-crops`` and ``labelme-crops`` (held out: never trained or tuned on), and
+* ``train-crops``: the five 224² crops of 20 of the run's own training photos
+  (a fixed choice: the first 20 by a hash of their names),
+
+each as top-1 agreement with the uncompressed network and whole-file bpp.  The plot
+shows agreement against the number of training photos, train and held out side by side.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def best_step(run_dir: Path) -> tuple[int, float, list[tuple[int, float]]]:
+    """(step, validation loss) of the lowest validation loss in a run's CSV logs, and the
+    whole validation curve."""
+    curve = {}
+    for f in sorted(glob.glob(str(run_dir / "logs" / "*" / "metrics.csv"))):
+        with open(f) as fh:
+            for row in csv.DictReader(fh):
+                v = row.get("val/loss")
+                if v not in (None, ""):
+                    curve[int(row["step"]) + 1] = float(v)
+    if not curve:
+        raise SystemExit(f"{run_dir}: no validation loss logged yet")
+    step = min(curve, key=curve.get)
+    return step, curve[step], sorted(curve.items())
+
+
+def _checkpoint(run_dir: Path, step: int) -> Path:
+    found = [p for p in glob.glob(str(run_dir / "checkpoints" / "step-step=*.ckpt"))
+             if abs(int(Path(p).stem.split("=")[-1].split("-")[0].split(".")[0]) - step) <= 1]
+    if not found:
+        raise SystemExit(f"{run_dir}: no checkpoint kept at step {step} (trainer.keep_checkpoints)")
+    return Path(found[0])
+
+
+def load_run_model(cfg: dict, ckpt: Path):
+    from ..models import create_model
+    from .export import load_checkpoint, refresh_tables, round_to_half
+
+    name, quality = cfg["model"]["name"], int(cfg["model"]["quality"])
+    model = create_model(name, quality=quality, pretrained=False, **cfg["model"].get("kwargs", {}))
+    model.model_name, model.quality = name, quality
+    load_checkpoint(model, str(ckpt))
+    round_to_half(model, skip=tuple(getattr(model, "unshipped_parts", ())))
+    refresh_tables(model)
+    return model.eval()
+
+
+def agreement(model, images) -> dict:
+    """Top-1 agreement of real files with the uncompressed network, and mean whole-file bpp."""
+    from .. import codec
+    from ..data import to_tensor
+
+    agree, bpp = [], []
+    for img in images:
+        x = to_tensor(img)[None]
+        data = codec.encode(model, x)[0]
+        with torch.no_grad():
+            ref = int(model.classify_pixels(x).argmax(1))
+        got = int(codec.analyze(data, model=model, task="classify")["output"].argmax(1))
+        agree.append(float(got == ref))
+        bpp.append(8 * len(data) / (img.shape[0] * img.shape[1]))
+    return {"images": len(agree), "agreement": float(np.mean(agree)), "bpp": float(np.mean(bpp))}
+
+
+def train_crops(photos: tuple[str, ...], n: int = 20):
+    from ..data import five_crops, load_photo
+
+    chosen = sorted(photos, key=lambda s: hashlib.sha256(s.encode()).hexdigest())[:n]
+    return [c for s in chosen for c in five_crops(load_photo(s))], chosen
+
+
+def measure(recipe: str) -> dict:
+    from ..data import recipe_photos
+    from ..eval.datasets import labelme_crops, photo_crops
+    from .config import load_config
+
+    cfg = load_config(recipe)
+    run_dir = Path(cfg["trainer"]["out_dir"])
+    step, val, curve = best_step(run_dir)
+    model = load_run_model(cfg, _checkpoint(run_dir, step))
+    photos = recipe_photos(cfg["data"], "train")
+    crops, chosen = train_crops(photos)
+    out = {"recipe": recipe, "train_photos": len(photos), "train_sets": cfg["data"].get("train_photos"),
+           "best_step": step, "val_loss": val, "val_curve": curve,
+           "photo-crops": agreement(model, [s.image for s in photo_crops()]),
+           "labelme-crops": agreement(model, [s.image for s in labelme_crops()]),
+           "train-crops": {**agreement(model, crops), "photos": chosen}}
+    return out
+
+
+def plot(rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted(rows, key=lambda r: r["train_photos"])
+    n = [r["train_photos"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, style in (("train-crops", "o--"), ("photo-crops", "s-"), ("labelme-crops", "^-")):
+        ax.plot(n, [100 * r[key]["agreement"] for r in rows], style, label=f"{key}"
+                + (" (trained on)" if key == "train-crops" else " (held out)"))
+    for r in rows:
+        ax.annotate(f"{r['photo-crops']['bpp']:.3f} bpp", (r["train_photos"], 100 * r["photo-crops"]["agreement"]),
+                    textcoords="offset points", xytext=(4, -12), fontsize=7)
+    ax.set_xlabel("training photos")
+    ax.set_ylabel("top-1 agreement from plain .icm files (%)")
+    ax.set_title("dicm-lite0 quality 2 (λ 10, 3000 steps, best val step): what data buys", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("recipes", nargs="+")
+    p.add_argument("--out", required=True, help="JSON of every run's figures")
+    p.add_argument("--plot", default=None, help="PNG: agreement against training photos")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = []
+    for r in args.recipes:
+        rows.append(measure(r))
+        m = rows[-1]
+        print(f"{r}: {m['train_photos']} photos, step {m['best_step']} (val {m['val_loss']:.3f}): "
+              + ", ".join(f"{k} {100 * m[k]['agreement']:.0f}% at {m[k]['bpp']:.3f} bpp"
+                          for k in ("train-crops", "photo-crops", "labelme-crops")), flush=True)
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+    if args.plot:
+        plot(rows, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
