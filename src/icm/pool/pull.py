@@ -126,13 +126,21 @@ def _pixels_sha256(img) -> str:
     return hashlib.sha256(f"{a.shape}".encode() + a.tobytes()).hexdigest()
 
 
-def _store(c: Candidate, img, folder: Path) -> str:
-    """Write a picture (its original bytes where the whole of it is used; PNG otherwise)."""
+def _store(c: Candidate, img, folder: Path, taken: set[str]) -> str:
+    """Write a picture (its original bytes where the whole of it is used; PNG otherwise)
+    under a name no earlier picture of the source took (``-2``, ``-3``… where two share one)."""
     name = c.name.replace("/", "__")
+    if c.data is None:
+        name = name.rsplit(".", 1)[0] + ".png"
+    stem, dot, ext = name.rpartition(".")
+    k = 1
+    while name in taken:
+        k += 1
+        name = f"{stem}-{k}{dot}{ext}" if dot else f"{ext}-{k}"
+    taken.add(name)
     if c.data is not None:
         _atomic_write(folder / name, c.data)
         return name
-    name = name.rsplit(".", 1)[0] + ".png"
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=False)
     _atomic_write(folder / name, buf.getvalue())
@@ -147,13 +155,13 @@ def extract_pool(src: Source, archive: Path, root: Path, progress=None) -> list[
     if folder.exists():
         shutil.rmtree(folder)  # a half-done extraction: start this source again
     folder.mkdir(parents=True)
-    rows = []
+    rows, taken = [], set()
     files = archive_files(src, archive)
     for c in (progress or (lambda it, **k: it))(src.extract(files), desc=f"{src.name}: photos", unit="photo"):
         img = decode(c)
         if img is None:
             continue
-        name = _store(c, img, folder)
+        name = _store(c, img, folder, taken)
         rows.append({"file": f"{src.name}/{name}", "source": src.name, "origin": c.origin, "kind": c.kind,
                      "licence": c.credit.licence, "credit": c.credit.credit, "width": img.width,
                      "height": img.height, "pixels_sha256": _pixels_sha256(img), "dhash": f"{dhash(img):016x}",
