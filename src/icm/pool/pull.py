@@ -211,7 +211,7 @@ def pull(names: list[str], root: Path, mirror: str | None = None, progress=None,
         log(f"pool: {used} pictures used of {len(rows)} ({len(rows) - used} near-duplicates left out)")
 
 
-def held_out_hashes() -> dict[str, tuple[int, "np.ndarray"]]:
+def held_out_hashes() -> dict[str, tuple]:
     """Perceptual hashes of the photos that must never be trained on: the val and test
     splits (and labelme-examples where present). Those that cannot be loaded here
     (a missing optional package or Debian data) are skipped."""

@@ -1,0 +1,72 @@
+"""Fuzz targets of icm's parsers, run by a coverage-guided fuzzer (Atheris, libFuzzer's
+engine for Python: ``pip install 'icm[fuzz]'``).
+
+``python -m icm.fuzz [TARGET…] --seconds S`` runs each target for ``S`` seconds on a
+corpus folder (seeded with valid files from :mod:`icm.fuzz.writers` on first use) and
+fails on the first input that breaks the target's contract, writing it beside the
+corpus (``crash-<sha1>``).  Minimise a finding, fix it, and commit it under
+``tests/fuzz_regressions/<target>/``: the default test run feeds every file there
+through :func:`check` (``tests/test_fuzz_regressions.py``).
+
+The contract every target checks: the parser either answers or raises icm's one error
+type (:class:`icm.errors.IcmError`); any other exception is a finding, as is running
+past libFuzzer's ``-timeout`` or its ``-rss_limit_mb`` memory limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+def _rcc(data: bytes) -> None:
+    from ..pool.containers import rcc_files
+
+    for _ in rcc_files(data):
+        pass
+
+
+def _pzl(data: bytes) -> None:
+    from ..pool.containers import pzl_photo, read_pzl
+
+    read_pzl(data)
+    pzl_photo(data)
+
+
+def _deb(data: bytes) -> None:
+    from ..pool.containers import deb_members
+
+    for _ in deb_members(data):
+        pass
+
+
+TARGETS: dict[str, Callable[[bytes], None]] = {"rcc": _rcc, "pzl": _pzl, "deb": _deb}
+"""Target name → the parse it fuzzes (one per reader of untrusted bytes)."""
+
+
+def check(target: str, data: bytes) -> None:
+    """Run ``target`` on ``data`` under the contract: :class:`IcmError` is an answer; any
+    other exception propagates (the fuzzer reports it as a finding)."""
+    from ..errors import IcmError
+
+    try:
+        TARGETS[target](data)
+    except IcmError:
+        pass
+
+
+def seeds(target: str) -> list[bytes]:
+    """Valid inputs of a target, to start its corpus from."""
+    from . import writers
+
+    if target == "rcc":
+        tree = {"a.txt": b"plain", "dir": {"b.bin": writers.Zipped(bytes(range(256)) * 4), "c": {"d.jpg": b"x"}}}
+        return [writers.make_rcc(tree, version=v) for v in (1, 2, 3)]
+    if target == "pzl":
+        from PIL import Image
+
+        atlas = writers._encoded(Image.new("RGB", (96, 96), (200, 80, 40)), "JPEG")
+        return [writers.make_pzl(atlas, box=(0, 0, 64, 48)), writers.make_pzl(atlas, box=(8, 8, 32, 32), with_thumb=False)]
+    if target == "deb":
+        files = {"usr/share/doc/pkg/copyright": b"Format: x\n", "usr/share/pkg/a.jpg": b"A" * 33}
+        return [writers.make_deb(files)]
+    raise KeyError(target)
