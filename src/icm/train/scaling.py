@@ -7,7 +7,9 @@ with the lowest validation loss (the val photos only: never a test photo) is pic
 from its ``logs/*/metrics.csv``; its checkpoint is rounded as export rounds it, and
 real ``.icm`` files are coded and classified from the bitstream on
 
-* ``photo-crops`` and ``labelme-crops`` (held out: never trained or tuned on), and
+* ``test-crops`` (the 30 photo-crops of the test photos) and ``labelme-crops``: held
+  out, never trained or tuned on; ``photo-crops`` (those 30 and the 20 of the val
+  photos, which picked the step) for comparison with earlier figures; and
 * ``train-crops``: the five 224² crops of 20 of the run's own training photos
   (a fixed choice: the first 20 by a hash of their names),
 
@@ -98,12 +100,17 @@ def measure(recipe: str) -> dict:
     step, val, curve = best_step(run_dir)
     model = load_run_model(cfg, _checkpoint(run_dir, step))
     photos = recipe_photos(cfg["data"], "train")
-    crops, chosen = train_crops(photos)
+    train, chosen = train_crops(photos)
+    from ..data import TEST_PHOTOS
+
+    crops = list(photo_crops())
+    test = [s for s in crops if s.image_id.split("#")[0] in TEST_PHOTOS]
     out = {"recipe": recipe, "train_photos": len(photos), "train_sets": cfg["data"].get("train_photos"),
            "best_step": step, "val_loss": val, "val_curve": curve,
-           "photo-crops": agreement(model, [s.image for s in photo_crops()]),
+           "photo-crops": agreement(model, [s.image for s in crops]),
+           "test-crops": agreement(model, [s.image for s in test]),
            "labelme-crops": agreement(model, [s.image for s in labelme_crops()]),
-           "train-crops": {**agreement(model, crops), "photos": chosen}}
+           "train-crops": {**agreement(model, train), "photos": chosen}}
     return out
 
 
@@ -116,11 +123,11 @@ def plot(rows: list[dict], path: str) -> None:
     rows = sorted(rows, key=lambda r: r["train_photos"])
     n = [r["train_photos"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
-    for key, style in (("train-crops", "o--"), ("photo-crops", "s-"), ("labelme-crops", "^-")):
+    for key, style in (("train-crops", "o--"), ("test-crops", "s-"), ("labelme-crops", "^-")):
         ax.plot(n, [100 * r[key]["agreement"] for r in rows], style, label=f"{key}"
                 + (" (trained on)" if key == "train-crops" else " (held out)"))
     for r in rows:
-        ax.annotate(f"{r['photo-crops']['bpp']:.3f} bpp", (r["train_photos"], 100 * r["photo-crops"]["agreement"]),
+        ax.annotate(f"{r['test-crops']['bpp']:.3f} bpp", (r["train_photos"], 100 * r["test-crops"]["agreement"]),
                     textcoords="offset points", xytext=(4, -12), fontsize=7)
     ax.set_xlabel("training photos")
     ax.set_ylabel("top-1 agreement from plain .icm files (%)")
@@ -147,7 +154,7 @@ def main(argv=None) -> int:
         m = rows[-1]
         print(f"{r}: {m['train_photos']} photos, step {m['best_step']} (val {m['val_loss']:.3f}): "
               + ", ".join(f"{k} {100 * m[k]['agreement']:.0f}% at {m[k]['bpp']:.3f} bpp"
-                          for k in ("train-crops", "photo-crops", "labelme-crops")), flush=True)
+                          for k in ("train-crops", "test-crops", "photo-crops", "labelme-crops")), flush=True)
         Path(args.out).write_text(json.dumps(rows, indent=1))
     if args.plot:
         plot(rows, args.plot)
