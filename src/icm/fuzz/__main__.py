@@ -27,6 +27,7 @@ def _worker(target: str, corpus: str, libfuzzer_args: list[str]) -> None:
     # not replaced (enable_loader_override=False), or nothing would be instrumented
     with atheris.instrument_imports(enable_loader_override=False):
         from ..pool import containers  # noqa: F401
+        from ..teachers import tfjs  # noqa: F401
         from PIL import Image, JpegImagePlugin, PngImagePlugin  # noqa: F401
 
     def one(data: bytes) -> None:

