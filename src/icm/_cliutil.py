@@ -75,6 +75,8 @@ def top_parser() -> tuple[argparse.ArgumentParser, object]:
 
 
 _COMPUTES = ("compress", "decompress", "analyze", "demo", "eval")  # train: its recipe's trainer.threads
+# torch only once the options and each file's header pass (icm.cli._codec gives it the threads)
+_TORCH_LATE = ("compress", "decompress", "analyze", "info", "models")
 
 
 def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
@@ -87,7 +89,8 @@ def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
         if args.command in _COMPUTES or args.threads:
             from . import threads
 
-            threads.apply(args.threads)  # no oversubscription beside other busy processes
+            # no oversubscription beside other busy processes; given to torch when it is imported
+            threads.apply(args.threads, defer=args.command in _TORCH_LATE)
         return int(args.func(args) or 0)
     except IcmError as e:
         print(f"icm: error: {e}", file=sys.stderr)

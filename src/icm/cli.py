@@ -3,6 +3,10 @@
 Exit status: 0 on success, 2 on bad input or usage (one line on stderr, no
 traceback) and for a command whose pip extra is not installed (:mod:`icm.extras`),
 130 when interrupted.
+
+Parsing the command line imports no torch: ``icm --help``, ``icm models``, ``icm info``
+and every refusal decided from a file's header (:mod:`icm.preflight`) answer without
+it; a command imports :mod:`icm.codec` (torch) when it has work for a model.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pathlib import Path
 from ._cliutil import _error, _non_negative, _positive, _print_answer_lines, _quality, _warn, top_parser
 from ._cliutil import run as _run
 from .errors import IcmError
-from .tasks import TASK_NAMES
+from .tasks import DETECTION_TASKS, TASK_NAMES
 
 
 def _progress(items, desc: str, total: int | None = None):
@@ -27,9 +31,23 @@ def _progress(items, desc: str, total: int | None = None):
     return tqdm(items, desc=desc, total=n, disable=None if n > 1 else True, leave=False, file=sys.stderr)
 
 
+def _bar(items, desc: str):
+    """``items`` with a progress bar where there are several (for one, tqdm is not imported)."""
+    return _progress(items, desc) if len(items) > 1 else items
+
+
+def _codec():
+    """:mod:`icm.codec`, imported once a command has work for a model (torch loads here, and
+    gets the thread count :func:`icm._cliutil.run` decided)."""
+    from . import codec, threads
+
+    threads.apply_pending()
+    return codec
+
+
 def _each(items, desc: str, run) -> int:
     """:func:`_each_plain` with a progress bar."""
-    return _each_plain(_progress(items, desc), run)
+    return _each_plain(_bar(items, desc), run)
 
 
 def _each_plain(items, run) -> int:
@@ -78,7 +96,6 @@ def _cmd_models(args) -> int:
 
 
 def _cmd_compress(args) -> int:
-    from . import codec
     from .files import check_output, prepare_dir, write_atomic
 
     if args.output and len(args.images) > 1:
@@ -96,6 +113,7 @@ def _cmd_compress(args) -> int:
             other = next(p for p, d in dests.items() if d == dest)
             raise IcmError(f"{path} and {other} would both be written to {dest}; use --out-dir or rename one")
         dests[path] = dest
+    codec = _codec()  # the options are sound: torch from here on
     model = codec.get_model(args.model, quality)
     codec.check_refine(model, refine, args.refine_for)
     # With --refine the bar counts refinement steps, so one large image shows progress too.
@@ -143,7 +161,7 @@ def decoded_name(path: str | os.PathLike) -> Path:
 
 
 def _cmd_decompress(args) -> int:
-    from . import codec
+    from . import preflight
     from .files import check_output, write_atomic
     from .models import model_info_by_id
 
@@ -155,10 +173,12 @@ def _cmd_decompress(args) -> int:
 
     def one(path):
         dest = check_output(Path(args.output) if args.output else decoded_name(path), args.files, args.force)
-        f = codec.read(path)
+        f = preflight.read(path)
         info = model_info_by_id(f.header.model_id)
         if info is not None and not info.pixel_decoder:
             raise IcmError(f"{path}: model {info.name!r} carries no pixel decoder; use `icm analyze` instead")
+        preflight.check_decode(f, pixels=True, limits=limits)  # from the header alone: no torch yet
+        codec = _codec()
         out = codec.decode(f, pixels=True, limits=limits)
         from PIL import Image
 
@@ -169,13 +189,17 @@ def _cmd_decompress(args) -> int:
     return _each(args.files, "decompress", one)
 
 
-def _analyzed(files, task, codec, failures: list, limits=None):
+def _analyzed(files, task, failures: list, limits=None):
     """``(path, file, analyze result)`` for each file that analyses; each failure is
-    reported (naming the file) and appended to ``failures``, and the rest still run."""
-    for path in _progress(files, "analyze"):
+    reported (naming the file) and appended to ``failures``, and the rest still run.
+    A file its header refuses is refused before torch is imported."""
+    from . import preflight
+
+    for path in _bar(files, "analyze"):
         try:
-            f = codec.read(path)
-            res = codec.analyze(f, task=task, limits=limits)
+            f = preflight.read(path)
+            preflight.check_analyze(f, task, limits=limits)
+            res = _codec().analyze(f, task=task, limits=limits)
         except IcmError as e:
             _error(path, e)
             failures.append(path)
@@ -184,17 +208,16 @@ def _analyzed(files, task, codec, failures: list, limits=None):
 
 
 def _cmd_analyze(args) -> int:
-    from . import codec
-    from .tasks.results import analysis_row, top_classes
-
-    if args.task in codec.DETECTION_TASKS:
+    if args.task in DETECTION_TASKS:
         return _analyze_detections(args)
     if args.draw or args.image:
         raise IcmError("--draw and --image go with --task detect or --task segment")
     if args.top < 1:
         raise IcmError(f"--top must be at least 1, not {args.top}")
     failures = []
-    for path, f, res in _analyzed(args.files, args.task, codec, failures, _limits(args)):
+    for path, f, res in _analyzed(args.files, args.task, failures, _limits(args)):
+        from .tasks.results import analysis_row, top_classes
+
         model = res["model"]
         top = top_classes(res["output"][0], getattr(model, "class_names", None), args.top)
         if args.json:
@@ -207,8 +230,7 @@ def _cmd_analyze(args) -> int:
 
 
 def _analyze_detections(args) -> int:
-    from . import codec
-    from .tasks.results import analysis_row, draw, to_records
+    from . import preflight
 
     if not 0.0 <= args.score_thresh <= 1.0:
         raise IcmError(f"--score-thresh must be within [0, 1], not {args.score_thresh}")
@@ -221,14 +243,16 @@ def _analyze_detections(args) -> int:
         from .files import check_output
         from .models import model_info_by_id
 
-        info = model_info_by_id(codec.read(args.files[0]).header.model_id)
+        info = model_info_by_id(preflight.read(args.files[0]).header.model_id)
         if args.image is None and info is not None and not info.pixel_decoder:
             raise IcmError(f"--draw needs --image PICTURE: {info.name} files carry no pixels")
         draw_format = _image_format(Path(args.draw))
         check_output(args.draw, [*args.files, *([args.image] if args.image else [])], args.force)
     failures = []
     limits = _limits(args)
-    for path, f, res in _analyzed(args.files, args.task, codec, failures, limits):
+    for path, f, res in _analyzed(args.files, args.task, failures, limits):
+        from .tasks.results import analysis_row, draw, to_records
+
         model, heads = res["model"], res["heads"]
         dets = to_records(res["output"][0], heads.categories, args.score_thresh, masks=args.task == "segment")
         if args.json:
@@ -243,7 +267,7 @@ def _analyze_detections(args) -> int:
 
             from .files import write_atomic
 
-            picture = Image.fromarray(draw(_picture_for(args.image, f, model, codec), dets))
+            picture = Image.fromarray(draw(_picture_for(args.image, f, model, _codec()), dets))
             write_atomic(args.draw, lambda tmp: picture.save(tmp, format=draw_format))
     return 2 if failures else 0
 
@@ -263,11 +287,11 @@ def _picture_for(image, f, model, codec):
 
 
 def _cmd_info(args) -> int:
-    from . import codec
+    from . import preflight
     from .models import model_info_by_id
 
     def one(path):
-        f = codec.read(path)
+        f = preflight.read(path)
         info = model_info_by_id(f.header.model_id)
         row = {
             "file": str(path),

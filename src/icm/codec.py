@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 
 import numpy as np
 import torch
 
-from . import bitstream
+from . import bitstream, preflight
 from .errors import BitstreamError, IcmError
 from .limits import Limits, LimitError  # noqa: F401  (LimitError: part of this module's errors)
-from .limits import check as limits_check
-from .limits import resolve as resolve_limits
-from .models import Compressed, create_model, has_weights, model_info, model_info_by_id
-from .models._registry import current_id
+from .models import Compressed, create_model, has_weights, model_info, model_info_by_id  # noqa: F401
+from .preflight import check_limits, parse, read  # noqa: F401  (part of this module's API; torch-free)
 from .refine import supports_refine
 from .tasks import DETECTION_TASKS
 
@@ -173,51 +170,12 @@ def encode(model, x: torch.Tensor, refine: int = 0, callback=None, task: str | N
 
 def model_for(header: bitstream.Header, model=None):
     """The model that decodes a header (``model`` if given and it matches)."""
-    info = model_info_by_id(header.model_id)
-    if info is None:
-        raise BitstreamError(f"unknown model id {header.model_id} in .icm header")
-    if header.quality not in info.qualities:
-        raise BitstreamError(f"model {info.name!r} has no quality {header.quality}")
+    info = preflight.model_of(header)
     if model is not None:
         if model.model_name != info.name or model.quality != header.quality:
             raise IcmError(f"file was coded with {info.name} q{header.quality}, not {model.model_name} q{model.quality}")
         return model
     return get_model(info.name, header.quality)
-
-
-def read(path: str | os.PathLike) -> bitstream.IcmFile:
-    """Read and parse an ``.icm`` file (raises :class:`IcmError` for a missing file)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(bitstream.MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise IcmError(f"no such file: {path}") from None
-    except IsADirectoryError:
-        raise IcmError(f"{path} is a directory, not an .icm file") from None
-    if len(data) > bitstream.MAX_FILE_BYTES:
-        raise BitstreamError(f"{path} is larger than any .icm file this icm writes")
-    return parse(data)
-
-
-def parse(data: bytes | bitstream.IcmFile) -> bitstream.IcmFile:
-    """Parse ``.icm`` bytes (:func:`icm.bitstream.unpack`), with a retired model id
-    and its quality renumbered to today's (the stored header kept as ``written_as``)."""
-    f = data if isinstance(data, bitstream.IcmFile) else bitstream.unpack(data)
-    model_id, quality = current_id(f.header.model_id, f.header.quality)
-    if (model_id, quality) == (f.header.model_id, f.header.quality):
-        return f
-    header = dataclasses.replace(f.header, model_id=model_id, quality=quality)
-    return dataclasses.replace(f, header=header, written_as=f.header)
-
-
-def check_limits(f: bitstream.IcmFile, max_pixels: int | None = None, limits: Limits | None = None):
-    """Price a parsed file's decode from its header and refuse it (:class:`icm.limits.LimitError`)
-    beyond ``limits`` (default :class:`icm.limits.Limits`; ``max_pixels`` overrides its pixel
-    limit, 0 for none).  Returns the estimated :class:`icm.limits.DecodeCost`."""
-    info = model_info_by_id(f.header.model_id)
-    name = info.name if info is not None else f"model id {f.header.model_id}"
-    return limits_check(name, info.cost if info is not None else None, f.header.height, f.header.width,
-                        resolve_limits(limits, max_pixels))
 
 
 def check_finite(values, what: str) -> None:
@@ -231,7 +189,8 @@ def decode(data: bytes | bitstream.IcmFile, model=None, pixels: bool = True, max
            limits: Limits | None = None) -> dict:
     """Decode ``.icm`` bytes: ``{"y_hat", "x_hat" (with pixels), "file", "model"}``.
 
-    The decode is priced from the header first (:func:`check_limits`: ``max_pixels``,
+    Everything the header decides is checked first (:func:`icm.preflight.check_decode`:
+    the model, its pixel decoder, the price of the decode against ``max_pixels`` and
     ``limits``), before any model is built or anything allocated.
 
     Raises:
@@ -239,11 +198,7 @@ def decode(data: bytes | bitstream.IcmFile, model=None, pixels: bool = True, max
         BitstreamError: a malformed file, or one that decodes to non-finite values.
     """
     f = parse(data)
-    info = model_info_by_id(f.header.model_id)
-    if pixels and info is not None and not info.pixel_decoder:
-        raise IcmError(f"model {info.name!r} carries no pixel decoder; decode with pixels=False, "
-                       "or analyze the file")
-    check_limits(f, max_pixels, limits)
+    preflight.check_decode(f, pixels, max_pixels, limits)
     model = model_for(f.header, model)
     out = _on_payload(f, model, lambda c: model.decompress(c, pixels=pixels))
     check_finite([out.get("y_hat"), out.get("x_hat")], "latent and pixels")
@@ -305,7 +260,9 @@ def analyze(data: bytes | bitstream.IcmFile, model=None, task: str | None = None
         ``scores``, and ``masks`` ``(N, 1, H, W)`` probabilities), and
         ``"heads"`` (their ``categories`` name the labels).
 
-    The decode is priced from the header first, as in :func:`decode`.
+    Everything the header decides is checked first, as in :func:`decode`
+    (:func:`icm.preflight.check_analyze`: the model, its tasks and the shipped
+    detection heads', the price of the decode).
 
     Raises:
         IcmError: the file's model has no analysis tasks, or not ``task``, or
@@ -314,21 +271,15 @@ def analyze(data: bytes | bitstream.IcmFile, model=None, task: str | None = None
         BitstreamError: the file is malformed, or decodes to non-finite outputs.
     """
     f = parse(data)
-    info = model_info_by_id(f.header.model_id)
-    if info is not None and not info.tasks:
-        raise IcmError(f"model {info.name!r} has no analysis tasks; use icm decompress")
+    preflight.check_analyze(f, task, max_pixels, limits)
     if task in DETECTION_TASKS:
         from .tasks.detection import detect_from_bitstream
 
-        check_limits(f, max_pixels, limits)
         model = model_for(f.header, model)
         heads = heads_for(model, task)
         output = _on_payload(f, model, lambda c: detect_from_bitstream(model, heads, c))
         check_finite([v for det in output for v in det.values()], "detections")
         return {"output": output, "task": task, "file": f, "model": model, "heads": heads}
-    if info is not None and task is not None and task not in info.tasks:
-        raise IcmError(f"model {info.name!r} does not run task {task!r} (its tasks: {', '.join(info.tasks)})")
-    check_limits(f, max_pixels, limits)
     model = model_for(f.header, model)
     task = task or model.tasks[0]
     output = _on_payload(f, model, lambda c: model.analyze(c, task=task))

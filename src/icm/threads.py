@@ -22,6 +22,7 @@ than one, as ``make -l`` does:
 from __future__ import annotations
 
 import os
+import sys
 
 from .errors import IcmError
 
@@ -90,11 +91,30 @@ def default_threads() -> int:
     return max(1, min(cores, cores - busy_cores()))
 
 
-def apply(threads: int | None = None) -> int:
-    """Give torch ``threads`` (or :func:`default_threads`) intra-op threads; returns the number."""
+_pending: int | None = None
+
+
+def apply(threads: int | None = None, defer: bool = False) -> int:
+    """Give torch ``threads`` (or :func:`default_threads`) intra-op threads; returns the number.
+
+    With ``defer`` and torch not imported yet, the number is only decided (an
+    environment variable that is not a number is refused now) and given to torch by
+    :func:`apply_pending`, once a command knows it needs torch: ``icm analyze`` and
+    ``icm decompress`` refuse files from their headers without importing it."""
+    global _pending
+    n = threads if threads is not None else default_threads()
+    if defer and "torch" not in sys.modules:
+        _pending = n
+        return n
     import torch
 
-    n = threads if threads is not None else default_threads()
+    _pending = None
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
+
+
+def apply_pending() -> None:
+    """Give torch the thread count that a deferred :func:`apply` decided, if any."""
+    if _pending is not None:
+        apply(_pending)

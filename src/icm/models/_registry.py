@@ -1,4 +1,8 @@
-"""The one door to every model: ``create_model(name, quality=…, pretrained=True)``."""
+"""The one door to every model: ``create_model(name, quality=…, pretrained=True)``.
+
+Everything here but :func:`create_model` and :func:`read_weights` answers from the
+registry's facts (:mod:`._facts`, and what plug-ins register) and the files in
+``icm/weights``, without importing torch or any family's code."""
 
 from __future__ import annotations
 
@@ -6,22 +10,16 @@ import json
 from importlib import resources
 
 from ..errors import IcmError
+from . import _facts  # noqa: F401  (declares the shipped families)
 from ._spec import _BY_ID, _REGISTRY, _RETIRED, ModelInfo, register_model  # noqa: F401
-
-
-def _ensure_loaded() -> None:
-    # Importing the family modules registers them.
-    from . import bai2022, dicm, hyperprior  # noqa: F401
 
 
 def list_models() -> list[str]:
     """Registered model names, sorted."""
-    _ensure_loaded()
     return sorted(_REGISTRY)
 
 
 def model_info(name: str) -> ModelInfo:
-    _ensure_loaded()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -31,7 +29,6 @@ def model_info(name: str) -> ModelInfo:
 def model_info_by_id(model_id: int) -> ModelInfo | None:
     """The model that writes ``model_id`` into its headers, or that wrote it before a
     renumbering of its qualities (see :func:`current_id`); ``None`` if unknown."""
-    _ensure_loaded()
     return _BY_ID.get(model_id) or _RETIRED.get(model_id)
 
 
@@ -39,7 +36,6 @@ def current_id(model_id: int, quality: int) -> tuple[int, int]:
     """``(model id, quality)`` as this icm writes them for a header's pair: a retired
     id becomes its model's id and the quality its renumbered one; any other pair
     (an unknown quality under a retired id included) comes back unchanged."""
-    _ensure_loaded()
     info = _RETIRED.get(model_id)
     if info is None or quality not in info.retired_ids[model_id]:
         return model_id, quality
@@ -47,8 +43,8 @@ def current_id(model_id: int, quality: int) -> tuple[int, int]:
 
 
 def resolve_hook(hook):
-    """A family's ``train`` / ``export`` hook: the callable itself, or imported from
-    ``"module:function"`` when first used (so registering imports no training code)."""
+    """A family's builder, ``train`` or ``export`` hook: the callable itself, or imported from
+    ``"module:function"`` when first used (so registering imports no model or training code)."""
     if hook is None or callable(hook):
         return hook
     import importlib
@@ -140,7 +136,7 @@ def create_model(name: str, quality: int | None = None, pretrained: bool = True,
         raise IcmError(f"model {name!r} has qualities {list(info.qualities)}, not {quality}")
     if pretrained and kwargs:
         raise IcmError("architecture overrides need pretrained=False")
-    model = info.builder(quality, **kwargs)
+    model = resolve_hook(info.builder)(quality, **kwargs)  # the family's module is imported here
     model.model_name = name
     model.quality = quality
     model.metadata = {}

@@ -1,5 +1,10 @@
 """What a model family declares when it registers (:func:`register_model`), kept apart from
-the loading registry (:mod:`._registry`) so that family modules import only this."""
+the loading registry (:mod:`._registry`) so that family modules import only this.
+
+A family may be declared by its facts alone, its builder named as ``"module:function"``
+(:func:`declare_model`): the registry then answers everything but building a model
+without importing the family's code (and so without torch).  The shipped families are
+declared so, in :mod:`._facts`."""
 
 from __future__ import annotations
 
@@ -15,7 +20,8 @@ class ModelInfo:
         name: registry name (``"hyperprior"``).
         model_id: the number written into ``.icm`` headers; never reused.
         qualities: valid quality levels.
-        builder: ``builder(quality, **kwargs) -> nn.Module``.
+        builder: ``builder(quality, **kwargs) -> nn.Module``, or ``"module:function"``
+            naming it, imported when a model is first built.
         description: one line for ``icm models``.
         pixel_decoder: whether files of this model can be turned back into pixels.
         tasks: analysis tasks that run from its bitstream.
@@ -33,7 +39,7 @@ class ModelInfo:
     name: str
     model_id: int
     qualities: tuple[int, ...]
-    builder: Callable = field(repr=False)
+    builder: Callable | str = field(repr=False)
     description: str = ""
     pixel_decoder: bool = True
     tasks: tuple[str, ...] = ()
@@ -60,7 +66,7 @@ def register_model(name: str, *, model_id: int, qualities, description: str = ""
     """
     retired = {int(k): dict(v) for k, v in (retired_ids or {}).items()}
 
-    def wrap(builder: Callable) -> Callable:
+    def wrap(builder: Callable | str) -> Callable | str:
         if name in _REGISTRY:
             raise ValueError(f"model name {name!r} is already registered")
         for i in (model_id, *retired):
@@ -80,6 +86,14 @@ def register_model(name: str, *, model_id: int, qualities, description: str = ""
         return builder
 
     return wrap
+
+
+def declare_model(name: str, builder: str, **facts) -> None:
+    """Register ``name`` by its facts (the keywords of :func:`register_model`), its builder
+    named as ``"module:function"`` and imported only when a model is built."""
+    if not isinstance(builder, str) or ":" not in builder:
+        raise ValueError(f"declare {name!r} with its builder as 'module:function', not {builder!r}")
+    register_model(name, **facts)(builder)
 
 
 def unregister_model(name: str) -> None:

@@ -44,9 +44,9 @@ from torch import Tensor, nn
 
 from ..latent import MeanScaleHyperprior
 from ._base import ImageCodec
-from ..limits import CostModel
-from ._spec import register_model
 
+# The registry's facts of the bai2022 models (ids, qualities, tasks, cost, description) are
+# declared in ._facts, which names the builders below.
 # (α, β) of the loss  α·CE + β·MSE(0–255 pixels) + bpp, per quality: 1–3 are the paper's
 # points (SEEDS.md, bai2022 loss); 4 continues their progression (α and β doubled) for a
 # point above the paper's highest rate.
@@ -292,16 +292,6 @@ def _imagenet_names() -> tuple[str, ...]:
     return class_names()
 
 
-@register_model(
-    "bai2022",
-    train="icm.train.bai2022:build", export="icm.train.export:export_bai2022",
-    small={"stem": (8, 8, 8), "M": 12, "N": 8, "dim": 24, "depth": 4, "heads": 2, "num_classes": 7},
-    cost=CostModel(bytes_per_pixel=1000, seconds_per_pixel=5e-6, token_stride=16, seconds_per_token_pair=2e-7),
-    model_id=3,
-    qualities=tuple(QUALITIES),
-    description="Bai et al. 2022: conv stem + hyperprior + DeiT-S, classifies from the bitstream (224², ImageNet)",
-    tasks=("classify",),
-)
 def bai2022(quality: int, **kwargs) -> Bai2022:
     if kwargs.get("num_classes", 1000) == 1000 and "class_names" not in kwargs:
         kwargs["class_names"] = _imagenet_names()
@@ -317,17 +307,6 @@ FMNIST = dict(in_channels=1, num_classes=10, stem=(32, 48, 48), M=8, N=8, stride
               dim=96, depth=4, heads=3, drop_path=0.1, grid=(8, 8), class_names=FASHION_MNIST_CLASSES)
 
 
-@register_model(
-    "bai2022-fmnist",
-    train="icm.train.bai2022:build", export="icm.train.export:export_bai2022",
-    small={"dim": 24, "depth": 4, "heads": 2},
-    # measured: 779-504 B/px; 0.14 s at 224², 1.6 s at 448², 7.1 s at 672² (attention over (H/4)(W/4) tokens)
-    cost=CostModel(bytes_per_pixel=800, seconds_per_pixel=3e-6, token_stride=4, seconds_per_token_pair=1.6e-8),
-    model_id=4,
-    qualities=tuple(FMNIST_QUALITIES),
-    description="bai2022 at CPU scale for 28x28 greyscale Fashion-MNIST (y at stride 4, ViT 96x4)",
-    tasks=("classify",),
-)
 def bai2022_fmnist(quality: int, **kwargs) -> Bai2022:
     model = _build(quality, FMNIST, kwargs, FMNIST_QUALITIES)
     model.input_size = (28, 28)  # what it was trained on: the command line refuses other sizes
@@ -337,14 +316,5 @@ def bai2022_fmnist(quality: int, **kwargs) -> Bai2022:
 TINY = dict(num_classes=10, stem=(8, 8, 8), M=12, N=8, dim=16, depth=3, heads=2, grid=(4, 4))
 
 
-@register_model(
-    "bai2022-tiny",
-    train="icm.train.bai2022:build", export="icm.train.export:export_bai2022",
-    cost=CostModel(bytes_per_pixel=800, seconds_per_pixel=3e-6, token_stride=16, seconds_per_token_pair=1.6e-8),
-    model_id=5,
-    qualities=tuple(QUALITIES),
-    description="tiny bai2022 (M=12, ViT 16x3) for tests and smoke runs; no weights",
-    tasks=("classify",),
-)
 def bai2022_tiny(quality: int, **kwargs) -> Bai2022:
     return _build(quality, TINY, kwargs)

@@ -51,10 +51,10 @@ from ..layers.gnconv import HorBlock
 from ..layers.tokens import TokenBlocks
 from .redundancy import RedundancyElimination
 from ._base import ImageCodec
-from ..limits import CostModel
 from ..tasks import TASK_NAMES
-from ._spec import register_model
 
+# The registry's facts of the dicm models (ids, qualities, tasks, cost, description) are
+# declared in ._facts, which names the builders below.
 # Rate weight λ of stage 4 (λ·bpp + feature distortion) per quality; 4 is the
 # paper's 0.08 (SEEDS.md, dicm stage 4), lower qualities double λ each step.
 QUALITIES = {1: 0.64, 2: 0.32, 3: 0.16, 4: 0.08}
@@ -361,18 +361,6 @@ def _build(quality: int, defaults: dict, kwargs: dict, lambdas: dict = QUALITIES
     return model
 
 
-@register_model(
-    "dicm",
-    model_id=6,
-    train="icm.train.dicm:build", export="icm.train.export:export_dicm",
-    small={"re_dims": (16, 16, 16, 16), "dims": (256, 32, 32), "M": 32, "N": 16, "hyper_dim": 32, "hyper_heads": 2,
-           "filter_size": (8, 8)},
-    cost=CostModel(bytes_per_pixel=700, seconds_per_pixel=2.5e-6),  # ResNet-50's stages: lite0's, scaled by width
-    qualities=tuple(QUALITIES),
-    description="Tang et al. 2025: ResNet-50 split at layer1 + RE + gnConv/hyperprior codec (backbone weights from a file)",
-    pixel_decoder=False,
-    tasks=("classify",),
-)
 def dicm(quality: int, **kwargs) -> DICM:
     return _build(quality, {"backbone": "resnet50"}, kwargs)
 
@@ -391,25 +379,8 @@ LITE0 = dict(backbone="efficientnet_lite0", re_dims=(64,), re_depths=(), dims=(2
 # 1.5); qualities 1 and 2 are quality 3's codec trained on at λ = 20 and 10.
 # As in every family, a higher quality spends more bits.
 LITE0_QUALITIES = {1: 20.0, 2: 10.0, 3: 6.0, 4: 0.9, 5: 0.45, 6: 0.16}  # the λ each shipped quality was trained at
-# Files written before qualities 1 and 2 came first carry model id 8, with
-# quality q meaning today's q + 2; those written before the qualities ran from
-# the smallest file up carry model id 7, with q meaning today's 7 - q.  Both
-# decode with the same weights as then.
-LITE0_RETIRED_IDS = {7: {1: 6, 2: 5, 3: 4, 4: 3}, 8: {1: 3, 2: 4, 3: 5, 4: 6}}
+# The ids its files carried before its qualities were renumbered: ._facts.LITE0_RETIRED_IDS.
 
 
-@register_model(
-    "dicm-lite0",
-    model_id=9,
-    retired_ids=LITE0_RETIRED_IDS,
-    train="icm.train.dicm:build", export="icm.train.export:export_dicm",
-    small={"re_dims": (16,), "re_depths": (), "dims": (24, 48, 48), "M": 48, "N": 16, "hyper_dim": 32,
-           "hyper_heads": 2, "filter_size": (8, 8), "pretrained_backbone": False},
-    cost=CostModel(bytes_per_pixel=280, seconds_per_pixel=0.8e-6),  # measured 178-263 B, 0.55-0.64 µs at 1-4 Mpx
-    qualities=tuple(LITE0_QUALITIES),
-    description="dicm on EfficientNet-Lite0 (ImageNet weights, cut at 24 ch, stride 4); classifies from the bitstream",
-    pixel_decoder=False,
-    tasks=("classify",),
-)
 def dicm_lite0(quality: int, **kwargs) -> DICM:
     return _build(quality, LITE0, kwargs, LITE0_QUALITIES)

@@ -15,10 +15,9 @@ from torch import Tensor, nn
 from ..latent import MeanScaleHyperprior
 from ..layers import GDN
 from ._base import ImageCodec
-from ..limits import CostModel
-from ._spec import register_model
 
-# λ of the rate–distortion loss  R + λ·255²·MSE  per quality.
+# λ of the rate–distortion loss  R + λ·255²·MSE  per quality.  The registry's facts (ids, qualities,
+# cost, description) are declared in ._facts, which names the builders below.
 LAMBDAS = {1: 0.0009, 2: 0.0018, 3: 0.0035, 4: 0.0067, 5: 0.013}
 
 
@@ -65,30 +64,12 @@ class Hyperprior(ImageCodec):
         return self.g_s(y_hat)
 
 
-@register_model(
-    "hyperprior",
-    train="icm.train.run:build_rd", export="icm.train.export:export_rd",
-    small={"N": 8, "M": 12},
-    cost=CostModel(bytes_per_pixel=320, seconds_per_pixel=1.0e-6),  # measured 291-312 B, 0.66-0.76 µs at 1-4 Mpx
-    model_id=1,
-    qualities=tuple(LAMBDAS),
-    description="Ballé/Minnen mean-scale hyperprior (N=64, M=96), trained on offline photos",
-)
 def hyperprior(quality: int, **kwargs) -> Hyperprior:
     model = Hyperprior(**kwargs)
     model.lmbda = LAMBDAS[quality]
     return model
 
 
-@register_model(
-    "hyperprior-tiny",
-    train="icm.train.run:build_rd", export="icm.train.export:export_rd",
-    small={"N": 8, "M": 12},
-    cost=CostModel(bytes_per_pixel=320, seconds_per_pixel=1.0e-6),  # priced as the full model: an upper bound
-    model_id=2,
-    qualities=(1,),
-    description="tiny mean-scale hyperprior (N=8, M=12) for tests and smoke runs; no weights",
-)
 def hyperprior_tiny(quality: int, **kwargs) -> Hyperprior:
     kwargs = {"N": 8, "M": 12, **kwargs}
     model = Hyperprior(**kwargs)

@@ -155,7 +155,6 @@ def _stop_children(grace: float = 5.0) -> None:
 
 
 def cmd_send(args) -> int:
-    from .. import codec
     from ..client import Client
     from .._cliutil import _error, _quality
 
@@ -167,7 +166,9 @@ def cmd_send(args) -> int:
             p = Path(path)
             if p.suffix.lower() == ".icm":
                 data = _read(p)
-            else:
+            else:  # an image: coded here first (torch), .icm files go as they are
+                from .. import codec
+
                 quality = quality or _quality(args.model, args.quality)
                 data = codec.encode(codec.get_model(args.model, quality), codec.load_image(p))[0]
             row = client.analyze(data, task=args.task, top=args.top)
