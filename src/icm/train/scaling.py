@@ -90,14 +90,23 @@ def train_crops(photos: tuple[str, ...], n: int = 20):
     return [c for s in chosen for c in five_crops(load_photo(s))], chosen
 
 
-def measure(recipe: str) -> dict:
+def kept_steps(run_dir: Path) -> list[int]:
+    return sorted(int(Path(p).stem.split("=")[-1]) for p in glob.glob(str(run_dir / "checkpoints" / "step-step=*.ckpt")))
+
+
+def measure(recipe: str, step: int | None = None) -> dict:
+    """Figures of a recipe's run at ``step`` (default: its lowest validation loss)."""
     from ..data import recipe_photos
     from ..eval.datasets import labelme_crops, photo_crops
     from .config import load_config
 
     cfg = load_config(recipe)
     run_dir = Path(cfg["trainer"]["out_dir"])
-    step, val, curve = best_step(run_dir)
+    best, best_val, curve = best_step(run_dir)
+    if step is None:
+        step, val = best, best_val
+    else:
+        val = dict(curve).get(step)
     model = load_run_model(cfg, _checkpoint(run_dir, step))
     photos = recipe_photos(cfg["data"], "train")
     train, chosen = train_crops(photos)
@@ -106,7 +115,7 @@ def measure(recipe: str) -> dict:
     crops = list(photo_crops())
     test = [s for s in crops if s.image_id.split("#")[0] in TEST_PHOTOS]
     out = {"recipe": recipe, "train_photos": len(photos), "train_sets": cfg["data"].get("train_photos"),
-           "best_step": step, "val_loss": val, "val_curve": curve,
+           "step": step, "best_step": best, "val_loss": val, "val_curve": curve,
            "photo-crops": agreement(model, [s.image for s in crops]),
            "test-crops": agreement(model, [s.image for s in test]),
            "labelme-crops": agreement(model, [s.image for s in labelme_crops()]),
@@ -114,24 +123,36 @@ def measure(recipe: str) -> dict:
     return out
 
 
-def plot(rows: list[dict], path: str) -> None:
+def plot(rows: list[dict], path: str, max_step: int = 1500) -> None:
+    """Agreement against training photos: for each run the mean over its kept steps up to
+    ``max_step`` (the schedule is the same in every run up to there), with the range as a
+    bar, and the step of lowest validation loss as a marker."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = sorted(rows, key=lambda r: r["train_photos"])
-    n = [r["train_photos"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key, style in (("train-crops", "o--"), ("test-crops", "s-"), ("labelme-crops", "^-")):
-        ax.plot(n, [100 * r[key]["agreement"] for r in rows], style, label=f"{key}"
-                + (" (trained on)" if key == "train-crops" else " (held out)"))
-    for r in rows:
-        ax.annotate(f"{r['test-crops']['bpp']:.3f} bpp", (r["train_photos"], 100 * r["test-crops"]["agreement"]),
-                    textcoords="offset points", xytext=(4, -12), fontsize=7)
-    ax.set_xlabel("training photos")
+    runs = sorted({r["recipe"] for r in rows}, key=lambda k: next(r["train_photos"] for r in rows if r["recipe"] == k))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for key, colour, label in (("train-crops", "tab:grey", "train-crops (trained on)"),
+                               ("test-crops", "tab:blue", "test-crops (held out)"),
+                               ("labelme-crops", "tab:green", "labelme-crops (held out)")):
+        n, mean, lo, hi, best = [], [], [], [], []
+        for k in runs:
+            mine = [r for r in rows if r["recipe"] == k and r["step"] <= max_step]
+            vals = [100 * r[key]["agreement"] for r in mine]
+            n.append(mine[0]["train_photos"])
+            mean.append(float(np.mean(vals)))
+            lo.append(mean[-1] - min(vals))
+            hi.append(max(vals) - mean[-1])
+            best.append(next((100 * r[key]["agreement"] for r in mine if r["step"] == r["best_step"]), np.nan))
+        ax.errorbar(n, mean, yerr=[lo, hi], fmt="o-" if key != "train-crops" else "o--", color=colour, capsize=3,
+                    label=label)
+        ax.plot(n, best, "*", color=colour, markersize=9)
+    ax.plot([], [], "*", color="k", label="at the step of lowest val loss")
+    ax.set_xlabel("training photos (train split + wallpapers + a share of the pool)")
     ax.set_ylabel("top-1 agreement from plain .icm files (%)")
-    ax.set_title("dicm-lite0 quality 2 (λ 10, 3000 steps, best val step): what data buys", fontsize=9)
+    ax.set_title(f"dicm-lite0 q2 (λ 10): mean and range over steps 500–{max_step}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -146,16 +167,24 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="JSON of every run's figures")
     p.add_argument("--plot", default=None, help="PNG: agreement against training photos")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--steps", choices=("best", "all"), default="best",
+                   help="best: the step of lowest validation loss; all: every kept checkpoint")
+    p.add_argument("--from-json", nargs="*", default=(), help="earlier --out files to merge (and plot)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows = []
+    rows = [r for f in args.from_json for r in json.loads(Path(f).read_text())]
     for r in args.recipes:
-        rows.append(measure(r))
-        m = rows[-1]
-        print(f"{r}: {m['train_photos']} photos, step {m['best_step']} (val {m['val_loss']:.3f}): "
+        from .config import load_config
+
+        steps = [None] if args.steps == "best" else kept_steps(Path(load_config(r)["trainer"]["out_dir"]))
+        for step in steps:
+            rows.append(measure(r, step))
+            m = rows[-1]
+            print(f"{r}: {m['train_photos']} photos, step {m['step']} (val {m['val_loss']:.3f}): "
               + ", ".join(f"{k} {100 * m[k]['agreement']:.0f}% at {m[k]['bpp']:.3f} bpp"
                           for k in ("train-crops", "test-crops", "photo-crops", "labelme-crops")), flush=True)
-        Path(args.out).write_text(json.dumps(rows, indent=1))
+            Path(args.out).write_text(json.dumps(rows, indent=1))
+    Path(args.out).write_text(json.dumps(rows, indent=1))
     if args.plot:
         plot(rows, args.plot)
     return 0
