@@ -163,7 +163,7 @@ def main(argv=None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("recipes", nargs="+")
+    p.add_argument("recipes", nargs="*")
     p.add_argument("--out", required=True, help="JSON of every run's figures")
     p.add_argument("--plot", default=None, help="PNG: agreement against training photos")
     p.add_argument("--threads", type=int, default=1)
