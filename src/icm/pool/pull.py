@@ -130,29 +130,9 @@ def archive_files(src: Source, archive: Path) -> dict[str, bytes]:
 def npm_members(archive: Path, wanted=None) -> dict[str, bytes]:
     """The regular files of an npm package's ``.tgz`` (``npm pack``) that ``wanted(path)``
     picks, as ``{path: bytes}`` with the archive's paths (``package/…``)."""
-    import tarfile
-    import zlib
+    from .containers import tar_members
 
-    from .containers import MAX_ENTRY, ContainerError
-
-    out = {}
-    try:
-        with tarfile.open(archive, mode="r:gz") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                path = member.name
-                if path.startswith("/") or ".." in path.split("/"):
-                    raise ContainerError(f"{archive.name}: member {path!r} leaves the archive")
-                if wanted is not None and not wanted(path):
-                    continue
-                if member.size > MAX_ENTRY:
-                    raise ContainerError(f"{archive.name}: member {path!r} is {member.size} bytes (limit {MAX_ENTRY})")
-                f = tar.extractfile(member)
-                out[path] = f.read() if f is not None else b""
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-        raise ContainerError(f"{archive.name} is not a readable npm package: {e}") from None
-    return out
+    return dict(tar_members(archive.read_bytes(), archive.name, wanted))
 
 
 def _package_dir(src: Source, root: Path) -> Path:

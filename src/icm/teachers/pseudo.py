@@ -337,17 +337,9 @@ def _score(text: str) -> float:
     return v
 
 
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {v}")
-    return v
-
-
 def parser() -> argparse.ArgumentParser:
+    from .._cliutil import _positive
+
     p = argparse.ArgumentParser(prog="python -m icm.teachers.pseudo",
                                 description="Pseudo-label the photo pool with the NanoDet teacher (COCO JSON), "
                                             "or count a file's instances per class.")
