@@ -125,6 +125,7 @@ def contact_sheet(paths: list[Path], title: str, cell: int = 160, cols: int = 10
 
 
 def cmd_sheet(args) -> int:
+    from ..files import check_output, write_atomic
     from . import data_dir, manifest
     from .sources import source
 
@@ -135,22 +136,19 @@ def cmd_sheet(args) -> int:
     rows = [r for r in manifest(root) if r["source"] == src.name and (r["use"] or args.all)]
     if not rows:
         raise IcmError(f"{src.name} is not pulled here: icm data pull {src.name}")
-    out = Path(args.output)
-    if out.exists() and not args.force:
-        raise IcmError(f"{out} exists (use -f to overwrite)")
+    out = check_output(args.output, force=args.force)
     sheet = contact_sheet([root / "pool" / r["file"] for r in rows],
                           f"{src.name}: {len(rows)} pictures ({src.package} {src.version}, {src.licence})",
                           cell=args.cell, cols=args.cols)
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(out.suffix.lower(), "PNG")
-    tmp = out.with_name(f".{out.name}.part")
-    sheet.save(tmp, format=fmt, **({"quality": 85} if fmt != "PNG" else {}))
-    os.replace(tmp, out)
+    write_atomic(out, lambda tmp: sheet.save(tmp, format=fmt, **({"quality": 85} if fmt != "PNG" else {})))
     print(f"{out}: {len(rows)} pictures")
     return 0
 
 
 def cmd_credits(args) -> int:
     """Markdown: every pool picture in use with its licence and credit line, by source."""
+    from ..files import check_output, write_atomic
     from . import data_dir, manifest
     from .sources import BY_NAME, POOL_SOURCES, source
 
@@ -174,10 +172,8 @@ def cmd_credits(args) -> int:
         lines.append("")
     text = "\n".join(lines)
     if args.output:
-        out = Path(args.output)
-        if out.exists() and not args.force:
-            raise IcmError(f"{out} exists (use -f to overwrite)")
-        out.write_text(text)
+        out = check_output(args.output, force=args.force)
+        write_atomic(out, text.encode())
         print(f"{out}: {len(rows)} pictures")
     else:
         print(text)

@@ -42,10 +42,11 @@ def sha256_file(path: str | Path) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
+    """:func:`icm.files.write_atomic`, creating the folder first."""
+    from ..files import write_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomic(path, data)
 
 
 def _fetch_command(src: Source, dest: str) -> list[str]:

@@ -281,9 +281,8 @@ def decode(c: Candidate):
             img.load()
         except (OSError, SyntaxError, ValueError):
             return None
-    if img.mode in ("RGBA", "LA", "P") and "A" in img.convert("RGBA").getbands():
-        alpha = img.convert("RGBA").getchannel("A")
-        if alpha.getextrema()[0] < 250:
+    if img.mode in ("RGBA", "LA", "P"):
+        if img.convert("RGBA").getchannel("A").getextrema()[0] < 250:
             return None  # a sprite cut out on transparency, not a photo
     if min(img.size) < MIN_SIDE:
         return None
