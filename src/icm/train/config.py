@@ -69,7 +69,9 @@ SCHEMA: dict[str, dict[str, frozenset]] = {
                             "rpn_post_nms_top_n_test"}),
         "data": frozenset({"kind", "root", "val_root", "image_set", "val_image_set", "annotations", "images",
                            "val_annotations", "val_images", "size", "train_images", "val_images", "flip", "seed",
-                           "batch_size", "val_batch_size", "val_limit", "workers", "epoch_images"}),
+                           "batch_size", "val_batch_size", "val_limit", "workers", "epoch_images",
+                           "train_photos", "val_photos", "views", "short_side", "stamps", "score",
+                           "val_long_side"}),
         "optim": frozenset({"name", "lr", "min_lr", "momentum", "weight_decay", "warmup_steps", "clip"}),
     },
 }

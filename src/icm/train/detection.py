@@ -24,6 +24,8 @@ the bitstream exactly, so training needs no entropy coding.  A recipe
               batch_size: 4, flip: true}
              # or {kind: coco, annotations, images, val_annotations, val_images}
              # or {kind: voc, root: [VOC2007, VOC2012], image_set: trainval, val_root, val_image_set: test}
+             # or {kind: teacher, train_photos, val_photos, size, views, short_side, stamps, score}:
+             #    random views labelled by the NanoDet teacher as drawn (icm.teachers.distill)
     optim:   {name: sgd, lr: 0.01, momentum: 0.9, weight_decay: 1e-4, warmup_steps: 200, min_lr: 1e-4, clip: 10}
     trainer: {max_steps: 6000, val_every: 500, out_dir: runs/..., log_every_n_steps: 1}
 
@@ -134,8 +136,22 @@ def load_data(d: dict, masks: bool, train: bool = True):
         if d.get("val_root"):
             val_set = VocDetection(d["val_root"], d.get("val_image_set", "test"), masks=masks)
         categories = {i + 1: n for i, n in enumerate(VOC_CLASSES)}
+    elif kind == "teacher":
+        from ..data import recipe_photos
+        from ..teachers.distill import TeacherCrops, TeacherLabels, coco_categories
+
+        if masks:
+            raise IcmError("data kind 'teacher' has boxes only (the teacher has no masks): use task: detect")
+        if train:
+            train_set = TeacherCrops(recipe_photos(d, "train"), size=int(d.get("size", 320)),
+                                     views=int(d.get("views", 16)), short_side=d.get("short_side", (256, 480)),
+                                     stamps=float(d.get("stamps", 0.3)), score=float(d.get("score", 0.35)))
+        if d.get("val_photos"):
+            val_set = TeacherLabels(recipe_photos(d, "val"), long_side=int(d.get("val_long_side", 512)),
+                                    score=float(d.get("score", 0.35)))
+        categories = coco_categories()
     else:
-        raise IcmError(f"unknown data kind {kind!r} for detection; known: synthetic, coco, voc")
+        raise IcmError(f"unknown data kind {kind!r} for detection; known: synthetic, coco, voc, teacher")
     if val_set is not None and d.get("val_limit"):
         val_set = Subset(val_set, range(min(int(d["val_limit"]), len(val_set))))
     return train_set, val_set, categories
