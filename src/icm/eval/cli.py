@@ -44,8 +44,13 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
         description="Code a dataset with codecs × qualities, measure a task, write results and a report.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--dataset", metavar="D",
-                   help="samples, photos, photo-crops, labelme-crops, pool-crops[:SOURCE] (training data), fashion-mnist, synthetic:val, coco:ANN.json:DIR or a folder")
-    s.add_argument("--task", default="psnr", metavar="T", help="psnr (default), ms-ssim, classify, detect, segment")
+                   help="samples, photos[:all], photo-crops, labelme-crops, voc-real, pool-crops[:SOURCE] (training data), fashion-mnist, synthetic:val, coco:ANN.json:DIR or a folder")
+    s.add_argument("--task", default="psnr", metavar="T",
+                   help="psnr (default), ms-ssim, classify, detect, segment, detect-agreement")
+    s.add_argument("--detector", default=None, metavar="NAME",
+                   help="detect/segment on pixels: dicm-lite0's heads (default) or nanodet (the teacher; detect only)")
+    s.add_argument("--heads", default=None, metavar="FILE",
+                   help="dicm-lite0 detection heads file to use instead of the shipped one")
     s.add_argument("--codecs", metavar="LIST", help="comma-separated model and anchor names (jpeg = jpeg420)")
     s.add_argument("--qualities", action="append", default=[], metavar="CODEC=Q,Q",
                    help="qualities of one codec (repeatable; default: shipped weights / the anchor's sweep)")
@@ -143,7 +148,14 @@ def run_eval(args) -> int:
     from .sweep import ALIASES, resolve_codec, run_sweep
     from .tasks import get_task
 
-    task = get_task(args.task)
+    if args.heads:
+        from ..codec import use_heads
+        from .detect import DEFAULT_DETECTOR
+
+        use_heads(DEFAULT_DETECTOR, args.heads)
+    if args.detector and args.task not in ("detect", "segment"):
+        raise IcmError(f"--detector is for --task detect or segment, not {args.task}")
+    task = get_task(args.task, args.detector)
     names = [ALIASES.get(n.strip(), n.strip()) for n in args.codecs.split(",") if n.strip()]
     if not names:
         raise IcmError("--codecs is empty")

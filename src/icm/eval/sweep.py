@@ -263,7 +263,7 @@ def code_model(c: Codec, quality, image: np.ndarray, task, label, ref) -> dict:
     h, w = image.shape[:2]
     row = {"height": h, "width": w, "bytes": len(data),
            "payload_bytes": sum(len(s) for s in bitstream.unpack(data).sections), "encode_s": t1 - t0}
-    if task.name in c.tasks:
+    if (task.latent_name or task.name) in c.tasks:
         t1 = time.perf_counter()
         out = icm_codec.decode(data, model=model, pixels=False)
         row.update(task.on_latent(model, out["y_hat"], image, label, ref))

@@ -15,9 +15,12 @@ class Task:
         metrics: per-image numbers averaged into rate points, all higher-is-better.
         primary: the metric BD-rate and BD-metric are computed on.
         network: whether a network runs per image (its time is reported as ``task_s``).
+        latent_name: the model task a codec must run from its latent for :meth:`on_latent`.
     """
 
     name = ""
+    latent_name = ""
+    """The model task whose output :meth:`on_latent` reads (default: ``name``)."""
     metrics: tuple[str, ...] = ()
     primary = ""
     network = False

