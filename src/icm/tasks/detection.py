@@ -63,6 +63,29 @@ ROI_LEVELS = ["0", "1", "2"]
 _TRANSFORM_ARGS = ("min_size", "max_size", "image_mean", "image_std", "fixed_size", "_skip_resize", "size_divisible")
 
 
+class AgnosticMaskPredictor(nn.Module):
+    """A mask predictor with one mask per box whatever its class: torchvision's
+    up-sampling and 1×1 convolution to a single channel, repeated for every class, so
+    that torchvision's loss and inference (which pick the channel of a box's class) read
+    that one mask.  For masks learned from instances that carry no class the boxes' know
+    (objects cut out on transparency, :class:`icm.teachers.distill.StampInstances`)."""
+
+    def __init__(self, in_channels: int, dim_reduced: int, num_classes: int) -> None:
+        super().__init__()
+        self.conv5_mask = nn.ConvTranspose2d(in_channels, dim_reduced, 2, 2, 0)
+        self.mask_fcn_logits = nn.Conv2d(dim_reduced, 1, 1, 1, 0)
+        self.num_classes = num_classes
+        # He initialisation, over the inputs for the single-channel logits (over its one
+        # output it would start with logits of several units and a saturated loss)
+        nn.init.kaiming_normal_(self.conv5_mask.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.kaiming_normal_(self.mask_fcn_logits.weight, mode="fan_in", nonlinearity="relu")
+        nn.init.zeros_(self.conv5_mask.bias)
+        nn.init.zeros_(self.mask_fcn_logits.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.mask_fcn_logits(F.relu(self.conv5_mask(x))).expand(-1, self.num_classes, -1, -1)
+
+
 def _fpn(in_channels: list[int], out_channels: int) -> FeaturePyramidNetwork:
     return FeaturePyramidNetwork(list(in_channels), out_channels, extra_blocks=LastLevelMaxPool())
 
@@ -210,6 +233,8 @@ class CompressedDomainRCNN(nn.Module):
             (torchvision's 1024).
         mask_layers: channels of the mask head's 3×3 convolutions (torchvision's
             four of 256); the predictor's up-sampling keeps the last width.
+        mask_agnostic: one mask per box whatever its class
+            (:class:`AgnosticMaskPredictor`) instead of one per class.
         freeze_codec: keep every parameter of ``codec`` — sender, ``g_s``, the
             backbone tail and classifier — fixed (``requires_grad=False``) and in
             eval mode whatever ``train()`` says, so that the very bitstream and
@@ -245,6 +270,7 @@ class CompressedDomainRCNN(nn.Module):
         aspect_ratios: tuple[float, ...] = ASPECT_RATIOS,
         representation_size: int = 1024,
         mask_layers: tuple[int, ...] = (256, 256, 256, 256),
+        mask_agnostic: bool = False,
         freeze_codec: bool = True,
         **rcnn_kwargs,
     ) -> None:
@@ -268,6 +294,8 @@ class CompressedDomainRCNN(nn.Module):
             "aspect_ratios": [float(r) for r in aspect_ratios], "representation_size": int(representation_size),
             "mask_layers": [int(c) for c in mask_layers], "rcnn_kwargs": dict(rcnn_kwargs),
         }
+        if mask_agnostic:  # written only when set: older heads files rebuild as they were
+            self.architecture["mask_agnostic"] = True
         self.categories: dict[int, str] | None = None
         if freeze_codec:
             codec.requires_grad_(False).eval()
@@ -284,7 +312,8 @@ class CompressedDomainRCNN(nn.Module):
         if masks:
             kw.update(mask_roi_pool=MultiScaleRoIAlign(ROI_LEVELS, output_size=14, sampling_ratio=2),
                       mask_head=MaskRCNNHeads(fpn_channels, list(mask_layers), 1),
-                      mask_predictor=MaskRCNNPredictor(mask_layers[-1], mask_layers[-1], num_classes))
+                      mask_predictor=(AgnosticMaskPredictor if mask_agnostic else MaskRCNNPredictor)(
+                          mask_layers[-1], mask_layers[-1], num_classes))
         kw.update(rcnn_kwargs)
         self.detector = (MaskRCNN if masks else FasterRCNN)(pixel, **kw)
         # Pad to the codec's stride: the pixel path then sees what the codec's
@@ -428,8 +457,10 @@ def head_state(heads: CompressedDomainRCNN) -> dict[str, Tensor]:
     return {k: v for k, v in heads.state_dict().items() if not k.startswith(_NOT_HEADS)}
 
 
-def load_head_state(heads: CompressedDomainRCNN, state: dict[str, Tensor], source: str = "state") -> None:
-    """Strictly load :func:`head_state`-style tensors: every head key, nothing else, same shapes.
+def load_head_state(heads: CompressedDomainRCNN, state: dict[str, Tensor], source: str = "state",
+                    missing_ok: tuple[str, ...] = ()) -> None:
+    """Strictly load :func:`head_state`-style tensors: every head key, nothing else, same shapes
+    (keys starting with ``missing_ok`` may be absent and keep their values).
 
     Raises:
         IcmError: missing or unexpected keys, or a shape that differs.
@@ -437,7 +468,8 @@ def load_head_state(heads: CompressedDomainRCNN, state: dict[str, Tensor], sourc
     from ..errors import IcmError
 
     want = head_state(heads)
-    missing, unexpected = sorted(want.keys() - state.keys()), sorted(state.keys() - want.keys())
+    missing = sorted(k for k in want.keys() - state.keys() if not (missing_ok and k.startswith(missing_ok)))
+    unexpected = sorted(state.keys() - want.keys())
     if missing or unexpected:
         raise IcmError(f"{source} does not fit the detection heads: missing {missing[:3]}, unexpected {unexpected[:3]}")
     bad = [k for k, v in state.items() if tuple(v.shape) != tuple(want[k].shape)]

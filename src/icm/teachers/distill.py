@@ -175,3 +175,54 @@ class TeacherLabels(Dataset):
     def __getitem__(self, i: int):
         image, target = self.items[i]
         return image, {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in target.items()}
+
+
+class StampInstances(Dataset):
+    """Exact instance masks: a photographic Tux Paint stamp (an object cut out on
+    transparency) pasted on a random view of a photo, its alpha (> 127) the mask and
+    the alpha's extent the box.  No teacher and no class: for a class-agnostic mask head
+    (:class:`icm.tasks.detection.AgnosticMaskPredictor`) learned under boxes that come
+    from elsewhere; every instance has label 1.
+
+    The photo's other objects are not annotated, so these targets train masks only
+    (``model: train_only: mask`` in a recipe), never boxes or classes.
+
+    Args:
+        sources: background photo sources.
+        size: largest crop side (the composite is a square of the view's short side).
+        views: items per photo in an epoch.
+        short_side: range of the rescaled photo's short side.
+        scale: range of the stamp's longer side as a share of the square.
+        fixed: item ``i`` always the same composite (seeded by ``i``; validation),
+            rather than torch's generator's draw.
+    """
+
+    def __init__(self, sources, size: int = 320, views: int = 4, short_side=(256, 480),
+                 scale=(0.3, 0.9), fixed: bool = False) -> None:
+        from ..data import tuxpaint_stamps
+
+        self.crops = TeacherCrops(sources, size=size, views=views, short_side=short_side, stamps=0.0)
+        self.stamp_paths = tuxpaint_stamps()
+        if not self.stamp_paths:
+            raise IcmError("stamp instances need the Tux Paint stamps: icm data pull tuxpaint-stamps-default")
+        self.crops.stamp_paths = self.stamp_paths
+        self.scale, self.fixed = (float(scale[0]), float(scale[-1])), bool(fixed)
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def __getitem__(self, i: int):
+        from ..data import composite_stamp
+        from ..tasks.annotations import make_target
+
+        seed = (7919, int(i)) if self.fixed else int(torch.randint(0, 2**62, ()))
+        rng = np.random.default_rng(seed)
+        view = self.crops.view(int(i), rng)
+        stamp = self.crops._stamp(int(rng.integers(len(self.stamp_paths))))
+        image, alpha = composite_stamp(view, stamp, min(view.shape[:2]), rng, scale=self.scale)
+        mask = (alpha > 127).astype(np.uint8)
+        ys, xs = np.nonzero(mask)
+        if not len(xs):  # a stamp too faint to hold a pixel above 127: an image without objects
+            return image, make_target(int(i), np.zeros((0, 4)), [], np.zeros((0, *mask.shape), np.uint8))
+        box = [[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]]
+        return image, make_target(int(i), box, [1], mask[None])

@@ -26,6 +26,9 @@ the bitstream exactly, so training needs no entropy coding.  A recipe
              # or {kind: voc, root: [VOC2007, VOC2012], image_set: trainval, val_root, val_image_set: test}
              # or {kind: teacher, train_photos, val_photos, size, views, short_side, stamps, score}:
              #    random views labelled by the NanoDet teacher as drawn (icm.teachers.distill)
+             # or {kind: stamps, train_photos, val_photos, size, views, stamp_scale}: a stamp pasted
+             #    on a view, its alpha the mask (masks only: with model.train_only: mask)
+             # model.train_only: mask — only the mask head learns (the rest as heads_init left it)
     optim:   {name: sgd, lr: 0.01, momentum: 0.9, weight_decay: 1e-4, warmup_steps: 200, min_lr: 1e-4, clip: 10}
     trainer: {max_steps: 6000, val_every: 500, out_dir: runs/..., log_every_n_steps: 1}
 
@@ -136,6 +139,23 @@ def load_data(d: dict, masks: bool, train: bool = True):
         if d.get("val_root"):
             val_set = VocDetection(d["val_root"], d.get("val_image_set", "test"), masks=masks)
         categories = {i + 1: n for i, n in enumerate(VOC_CLASSES)}
+    elif kind == "stamps":
+        from ..data import recipe_photos
+        from ..teachers.distill import StampInstances
+
+        common = {"size": int(d.get("size", 320)), "short_side": d.get("short_side", (256, 480)),
+                  "scale": d.get("stamp_scale", (0.3, 0.9))}
+        if train:
+            train_set = StampInstances(recipe_photos(d, "train"), views=int(d.get("views", 4)), **common)
+        if d.get("val_photos"):
+            val_set = StampInstances(recipe_photos(d, "val"), views=int(d.get("val_views", 10)), fixed=True,
+                                     **common)
+        if d.get("categories", "object") == "coco":  # the label space of heads_init's teacher-trained heads
+            from ..teachers.distill import coco_categories
+
+            categories = coco_categories()
+        else:
+            categories = {1: "object"}
     elif kind == "teacher":
         from ..data import recipe_photos
         from ..teachers.distill import TeacherCrops, TeacherLabels, coco_categories
@@ -151,7 +171,7 @@ def load_data(d: dict, masks: bool, train: bool = True):
                                     score=float(d.get("score", 0.35)))
         categories = coco_categories()
     else:
-        raise IcmError(f"unknown data kind {kind!r} for detection; known: synthetic, coco, voc, teacher")
+        raise IcmError(f"unknown data kind {kind!r} for detection; known: synthetic, coco, voc, teacher, stamps")
     if val_set is not None and d.get("val_limit"):
         val_set = Subset(val_set, range(min(int(d["val_limit"]), len(val_set))))
     return train_set, val_set, categories
@@ -354,8 +374,17 @@ def build(cfg: dict):
     train_set, val_set, categories = load_data(d, masks=task == "segment")
     torch.manual_seed(int(t.get("seed", 0)))
     heads = build_heads(cfg, codec, categories)
+    only = m.get("train_only")
+    if only not in (None, "mask"):
+        raise IcmError(f"model.train_only can be 'mask' (only the mask head learns), not {only!r}")
+    if only == "mask" and not heads.masks:
+        raise IcmError("model.train_only: mask needs task: segment (heads with a mask head)")
     if m.get("heads_init"):
-        _checkpoint_heads(heads, Path(m["heads_init"]))
+        # heads_init from detection-only heads: the mask head starts new where it learns alone
+        _checkpoint_heads(heads, Path(m["heads_init"]), missing_ok=MASK_PARTS if only == "mask" else ())
+    if only == "mask":
+        for name, p in heads.named_parameters():
+            p.requires_grad_(name.startswith(MASK_PARTS))
     states = None
     if m.get("latent_qualities"):
         from ..models._registry import read_weights
@@ -424,14 +453,19 @@ def measure_heads(model, heads, dataset, limit: int | None = None, pixels: bool 
     return out
 
 
-def _checkpoint_heads(heads, path: Path) -> int:
-    """Load the heads of a training checkpoint; returns its global step."""
+MASK_PARTS = ("detector.roi_heads.mask_head.", "detector.roi_heads.mask_predictor.")
+"""Parameter names of the mask head (what ``model.train_only: mask`` trains)."""
+
+
+def _checkpoint_heads(heads, path: Path, missing_ok: tuple[str, ...] = ()) -> int:
+    """Load the heads of a training checkpoint (tensors whose names start with ``missing_ok``
+    may be absent: they keep their initial values); returns its global step."""
     from ..tasks.detection import _NOT_HEADS, load_head_state
 
     from .checkpoints import read_state
 
     state, step = read_state(path, prefix="heads.")
-    load_head_state(heads, {k: v for k, v in state.items() if not k.startswith(_NOT_HEADS)}, str(path))
+    load_head_state(heads, {k: v for k, v in state.items() if not k.startswith(_NOT_HEADS)}, str(path), missing_ok)
     return step
 
 
