@@ -38,7 +38,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't
 
 # import names of every extra's distributions (icm.extras.DISTRIBUTIONS), and litserve
 HIDDEN = ("lightning", "pytorch_lightning", "matplotlib", "skimage", "sklearn", "pycocotools", "torchmetrics",
-          "bjontegaard", "pillow_heif", "imagecodecs", "imageio_ffmpeg", "litserve")
+          "bjontegaard", "pillow_heif", "imagecodecs", "imageio_ffmpeg", "litserve", "onnx", "onnxruntime")
 HIDDEN_FROM_ICM = ("yaml",)
 
 SITECUSTOMIZE = '''\
@@ -287,6 +287,8 @@ def test_dicm_detect_and_segment_json(core_env, dicm_files, work):
     (("demo", "-m", "dicm-lite0"), "icm: error: icm demo needs the 'eval' extra for dicm-lite0 (its HEVC "
                                    "anchor): pip install 'icm[eval]'"),
     (("serve",), "icm: error: icm serve needs the 'serve' extra: pip install 'icm[serve]'"),
+    (("export-onnx", "--all", "-o", "senders"),
+     "icm: error: icm export-onnx needs the 'onnx' extra: pip install 'icm[onnx]'"),
 ])
 def test_commands_that_need_an_extra_say_which(core_env, tmp_path, argv, line):
     p = _icm(core_env, *argv, cwd=tmp_path)

@@ -325,6 +325,32 @@ def _cmd_demo(args) -> int:
     return run_demo(out_dir=args.out_dir, quality=args.quality, model_name=args.model)
 
 
+def _cmd_export_onnx(args) -> int:
+    from . import export_onnx
+    from .files import prepare_dir
+
+    if args.all == (args.model is not None):
+        raise IcmError("name a MODEL (with -q), or give --all for every shipped quality")
+    if args.all and args.quality is not None:
+        raise IcmError("-q goes with a MODEL; --all exports every shipped quality")
+    if args.all:
+        todo = export_onnx.shipped()
+    else:
+        if args.model not in export_onnx.EXPORTABLE:
+            raise IcmError(f"icm export-onnx exports {', '.join(export_onnx.EXPORTABLE)}, not {args.model!r}")
+        todo = [(args.model, _quality(args.model, args.quality))]
+    out = prepare_dir(args.out_dir)
+    for name, q in todo:  # every refusal before any work
+        for f in export_onnx.outputs(name, q):
+            if (out / f).exists() and not args.force:
+                raise IcmError(f"{out / f}: already exists; use --force to overwrite it")
+    for name, q in todo:
+        written = export_onnx.export(name, q, out)
+        size = sum(p.stat().st_size for p in written)
+        print(f"{out}: {name} q{q}, {len(written)} files, {size / 1e6:.2f} MB")
+    return 0
+
+
 def _cmd_train(args) -> int:
     from .train.run import load_config, run
 
@@ -442,6 +468,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(sub)
     add_data_parser(sub)
     add_serve_parsers(sub, _positive, _non_negative)
+
+    s = sub.add_parser("export-onnx", help="write the sender of a shipped model as ONNX graphs and integer tables "
+                                           "(what icm-edge runs; needs the onnx extra)")
+    s.add_argument("model", nargs="?", metavar="MODEL", help="hyperprior, bai2022-fmnist or dicm-lite0")
+    s.add_argument("-q", "--quality", type=int, default=None, help="default: the highest shipped")
+    s.add_argument("--all", action="store_true", help="every shipped quality of every model that exports")
+    s.add_argument("-o", "--out-dir", required=True, metavar="DIR", help="folder of the senders (created if absent)")
+    s.add_argument("-f", "--force", action="store_true", help="overwrite the senders already in DIR")
+    s.set_defaults(func=_cmd_export_onnx)
 
     s = sub.add_parser("train", help="train a model from a YAML recipe (see configs/)")
     s.add_argument("config", metavar="CONFIG")

@@ -14,6 +14,7 @@ extra         distributions                                                   co
               scikit-learn, matplotlib, imageio-ffmpeg                        ``icm data pull``
 ``detect``    pycocotools, torchmetrics (COCO data and mAP)                   (library use)
 ``serve``     litserve                                                        ``icm serve``
+``onnx``      onnx, onnxruntime (the sender as ONNX graphs, for icm-edge)     ``icm export-onnx``
 ``anchors``   pillow-heif, imagecodecs, imageio-ffmpeg (the anchor codecs)    (part of ``eval``)
 ============  ==============================================================  =====================
 
@@ -46,6 +47,8 @@ DISTRIBUTIONS: dict[str, str] = {
     "pytorch_lightning": "lightning",
     "yaml": "pyyaml",
     "litserve": "litserve",
+    "onnx": "onnx",
+    "onnxruntime": "onnxruntime",
 }
 
 _ANCHORS = ("pillow_heif", "imagecodecs", "imageio_ffmpeg")
@@ -54,6 +57,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     # extra -> import names it provides (most specific extras first: explain() names the first that fits)
     "detect": ("pycocotools", "torchmetrics"),
     "serve": ("litserve",),
+    "onnx": ("onnx", "onnxruntime"),
     "eval": (*_ANCHORS, "matplotlib", "bjontegaard", "torchmetrics", "pycocotools", "skimage", "sklearn"),
     "train": ("lightning", "pytorch_lightning", "yaml", "torchmetrics", "pycocotools", "skimage", "sklearn",
               "matplotlib", "imageio_ffmpeg"),
@@ -65,6 +69,7 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "eval": ("eval", ("matplotlib", "bjontegaard")),
     "train": ("train", ("lightning", "yaml")),
     "serve": ("serve", ("litserve",)),
+    "export-onnx": ("onnx", ("onnx", "onnxruntime")),
 }
 
 
