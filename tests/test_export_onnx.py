@@ -12,9 +12,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import shipped_qualities
 from torch import nn
 
-from conftest import shipped_qualities
 from icm import create_model
 from icm.export_onnx import EXPORTABLE, export, shipped
 from icm.layers.fixed_point import FixedPointNet as TorchFixedPoint
@@ -232,8 +232,8 @@ def test_export_onnx_command_keeps_existing_senders(run_cli, tmp_path):
     before = {p.name: p.read_bytes() for p in (tmp_path / "senders").iterdir()}
     assert set(before) == {f"bai2022-fmnist-q{q}.{e}" for e in ("json", "npz", "g_a.onnx", "h_a.onnx")}
     r = run_cli("export-onnx", "bai2022-fmnist", "-q", q, "-o", tmp_path / "senders")
-    assert r.code == 2 and r.err_lines == [f"icm: error: {tmp_path / 'senders'}/bai2022-fmnist-q{q}.json: "
-                                           "already exists; use --force to overwrite it"]
+    assert r.code == 2 and r.err_lines == [(f"icm: error: {tmp_path / 'senders'}/bai2022-fmnist-q{q}.json: "
+                                           "already exists; use --force to overwrite it")]
     r = run_cli("export-onnx", "bai2022-fmnist", "-q", q, "-o", tmp_path / "senders", "-f")
     assert r.code == 0, r.err
     assert {p.name: p.read_bytes() for p in (tmp_path / "senders").iterdir()} == before  # deterministic
