@@ -72,21 +72,34 @@ def test_use_heads_swaps_the_heads_file_and_back(tmp_path):
         codec.use_heads("dicm-lite0", copy)
         mine = codec.get_heads(model)
         assert mine is not shipped  # built again, from the other file
-        from icm.eval.detect import heads_digest
-
-        heads_digest.cache_clear()
         import hashlib
+
+        from icm.eval.detect import heads_digest
 
         assert heads_digest("dicm-lite0") == hashlib.sha256(copy.read_bytes()).hexdigest()
         for a, b in zip(mine.state_dict().values(), shipped.state_dict().values()):
             assert np.array_equal(a.numpy(), b.numpy())
     finally:
         codec.use_heads("dicm-lite0", None)
-        from icm.eval.detect import heads_digest
+    from icm.models._registry import HEADS_FILES
 
-        heads_digest.cache_clear()
-    assert codec.HEADS_FILES == {}
-    assert codec.get_heads(model).metadata == shipped.metadata
+    assert HEADS_FILES == {}
+    assert codec.get_heads(model) is shipped
+
+
+def test_icm_heads_names_a_heads_file_for_other_processes(tmp_path, monkeypatch):
+    from icm.models._registry import heads_file, heads_override, heads_tasks
+
+    assert heads_override("dicm-lite0") is None
+    shipped_tasks = heads_tasks("dicm-lite0")
+    monkeypatch.setenv("ICM_HEADS", f"hyperprior=x, dicm-lite0={tmp_path / 'missing.safetensors'}")
+    assert heads_override("dicm-lite0") == str(tmp_path / "missing.safetensors")
+    assert heads_file("dicm-lite0") is None and heads_tasks("dicm-lite0") == ()
+    copy = tmp_path / "h.safetensors"
+    with resources.as_file(resources.files("icm.weights").joinpath("dicm-lite0-rcnn.safetensors")) as src:
+        shutil.copy(src, copy)
+    monkeypatch.setenv("ICM_HEADS", f"dicm-lite0={copy}")
+    assert heads_file("dicm-lite0") == copy and heads_tasks("dicm-lite0") == shipped_tasks
 
 
 def test_photos_all_adds_the_val_split_and_refuses_other_forms():
@@ -168,3 +181,36 @@ def test_teacher_crops_are_views_labelled_by_the_teacher():
     val = TeacherLabels(["skimage:astronaut"], long_side=256)
     image, t = val[0]
     assert max(image.shape[:2]) == 256 and 1 in t["labels"].tolist()  # the astronaut: a person
+
+
+@pytest.mark.needs_pool
+@pytest.mark.needs_teacher
+@pytest.mark.parametrize("stem", ["lite0-teacher-detect", pytest.param(
+    "lite0-teacher-segment", marks=pytest.mark.needs_debian_data("wallpapers"))])  # its stamps
+def test_teacher_recipes_build_on_a_tiny_codec(stem, tmp_path):
+    from test_detection_cli import CONFIGS, SMALL
+
+    from icm.train.config import load_config
+    from icm.train.detection import MASK_PARTS, build
+
+    cfg = load_config(CONFIGS / f"{stem}.yaml")
+    assert cfg["model"]["latent_qualities"] == [1, 2, 3, 4, 5, 6] and cfg["path"] == "mixed"
+    assert cfg["data"]["train_photos"] == ["set:train", "set:pool"] and cfg["data"]["val_photos"] == ["set:val"]
+    segment = cfg["task"] == "segment"
+    assert segment == (cfg["model"].get("train_only") == "mask") == cfg["heads"].get("mask_agnostic", False)
+    cfg["model"] = {"name": "dicm-lite0", "quality": 4, "kwargs": SMALL["dicm-lite0"],
+                    **({"train_only": "mask"} if segment else {})}
+    cfg["heads"] = {**cfg["heads"], "fpn_channels": 32, "representation_size": 64}
+    cfg["data"].update(train_photos=["skimage:coffee"], val_photos=["skimage:astronaut"], views=2, size=96,
+                       short_side=[100, 120], val_views=1)
+    cfg["trainer"] = {"out_dir": str(tmp_path / "run"), "max_steps": 4}
+    _, module, train_loader, val_loader = build(cfg)
+    heads = module.heads
+    assert heads.architecture["num_classes"] == 91 and heads.masks == segment
+    learn = [n for n, p in heads.named_parameters() if p.requires_grad]
+    assert learn and all(n.startswith(MASK_PARTS) for n in learn) == segment
+    images, targets = next(iter(train_loader))
+    assert len(images) == 2 and all(max(x.shape[-2:]) <= 96 for x in images)
+    if segment:
+        assert all(t["masks"].shape[0] == len(t["boxes"]) == 1 for t in targets)
+    assert len(val_loader.dataset) == 1

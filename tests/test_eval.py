@@ -205,7 +205,7 @@ def test_coco_dataset_reads_images_and_keeps_annotations(tmp_path):
 def test_unknown_codec_dataset_task_name_the_known_ones(anchors, folder, tmp_path, capsys):
     with pytest.raises(IcmError, match="known codecs:.*hyperprior.*jpeg420"):
         sweep.resolve_codec("bpg9000")
-    with pytest.raises(IcmError, match="known: samples, photos, photo-crops, labelme-crops, pool-crops\[:SOURCE\], fashion-mnist"):
+    with pytest.raises(IcmError, match=r"known: samples, photos\[:all\], photo-crops, labelme-crops, voc-real, pool-crops\[:SOURCE\], fashion-mnist"):
         datasets.open_dataset("imagenet-22k")
     with pytest.raises(IcmError, match="known tasks: psnr, ms-ssim, classify, detect, segment"):
         tasks.get_task("ocr")

@@ -165,16 +165,42 @@ def _on_payload(f: bitstream.IcmFile, model, run):
         raise BitstreamError(f"corrupted .icm payload: {e}") from None
 
 
-@functools.lru_cache(maxsize=16)
+def use_heads(family: str, path=None) -> None:
+    """Run ``family``'s detection tasks with the heads of ``path`` in this process
+    (``None``: back to ``ICM_HEADS`` or the shipped heads), e.g. heads of one's own
+    training (``icm eval --heads``).  Other processes: the ``ICM_HEADS`` environment
+    variable (:data:`icm.models._registry.HEADS_ENV`).
+
+    Raises:
+        IcmError: ``path`` is not a file.
+    """
+    from .models._registry import HEADS_FILES
+
+    if path is None:
+        HEADS_FILES.pop(family, None)
+    else:
+        if not os.path.isfile(path):
+            raise IcmError(f"detection heads file not found: {path}")
+        HEADS_FILES[family] = os.path.abspath(path)
+
+
 def get_heads(model):
-    """The shipped detection heads of ``model``'s family, built on ``model`` once per
-    process (:func:`icm.tasks.detection.load_heads`); ``None`` where none ship or the
-    model has no split backbone to run them on."""
+    """The detection heads of ``model``'s family in use (:func:`use_heads`', ``ICM_HEADS``'
+    or the shipped ones), built on ``model`` once per process and file
+    (:func:`icm.tasks.detection.load_heads`); ``None`` where there are none or the model
+    has no split backbone to run them on."""
     if not hasattr(model, "decode_features"):
         return None
+    from .models._registry import heads_override
+
+    return _heads(model, heads_override(model.model_name))
+
+
+@functools.lru_cache(maxsize=16)
+def _heads(model, path: str | None):
     from .tasks.detection import load_heads
 
-    return load_heads(model, model.model_name)
+    return load_heads(model, model.model_name, path=path)
 
 
 def heads_for(model, task: str):

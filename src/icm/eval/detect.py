@@ -44,10 +44,17 @@ SCORE_MIN = 0.05
 """Detections kept per image (torchvision's ``box_score_thresh``; COCO mAP uses up to 100 per image)."""
 
 
-@functools.lru_cache(maxsize=4)
 def reference_detector(family: str):
-    """The shipped detection heads of ``family`` on the highest shipped quality's codec
-    (only its backbone runs on pixels, the same at every quality)."""
+    """The detection heads of ``family`` in use (shipped, or their replacement:
+    :func:`icm.models._registry.heads_file`) on the highest shipped quality's codec (only
+    its backbone runs on pixels, the same at every quality)."""
+    from ..models._registry import heads_override
+
+    return _reference(family, heads_override(family))
+
+
+@functools.lru_cache(maxsize=4)
+def _reference(family: str, override: str | None):
     from .. import codec
     from ..models import has_weights, model_info
 
@@ -57,20 +64,20 @@ def reference_detector(family: str):
     return codec.heads_for(codec.get_model(family, max(qualities)), "detect")
 
 
-@functools.lru_cache(maxsize=4)
 def heads_digest(family: str) -> str | None:
-    """SHA-256 of the heads file in use (shipped, or :func:`icm.codec.use_heads`'), so that
+    """SHA-256 of the heads file in use (:func:`icm.models._registry.heads_file`), so that
     new heads never hit old cached results."""
-    from importlib import resources
+    from ..models._registry import heads_file
+
+    path = heads_file(family)
+    return _digest(str(path)) if path is not None else None
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(path: str) -> str:
     from pathlib import Path
 
-    from ..codec import HEADS_FILES
-    from ..models._registry import heads_name
-
-    if family in HEADS_FILES:
-        return hashlib.sha256(Path(HEADS_FILES[family]).read_bytes()).hexdigest()
-    path = resources.files("icm.weights").joinpath(heads_name(family))
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def teacher_pixels(image: np.ndarray, score: float = SCORE_MIN) -> dict:

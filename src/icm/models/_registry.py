@@ -7,7 +7,9 @@ registry's facts (:mod:`._facts`, and what plug-ins register) and the files in
 from __future__ import annotations
 
 import json
+import os
 from importlib import resources
+from pathlib import Path
 
 from ..errors import IcmError
 from . import _facts  # noqa: F401  (declares the shipped families)
@@ -75,11 +77,41 @@ def heads_name(name: str) -> str:
     return f"{name}-rcnn.safetensors"
 
 
-def heads_tasks(name: str) -> tuple[str, ...]:
-    """``("detect", "segment")``, ``("detect",)`` or ``()``: what the shipped detection heads
-    of ``name`` run (read from their metadata; :func:`icm.tasks.detection.load_heads` builds them)."""
+HEADS_ENV = "ICM_HEADS"
+"""Environment variable naming detection heads files to use instead of the shipped ones:
+``FAMILY=PATH``, several separated by commas (``ICM_HEADS=dicm-lite0=my-heads.safetensors``)."""
+HEADS_FILES: dict[str, str] = {}
+"""Family → heads file set in this process (:func:`icm.codec.use_heads`); before :data:`HEADS_ENV`."""
+
+
+def heads_override(name: str) -> str | None:
+    """The heads file that replaces ``name``'s shipped one (:data:`HEADS_FILES`, then
+    :data:`HEADS_ENV`), or ``None``."""
+    if name in HEADS_FILES:
+        return HEADS_FILES[name]
+    for item in os.environ.get(HEADS_ENV, "").split(","):
+        family, sep, path = item.strip().partition("=")
+        if sep and family.strip() == name and path.strip():
+            return path.strip()
+    return None
+
+
+def heads_file(name: str):
+    """The detection heads file of a family: :func:`heads_override`'s, else the shipped one;
+    ``None`` where neither exists."""
+    override = heads_override(name)
+    if override is not None:
+        return Path(override) if os.path.isfile(override) else None
     path = resources.files("icm.weights").joinpath(heads_name(name))
-    if not path.is_file():
+    return path if path.is_file() else None
+
+
+def heads_tasks(name: str) -> tuple[str, ...]:
+    """``("detect", "segment")``, ``("detect",)`` or ``()``: what the detection heads of
+    ``name`` in use run (:func:`heads_file`; read from their metadata;
+    :func:`icm.tasks.detection.load_heads` builds them)."""
+    path = heads_file(name)
+    if path is None:
         return ()
     with path.open("rb") as f:
         n = int.from_bytes(f.read(8), "little")
