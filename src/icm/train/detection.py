@@ -406,7 +406,8 @@ def build(cfg: dict):
 
 
 @torch.no_grad()
-def measure_heads(model, heads, dataset, limit: int | None = None, pixels: bool = True) -> dict:
+def measure_heads(model, heads, dataset, limit: int | None = None, pixels: bool = True,
+                  masks: bool | None = None) -> dict:
     """COCO mAP of detection heads from real ``.icm`` files of a dataset's images.
 
     Every image is coded by :func:`icm.codec.encode` into a whole ``.icm`` file,
@@ -418,6 +419,8 @@ def measure_heads(model, heads, dataset, limit: int | None = None, pixels: bool 
         model: the ``dicm`` codec (``model_name`` and ``quality`` set); heads built on it.
         dataset: items ``(uint8 (H, W, 3), target)`` with ``masks`` when the heads segment.
         limit: the first ``limit`` images only.
+        masks: measure masks too (default: when the heads segment); ``False`` for a
+            dataset without masks.
 
     Returns:
         ``{"images", "bpp" (mean, whole files), "bitstream": {"map", "map_50"[, "mask_map",
@@ -429,7 +432,8 @@ def measure_heads(model, heads, dataset, limit: int | None = None, pixels: bool 
     from ..tasks.detection import detect_from_bitstream
     from ..tasks.metrics import CocoMAP
 
-    iou = ("bbox", "segm") if heads.masks else ("bbox",)
+    masks = heads.masks if masks is None else masks and heads.masks
+    iou = ("bbox", "segm") if masks else ("bbox",)
     coded, ref = CocoMAP(iou), CocoMAP(iou) if pixels else None
     n = len(dataset) if limit is None else min(limit, len(dataset))
     bpp = 0.0
@@ -438,7 +442,7 @@ def measure_heads(model, heads, dataset, limit: int | None = None, pixels: bool 
         image, t = dataset[i]
         h, w = image.shape[:2]
         target = {"boxes": t["boxes"], "labels": t["labels"], "iscrowd": t.get("difficult", t["iscrowd"])}
-        if heads.masks:
+        if masks:
             target["masks"] = t["masks"]
         x = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255.0)
         data = icm_codec.encode(model, x)[0]
@@ -469,7 +473,8 @@ def _checkpoint_heads(heads, path: Path, missing_ok: tuple[str, ...] = ()) -> in
     return step
 
 
-def export(cfg: dict, ckpt=None, out=None, qualities=None, limit: int | None = None) -> tuple[Path, dict]:
+def export(cfg: dict, ckpt=None, out=None, qualities=None, limit: int | None = None,
+           val_cfg: dict | None = None) -> tuple[Path, dict]:
     """Write a recipe's trained heads (float16, heads only) and measure them from bitstreams.
 
     Args:
@@ -479,6 +484,8 @@ def export(cfg: dict, ckpt=None, out=None, qualities=None, limit: int | None = N
         qualities: codec qualities to measure at (default: the shipped ones with
             ``model.pretrained``, else the recipe's codec only).
         limit: measure on the first ``limit`` validation images only.
+        val_cfg: measure on this recipe's validation split instead (boxes only), e.g. the
+            detection recipe whose heads a mask-only recipe (``train_only: mask``) kept.
 
     Returns:
         ``(path, metadata)``.
@@ -492,7 +499,12 @@ def export(cfg: dict, ckpt=None, out=None, qualities=None, limit: int | None = N
     if cfg.get("task") not in TASKS:
         raise IcmError(f"task must be one of {TASKS}, not {cfg.get('task')!r}")
     codec = build_codec(m)
-    _, val_set, categories = load_data(d, masks=cfg["task"] == "segment", train=False)
+    segment = cfg["task"] == "segment"
+    _, val_set, categories = load_data(d, masks=segment, train=False)
+    if val_cfg is not None:
+        _, val_set, val_categories = load_data(val_cfg["data"], masks=False, train=False)
+        if val_categories != categories:
+            raise IcmError("the validation recipe's classes are not the heads' classes")
     if val_set is None:
         raise IcmError("the recipe has no validation split to measure the heads on")
     heads = build_heads(cfg, codec, categories)
@@ -510,9 +522,14 @@ def export(cfg: dict, ckpt=None, out=None, qualities=None, limit: int | None = N
         for i, q in enumerate(qualities):
             model = codec if q == codec.quality else create_model(name, q, pretrained=True)
             shipped = load_heads(model, name, path=rounded)
-            measured[f"q{q}"] = measure_heads(model, shipped, val_set, limit, pixels=i == 0)
+            measured[f"q{q}"] = measure_heads(model, shipped, val_set, limit, pixels=i == 0,
+                                              masks=segment and val_cfg is None)
     meta["measured"] = measured
-    meta["measured_on"] = (f"the recipe's validation split ({d.get('kind', 'synthetic')}, never trained on), "
+    where = "the recipe's" if val_cfg is None else "the validation recipe's"
+    kind = (val_cfg or cfg)["data"].get("kind", "synthetic")
+    if val_cfg is not None:
+        meta["validation_recipe"] = val_cfg
+    meta["measured_on"] = (f"{where} validation split ({kind}, never trained on), "
                            f"{next(iter(measured.values()))['images'] if measured else 0} images, from real .icm files; "
                            "'pixels': the same heads on the uncompressed images")
     import icm.weights
@@ -534,13 +551,16 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--out", default=None, help="destination (default icm/weights/<model>-rcnn.safetensors)")
     e.add_argument("--qualities", default=None, help="comma-separated qualities to measure at")
     e.add_argument("--limit", type=int, default=None, help="measure on the first N validation images")
+    e.add_argument("--val-from", default=None, metavar="CONFIG",
+                   help="measure on this recipe's validation split (boxes only)")
     e.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         qs = [int(q) for q in args.qualities.split(",")] if args.qualities else None
-        path, meta = export(load_config(args.config), args.ckpt, args.out, qs, args.limit)
+        val_cfg = load_config(args.val_from) if args.val_from else None
+        path, meta = export(load_config(args.config), args.ckpt, args.out, qs, args.limit, val_cfg)
     except IcmError as err:
         p.exit(2, f"icm: error: {err}\n")
     print(path)
