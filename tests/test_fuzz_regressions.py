@@ -22,7 +22,10 @@ def test_seeds_are_answered(target):
 @pytest.mark.parametrize("target", sorted(TARGETS))
 def test_check_lets_only_icm_errors_through(target, monkeypatch):
     check(target, b"\x00garbage")  # an IcmError is an answer
-    monkeypatch.setitem(TARGETS, target, lambda data: [][1])
+    def broken(data):
+        raise IndexError("a parser's bug")
+
+    monkeypatch.setitem(TARGETS, target, broken)
     with pytest.raises(IndexError):  # anything else is a finding
         check(target, b"")
 

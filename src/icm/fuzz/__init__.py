@@ -10,12 +10,19 @@ through :func:`check` (``tests/test_fuzz_regressions.py``).
 
 The contract every target checks: the parser either answers or raises icm's one error
 type (:class:`icm.errors.IcmError`); any other exception is a finding, as is running
-past libFuzzer's ``-timeout`` or its ``-rss_limit_mb`` memory limit.
+past libFuzzer's ``-timeout`` or its ``-rss_limit_mb`` memory limit.  The ``.icm``
+side's targets (:mod:`icm.fuzz.decoders`: ``bitstream``, ``codec-<family>``,
+``service``) also check their answers (finite numbers, a decode within its priced
+time and memory, no 500) and mutate with a structure-aware mutator
+(:mod:`icm.fuzz.mutate`: valid header and CRC, mutated sections).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+
+from . import decoders
 
 
 def _rcc(data: bytes) -> None:
@@ -47,7 +54,13 @@ def _tfjs(data: bytes) -> None:
         pass
 
 
-TARGETS: dict[str, Callable[[bytes], None]] = {"rcc": _rcc, "pzl": _pzl, "deb": _deb, "tfjs": _tfjs}
+ICM_TARGETS: tuple[str, ...] = ("bitstream", *(f"codec-{f}" for f in decoders.shipped_families()), "service")
+"""The ``.icm`` side's targets (structure-aware mutation, torch loaded in their process)."""
+
+TARGETS: dict[str, Callable[[bytes], None]] = {
+    "rcc": _rcc, "pzl": _pzl, "deb": _deb, "tfjs": _tfjs, "bitstream": decoders.bitstream_target,
+    **{t: functools.partial(decoders.codec_target, t.removeprefix("codec-")) for t in ICM_TARGETS if t.startswith("codec-")},
+    "service": decoders.service_target}
 """Target name → the parse it fuzzes (one per reader of untrusted bytes)."""
 
 
@@ -66,6 +79,8 @@ def seeds(target: str) -> list[bytes]:
     """Valid inputs of a target, to start its corpus from."""
     from . import writers
 
+    if target in ICM_TARGETS:
+        return decoders.seeds(target)
     if target == "rcc":
         tree = {"a.txt": b"plain", "dir": {"b.bin": writers.Zipped(bytes(range(256)) * 4), "c": {"d.jpg": b"x"}}}
         return [writers.make_rcc(tree, version=v) for v in (1, 2, 3)]
