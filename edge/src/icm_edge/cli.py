@@ -37,17 +37,6 @@ def _positive(text: str) -> int:
     return n
 
 
-def _quality(model: str, quality: int | None) -> int:
-    from .sender import qualities
-
-    shipped = qualities(model)
-    if quality is None:
-        return max(shipped)
-    if quality not in shipped:
-        raise IcmError(f"-q {quality}: model {model!r} has qualities {', '.join(map(str, shipped))}")
-    return quality
-
-
 def _each(items, run) -> int:
     """``run(item)`` for every item; a failure is reported and the rest still run."""
     failed = 0
@@ -85,11 +74,11 @@ def read_image(path, sender, warn=_warn):
 
 def _cmd_compress(args) -> int:
     from .files import check_output, prepare_dir, write_atomic
-    from .sender import sender
+    from .sender import check_quality, sender
 
     if args.output and len(args.images) > 1:
         raise IcmError("-o/--output takes a single input image; use --out-dir for several")
-    quality = _quality(args.model, args.quality)
+    quality = check_quality(args.model, args.quality)
     if args.out_dir:
         prepare_dir(args.out_dir)
     dests: dict[str, Path] = {}
@@ -126,7 +115,7 @@ def _read_token(path: str | None) -> str | None:
 
 def _cmd_send(args) -> int:
     from .client import Client
-    from .sender import sender
+    from .sender import check_quality, sender
 
     client = Client(args.url, token=_read_token(args.token_file), timeout=args.timeout)
 
@@ -140,7 +129,7 @@ def _cmd_send(args) -> int:
             except IsADirectoryError:
                 raise IcmError(f"{p} is a directory, not an .icm file") from None
         else:  # an image: coded here first
-            s = sender(args.model, _quality(args.model, args.quality), args.threads)
+            s = sender(args.model, check_quality(args.model, args.quality), args.threads)
             data = s.encode(read_image(p, s))
         _print_answer(path, client.analyze(data, task=args.task, top=args.top), args.json)
 

@@ -48,12 +48,8 @@ def available() -> dict[str, list[int]]:
     return {k: sorted(v) for k, v in sorted(out.items())}
 
 
-def default_quality(model: str) -> int:
-    """The highest shipped quality of ``model`` (as ``icm compress`` defaults)."""
-    return max(qualities(model))
-
-
 def qualities(model: str) -> list[int]:
+    """The shipped qualities of ``model``."""
     have = available()
     if model not in have:
         raise IcmError(f"unknown model {model!r}; this icm-edge codes {', '.join(have) or 'nothing'}")
@@ -61,12 +57,12 @@ def qualities(model: str) -> list[int]:
 
 
 def check_quality(model: str, quality: int | None) -> int:
-    """``quality``, or the default, validated before any work."""
+    """``quality``, or the default (the highest, as ``icm compress`` takes), validated before any work."""
     shipped = qualities(model)
     if quality is None:
         return max(shipped)
     if quality not in shipped:
-        raise IcmError(f"-q {quality}: this icm-edge has {model} at qualities {', '.join(map(str, shipped))}")
+        raise IcmError(f"-q {quality}: model {model!r} has qualities {', '.join(map(str, shipped))}")
     return quality
 
 
