@@ -265,3 +265,18 @@ def tiny_voc(root: Path, n: int = 2) -> Path:
     for s in ("trainval", "test"):
         (root / "ImageSets" / "Main" / f"{s}.txt").write_text("".join(f"{i:06d}\n" for i in range(n)))
     return root
+
+
+SHAPES_HEADS = Path(__file__).parent / "data" / "dicm-lite0-shapes-rcnn.safetensors"
+"""Mask R-CNN heads of ``dicm-lite0`` for six synthetic shapes (``configs/detection/
+lite0-synthetic-segment.yaml``): a small, exact fixture for the detection machinery, whose
+tests draw shapes rather than photos."""
+
+
+@pytest.fixture(scope="module")
+def shapes_heads():
+    """Run ``dicm-lite0``'s detection tasks with :data:`SHAPES_HEADS` (in this process and
+    the CLI subprocesses it starts: ``ICM_HEADS``) for a whole test module."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ICM_HEADS", f"dicm-lite0={SHAPES_HEADS}")
+        yield SHAPES_HEADS

