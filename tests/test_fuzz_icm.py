@@ -106,3 +106,15 @@ def test_the_targets_keep_torch_at_its_threads():
     before = torch.get_num_threads()
     check("codec-dicm-lite0", decoders.coded("dicm-lite0")[0])
     assert torch.get_num_threads() == before
+
+
+def test_the_price_is_of_the_padded_picture():
+    """The finding of ``tests/fuzz_regressions/codec-hyperprior/padded-area-unpriced``: every
+    decoder pads to its stride, and the header's price must count the padding."""
+    from icm.models import model_info
+
+    for family in decoders.shipped_families():
+        model = codec.get_model(family, shipped_qualities(family)[0])
+        cost = model_info(family).cost
+        assert cost.pad_to == model.stride, family
+        assert cost(1, model.stride * 8) == cost(model.stride, model.stride * 8)

@@ -43,15 +43,21 @@ class DecodeCost:
 
 @dataclass(frozen=True)
 class CostModel:
-    """A family's decode cost: memory and time per declared pixel, plus attention over the
-    latent's tokens (one token per ``token_stride``² pixels) for Transformer families."""
+    """A family's decode cost: memory and time per decoded pixel, plus attention over the
+    latent's tokens (one token per ``token_stride``² pixels) for Transformer families.
+
+    The decoder works on the picture padded to a multiple of ``pad_to`` (the model's
+    stride) on each side, so that is what is priced: a header declaring 8×65534 pixels
+    makes the hyperprior decode 64×65536."""
 
     bytes_per_pixel: float
     seconds_per_pixel: float
     token_stride: int = 0
     seconds_per_token_pair: float = 0.0
+    pad_to: int = 1
 
     def __call__(self, height: int, width: int) -> DecodeCost:
+        height, width = -(-height // self.pad_to) * self.pad_to, -(-width // self.pad_to) * self.pad_to
         pixels = height * width
         seconds = self.seconds_per_pixel * pixels
         if self.token_stride:

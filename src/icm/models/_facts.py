@@ -32,7 +32,7 @@ declare_model(
     model_id=1,
     qualities=(1, 2, 3, 4, 5),  # hyperprior.LAMBDAS
     small={"N": 8, "M": 12},
-    cost=CostModel(bytes_per_pixel=320, seconds_per_pixel=1.0e-6),  # measured 291-312 B, 0.66-0.76 µs at 1-4 Mpx
+    cost=CostModel(bytes_per_pixel=320, seconds_per_pixel=1.0e-6, pad_to=64),  # measured 291-312 B, 0.66-0.76 µs at 1-4 Mpx
     description="Ballé/Minnen mean-scale hyperprior (N=64, M=96), trained on offline photos",
 )
 declare_model(
@@ -40,7 +40,7 @@ declare_model(
     model_id=2,
     qualities=(1,),
     small={"N": 8, "M": 12},
-    cost=CostModel(bytes_per_pixel=320, seconds_per_pixel=1.0e-6),  # priced as the full model: an upper bound
+    cost=CostModel(bytes_per_pixel=320, seconds_per_pixel=1.0e-6, pad_to=64),  # priced as the full model: an upper bound
     description="tiny mean-scale hyperprior (N=8, M=12) for tests and smoke runs; no weights",
 )
 
@@ -51,7 +51,7 @@ declare_model(
     model_id=3,
     qualities=(1, 2, 3, 4),  # bai2022.QUALITIES
     small={"stem": (8, 8, 8), "M": 12, "N": 8, "dim": 24, "depth": 4, "heads": 2, "num_classes": 7},
-    cost=CostModel(bytes_per_pixel=1000, seconds_per_pixel=5e-6, token_stride=16, seconds_per_token_pair=2e-7),
+    cost=CostModel(bytes_per_pixel=1000, seconds_per_pixel=5e-6, token_stride=16, seconds_per_token_pair=2e-7, pad_to=32),
     description="Bai et al. 2022: conv stem + hyperprior + DeiT-S, classifies from the bitstream (224², ImageNet)",
     tasks=("classify",),
 )
@@ -61,7 +61,7 @@ declare_model(
     qualities=(1, 2, 3, 4, 5, 6, 7, 8, 9),  # bai2022.FMNIST_QUALITIES
     small={"dim": 24, "depth": 4, "heads": 2},
     # measured: 779-504 B/px; 0.14 s at 224², 1.6 s at 448², 7.1 s at 672² (attention over (H/4)(W/4) tokens)
-    cost=CostModel(bytes_per_pixel=800, seconds_per_pixel=3e-6, token_stride=4, seconds_per_token_pair=1.6e-8),
+    cost=CostModel(bytes_per_pixel=800, seconds_per_pixel=3e-6, token_stride=4, seconds_per_token_pair=1.6e-8, pad_to=8),
     description="bai2022 at CPU scale for 28x28 greyscale Fashion-MNIST (y at stride 4, ViT 96x4)",
     tasks=("classify",),
 )
@@ -69,7 +69,7 @@ declare_model(
     "bai2022-tiny", "icm.models.bai2022:bai2022_tiny", **_BAI,
     model_id=5,
     qualities=(1, 2, 3, 4),  # bai2022.QUALITIES
-    cost=CostModel(bytes_per_pixel=800, seconds_per_pixel=3e-6, token_stride=16, seconds_per_token_pair=1.6e-8),
+    cost=CostModel(bytes_per_pixel=800, seconds_per_pixel=3e-6, token_stride=16, seconds_per_token_pair=1.6e-8, pad_to=32),
     description="tiny bai2022 (M=12, ViT 16x3) for tests and smoke runs; no weights",
     tasks=("classify",),
 )
@@ -82,7 +82,7 @@ declare_model(
     qualities=(1, 2, 3, 4),  # dicm.QUALITIES
     small={"re_dims": (16, 16, 16, 16), "dims": (256, 32, 32), "M": 32, "N": 16, "hyper_dim": 32, "hyper_heads": 2,
            "filter_size": (8, 8)},
-    cost=CostModel(bytes_per_pixel=700, seconds_per_pixel=2.5e-6),  # ResNet-50's stages: lite0's, scaled by width
+    cost=CostModel(bytes_per_pixel=700, seconds_per_pixel=2.5e-6, pad_to=64),  # ResNet-50's stages: lite0's, scaled by width
     description="Tang et al. 2025: ResNet-50 split at layer1 + RE + gnConv/hyperprior codec (backbone weights from a file)",
     pixel_decoder=False,
     tasks=("classify",),
@@ -101,7 +101,7 @@ declare_model(
     qualities=(1, 2, 3, 4, 5, 6),  # dicm.LITE0_QUALITIES
     small={"re_dims": (16,), "re_depths": (), "dims": (24, 48, 48), "M": 48, "N": 16, "hyper_dim": 32,
            "hyper_heads": 2, "filter_size": (8, 8), "pretrained_backbone": False},
-    cost=CostModel(bytes_per_pixel=280, seconds_per_pixel=0.8e-6),  # measured 178-263 B, 0.55-0.64 µs at 1-4 Mpx
+    cost=CostModel(bytes_per_pixel=280, seconds_per_pixel=0.8e-6, pad_to=16),  # measured 178-263 B, 0.55-0.64 µs at 1-4 Mpx
     description="dicm on EfficientNet-Lite0 (ImageNet weights, cut at 24 ch, stride 4); classifies from the bitstream",
     pixel_decoder=False,
     tasks=("classify",),
