@@ -98,7 +98,8 @@ def run_target(name: str, seconds: float, corpus: Path, rss_mb: int | None, time
     cov = re.findall(r"cov: (\d+)", log)
     before = re.search(r"icm.fuzz: (\d+) seeds, corpus (\d+) files", log)
     crash = re.search(r"Test unit written to (\S+)", log)
-    found = re.search(r"ERROR: libFuzzer: \S+|Uncaught Python exception: \S*", log)
+    found = (re.search(r"^[\w.]*(?:Error|Exception|Finding|Interrupt|Exit)\b: .*$", log, re.MULTILINE)
+             or re.search(r"ERROR: libFuzzer: \S+", log))
     n = int(runs.group(1)) if runs else 0
     stats = {"target": name, "inputs": n, "wall_s": round(wall, 1), "per_s": round(n / max(wall, 1e-9)),
              "exec_per_s_libfuzzer": int(rate.group(1)) if rate else None, "edges": int(cov[-1]) if cov else None,
@@ -108,8 +109,10 @@ def run_target(name: str, seconds: float, corpus: Path, rss_mb: int | None, time
     print(f"{name}: {n} inputs in {wall:.0f} s ({stats['per_s']}/s), coverage {stats['edges'] or '?'} edges, corpus "
           f"{stats['corpus_before']} -> {stats['corpus_after']} files: {'ok' if r.returncode == 0 else 'FINDING'}",
           flush=True)
-    if r.returncode != 0:
-        print("\n".join(log.strip().splitlines()[-40:]), file=sys.stderr)
+    if r.returncode != 0:  # the Python traceback where there is one, then where the input was kept
+        at = log.find("=== Uncaught Python exception")
+        lines = log[at:].splitlines()[:40] if at >= 0 else log.strip().splitlines()[-40:]
+        print("\n".join(lines + ([crash.group(0)] if crash and at >= 0 else [])), file=sys.stderr)
     return stats
 
 
@@ -185,6 +188,7 @@ def main(argv=None) -> int:
                    help="a campaign: M minutes in all, split evenly over the targets, then a coverage report")
     p.add_argument("--corpus", default="fuzz-corpus", help="corpus folder, one sub-folder per target")
     p.add_argument("--coverage", action="store_true", help="replay the corpus under coverage.py and report lines")
+    p.add_argument("--replay", action="store_true", help="no fuzzing: only the coverage report of the corpus")
     p.add_argument("--report", metavar="FILE", help="write the numbers as JSON")
     p.add_argument("--rss-mb", type=int, default=None, help="memory limit of a target's process "
                                                            "(default 2048; the .icm side's: 6144)")
@@ -208,6 +212,11 @@ def main(argv=None) -> int:
     seconds = args.seconds if args.minutes is None else 60 * args.minutes / len(names)
     corpus = Path(args.corpus)
     corpus.mkdir(parents=True, exist_ok=True)
+    if args.replay:
+        report = {"lines": coverage_report([n for n in names if n != HTTP], corpus)}
+        if args.report:
+            Path(args.report).write_text(json.dumps(report, indent=1) + "\n")
+        return 0
     t0 = time.monotonic()
     stats = []
     for name in names:
