@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -209,6 +210,12 @@ def main(argv=None) -> int:
     if unknown:
         print(f"icm: error: unknown fuzz target {unknown[0]!r}; known: {', '.join(every)}", file=sys.stderr)
         return 2
+    if HTTP in names and importlib.util.find_spec("litserve") is None:
+        if args.targets:
+            print("icm: error: the http target needs icm serve: pip install 'icm[serve]'", file=sys.stderr)
+            return 2
+        print("http: skipped (icm serve needs the serve extra: pip install 'icm[serve]')", flush=True)
+        names = [n for n in names if n != HTTP]
     seconds = args.seconds if args.minutes is None else 60 * args.minutes / len(names)
     corpus = Path(args.corpus)
     corpus.mkdir(parents=True, exist_ok=True)
