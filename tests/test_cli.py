@@ -416,9 +416,9 @@ def test_demo(run_cli, tmp_path):
         n = len(held_out_crops())
         assert n == 30
         coded = sorted(out.glob("*-dicm-lite0-q*.icm"))
-        shapes = sorted(out.glob("shapes-*.icm"))
-        assert len(coded) == n * len(features) + len(shapes)
-        for path in set(coded) - set(shapes):
+        photos = _demo_photo_files(out)
+        assert len(coded) == n * len(features) + len(photos)
+        for path in set(coded) - set(photos):
             f = codec.read(path)
             assert (f.header.height, f.header.width) == (224, 224)
         rows = re.findall(r"^ ?(\d) \|\s+\d+\s+([\d.]+)\s+(\d+)/30 \|\s+([\d.]+)\s+(\d+)/30 \|\s+([\d.]+)\s+(\d+)/30$",
@@ -432,15 +432,24 @@ def test_demo(run_cli, tmp_path):
         assert "have the very bytes and answers of the committed report" in r.out, r.out
         assert f"dicm-lite0 BD-rate {reports['photo-crops-classify']['bd_rate_pct']:+.1f}% against hevc" in r.out
         assert (out / "dicm.png").is_file()
-    if shapes := sorted(out.glob("shapes-*.icm")):  # one file, three tasks: what the heads find was drawn
-        assert (out / "dicm-shapes.png").is_file() and len(shapes) == 2
-        lines = re.findall(r"shapes found: ([a-z, ]+) \(drawn: ([a-z, ]+);", r.out)
+    if photos := _demo_photo_files(out):
+        # one file, three tasks, on two held-out photos: what the heads find there
+        assert (out / "dicm-objects.png").is_file() and len(photos) == 2
+        lines = re.findall(r"^  (?:detect|segment): objects found: (.*) \((\d+) boxes", r.out, flags=re.M)
         assert len(lines) == 2, r.out
-        for found, drawn in lines:
-            assert set(found.split(", ")) & set(drawn.split(", ")), (found, drawn)
-        for path in shapes:
+        found = [[(m[0], float(m[1])) for m in re.findall(r"([a-z ]+) (\d\.\d\d)(?:, |$)", listed)]
+                 for listed, _ in lines]
+        assert [len(f) for f in found] == [int(k) for _, k in lines]
+        assert "person" in {label for label, _ in found[0]}, r.out  # the astronaut
+        assert all(score >= 0.5 for f in found for _, score in f)
+        for path, side in zip(photos, ((512, 512), (400, 600))):
             f = codec.read(path)
-            assert (f.header.height, f.header.width) == (160, 224)
+            assert (f.header.height, f.header.width) == side
+
+
+def _demo_photo_files(out: Path) -> list[Path]:
+    """Section 1's files: one per photo (section 2's crops are named photo-k-model-qN)."""
+    return [p for stem in ("astronaut", "coffee") for p in sorted(out.glob(f"{stem}-dicm-lite0-q*.icm"))]
 
 
 def test_bundled_report_figures_are_the_committed_reports():

@@ -19,6 +19,9 @@ from icm.refine import hard_rounded, refine_latents
 
 from conftest import gradient_image, requires_weights
 
+# The detection objectives are checked on pictures of shapes, with the heads that know them.
+pytestmark = pytest.mark.usefixtures("shapes_heads")
+
 
 def _photo_crop(h: int = 64, w: int = 96) -> torch.Tensor:
     # A textured crop of a photo (not one the hyperprior was trained on).
