@@ -185,7 +185,7 @@ def test_teacher_crops_are_views_labelled_by_the_teacher():
 
 @pytest.mark.needs_pool
 @pytest.mark.needs_teacher
-@pytest.mark.parametrize("stem", ["lite0-teacher-detect", pytest.param(
+@pytest.mark.parametrize("stem", ["lite0-teacher-detect", "lite0-teacher-detect-long", pytest.param(
     "lite0-teacher-segment", marks=pytest.mark.needs_debian_data("wallpapers"))])  # its stamps
 def test_teacher_recipes_build_on_a_tiny_codec(stem, tmp_path):
     from test_detection_cli import CONFIGS, SMALL
