@@ -250,10 +250,13 @@ def test_dicm_info_and_classify(core_env, dicm_files):
 
 
 def test_dicm_detect_and_segment_json(core_env, dicm_files, work):
+    from conftest import SHAPES_HEADS
+
     f = dicm_files["shapes"]
     truth = json.loads((work / "shapes.labels").read_text())
-    (det,) = _json_lines(_ok(_icm(core_env, "analyze", f, "--task", "detect", "--json")))
-    (seg,) = _json_lines(_ok(_icm(core_env, "analyze", f, "--task", "segment", "--json")))
+    env = {**core_env, "ICM_HEADS": f"dicm-lite0={SHAPES_HEADS}"}  # a picture of shapes: the heads that know them
+    (det,) = _json_lines(_ok(_icm(env, "analyze", f, "--task", "detect", "--json")))
+    (seg,) = _json_lines(_ok(_icm(env, "analyze", f, "--task", "segment", "--json")))
     assert det["task"] == "detect" and seg["task"] == "segment"
     assert sorted(d["index"] for d in det["detections"]) == truth  # the shapes drawn, found from the bitstream
     for d in det["detections"]:
