@@ -435,7 +435,7 @@ def test_demo(run_cli, tmp_path):
     if photos := _demo_photo_files(out):
         # one file, three tasks, on two held-out photos: what the heads find there
         assert (out / "dicm-objects.png").is_file() and len(photos) == 2
-        lines = re.findall(r"^  (?:detect|segment): objects found: (.*) \((\d+) boxes", r.out, flags=re.M)
+        lines = re.findall(r"^  (?:detect|segment): objects found: (.*) \((\d+) box(?:es)?", r.out, flags=re.M)
         assert len(lines) == 2, r.out
         found = [[(m[0], float(m[1])) for m in re.findall(r"([a-z ]+) (\d\.\d\d)(?:, |$)", listed)]
                  for listed, _ in lines]

@@ -212,7 +212,8 @@ def _one_file_three_tasks(out_dir: str, model_name: str, quality: int, photos=DE
         print(f"{path.name}: {len(data)} bytes ({bpp:.3f} bpp, whole file)")
         print(f"  classify: ImageNet top-1 {names[top].split(',')[0]!r}")
         listed = ", ".join(f"{label} {score:.2f}" for label, score in objects) or "nothing"
-        print(f"  {task}: objects found: {listed} ({len(records)} boxes{' with masks' if task == 'segment' else ''}, "
+        boxes = f"{len(records)} box{'es' if len(records) != 1 else ''}"
+        print(f"  {task}: objects found: {listed} ({boxes}{' with masks' if task == 'segment' else ''}, "
               f"score >= {DEMO_SCORE})")
         blank = np.full_like(image, 235)
         rows.append([
