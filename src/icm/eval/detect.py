@@ -84,13 +84,10 @@ def teacher_pixels(image: np.ndarray, score: float = SCORE_MIN) -> dict:
     """The teacher's detections on a picture, labelled with COCO ids, as torch tensors."""
     import torch
 
-    from ..teachers.distill import teacher
-    from ..teachers.pseudo import COCO_IDS
+    from ..teachers.distill import coco_detections
 
-    found = teacher().detect(np.ascontiguousarray(image), score_thresh=score)
-    return {"boxes": torch.from_numpy(found.boxes).reshape(-1, 4),
-            "labels": torch.tensor([COCO_IDS[int(k)] for k in found.labels], dtype=torch.int64),
-            "scores": torch.from_numpy(found.scores)}
+    boxes, labels, scores = coco_detections(image, score)
+    return {"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels), "scores": torch.from_numpy(scores)}
 
 
 def _ground_truth(coco: dict, masks: bool) -> dict[str, tuple[tuple[int, int], list[dict]]]:

@@ -60,14 +60,21 @@ def _resize(image: np.ndarray, short: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=None))
 
 
+def coco_detections(image: np.ndarray, score: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The teacher's detections on an RGB picture: ``(boxes (N, 4) xyxy, labels (N,) as COCO
+    2017 ids, scores (N,))``, best first."""
+    found = teacher().detect(np.ascontiguousarray(image), score_thresh=score)
+    labels = np.array([COCO_IDS[int(k)] for k in found.labels], dtype=np.int64)
+    return found.boxes.reshape(-1, 4), labels, found.scores
+
+
 def label(image: np.ndarray, image_id: int, score: float) -> dict:
     """The teacher's detections on ``image`` as a detection target (COCO ids)."""
     from ..tasks.annotations import make_target
 
-    found = teacher().detect(image, score_thresh=score)
-    keep = (found.boxes[:, 2] - found.boxes[:, 0] >= 2) & (found.boxes[:, 3] - found.boxes[:, 1] >= 2)
-    labels = [COCO_IDS[int(k)] for k in found.labels[keep]]
-    return make_target(image_id, found.boxes[keep], labels, scores=(found.scores[keep] * 1000).round())
+    boxes, labels, scores = coco_detections(image, score)
+    keep = (boxes[:, 2] - boxes[:, 0] >= 2) & (boxes[:, 3] - boxes[:, 1] >= 2)
+    return make_target(image_id, boxes[keep], labels[keep], scores=(scores[keep] * 1000).round())
 
 
 class TeacherCrops(Dataset):
