@@ -152,10 +152,13 @@ def test_cli_refine_rejects_bad_counts(run_cli, tmp_path, value):
 
 
 def test_refine_codec_names_parse():
-    assert _split_refine("hyperprior") == ("hyperprior", None)
-    assert _split_refine("hyperprior+refine") == ("hyperprior", 0)  # the model's own default
-    assert _split_refine("hyperprior+refine:25") == ("hyperprior", 25)
-    for bad in ("hyperprior+refine:0", "hyperprior+refine:x", "hyperprior+sharpen", "hyperprior+refine:"):
+    assert _split_refine("hyperprior") == ("hyperprior", None, None)
+    assert _split_refine("hyperprior+refine") == ("hyperprior", 0, None)  # the model's own default
+    assert _split_refine("hyperprior+refine:25") == ("hyperprior", 25, None)
+    assert _split_refine("dicm-lite0+refine@classify") == ("dicm-lite0", 0, "classify")
+    assert _split_refine("dicm-lite0+refine:4@detect") == ("dicm-lite0", 4, "detect")
+    for bad in ("hyperprior+refine:0", "hyperprior+refine:x", "hyperprior+sharpen", "hyperprior+refine:",
+                "dicm-lite0+refine@", "dicm-lite0+sharpen@classify"):
         with pytest.raises(IcmError, match="the one option is"):
             _split_refine(bad)
 
@@ -168,6 +171,18 @@ def test_refine_codec_is_its_own_sweep_entry():
     assert refined.state_hash(1) == plain.state_hash(1)  # the same weights
     with pytest.raises(IcmError, match="does not support refinement"):
         resolve_codec("bai2022-fmnist+refine")
+
+
+@requires_weights
+def test_a_refined_codec_can_name_the_task_it_keeps():
+    plain, refined = resolve_codec("dicm-lite0+refine"), resolve_codec("dicm-lite0+refine@classify")
+    assert refined.name == "dicm-lite0+refine@classify" and refined.refine_for == "classify"
+    assert refined.settings["refine_for"] == "classify" and "refine_for" not in plain.settings
+    assert "for classify" in refined.label
+    with pytest.raises(IcmError, match="not for task 'psnr'"):
+        resolve_codec("dicm-lite0+refine@psnr")
+    with pytest.raises(IcmError, match="refines for pixel fidelity"):
+        resolve_codec("hyperprior+refine@classify")
 
 
 # -- dicm: the task objective ---------------------------------------------------

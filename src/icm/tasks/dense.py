@@ -1,0 +1,197 @@
+"""A dense box head on the backbone's stage features, learned from a dense teacher.
+
+Region proposals and RoI classifiers (:class:`icm.tasks.detection.CompressedDomainRCNN`)
+need many annotated boxes; the teacher of this project (NanoDet-g,
+:mod:`icm.teachers.nanodet`) gives far more than boxes: on every cell of its three
+pyramid levels a score for each of the 80 COCO classes and a distribution over each box
+side (generalised focal loss: Li et al., NeurIPS 2020, arXiv 2006.04388).  A student
+with the same output layout can learn all of it from every picture, box or not::
+
+    stages {"0": s8, "1": s16, "2": s32} ─▶ per level 1×1, 3×3 (``refine`` of them), linear 1×1
+        ─▶ top-down + bottom-up sums (PAN) ─▶ [features the teacher's PAN is mimicked with]
+        ─▶ 3×3 conv ─▶ 1×1 conv ─▶ per cell: 80 class logits, 4 × (reg_max + 1) side logits
+
+The last two convolutions have the teacher's head's shapes, so training starts from the
+teacher's own head (:meth:`DenseBoxHead.init_from_teacher`); the rest learns to turn the
+codec's decoded stages into what the teacher's head reads.  Decoding is the teacher's:
+the softmax expectation of each side's bins × stride from the cell centre, scores above a
+threshold, per-class NMS.
+
+The head answers in the teacher's 80 class indices; :class:`CompressedDomainRCNN` maps
+them to its labels (COCO 2017 ids) and keeps its mask branch for the boxes this head finds.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+STRIDES = (8, 16, 32)
+
+
+def _conv(cin: int, cout: int, k: int, act: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, padding=k // 2)]
+    if act:
+        layers.append(nn.LeakyReLU(0.1))
+    return nn.Sequential(*layers)
+
+
+class DenseBoxHead(nn.Module):
+    """Per-cell class scores and box-side distributions on three stage features.
+
+    Args:
+        in_channels: channels of the stages ``"0", "1", "2"`` (strides 8, 16, 32).
+        width: channels of the pyramid (the teacher's 128).
+        num_classes: classes scored per cell (the teacher's 80).
+        reg_max: the largest bin of a side's distribution (the teacher's 10: 11 bins).
+        refine: 3×3 convolutions per level before the pyramid sums.
+        score_thresh, iou, max_det: decoding: the lowest score kept, the per-class NMS
+            overlap, the most boxes per image.
+
+    ``forward(stages)`` → ``(features, outputs)``: the refined pyramid (one
+    ``(B, width, h, w)`` per level) and per level ``(logits (B, h·w, num_classes),
+    side logits (B, h·w, 4·(reg_max+1)))``, cells row-major.
+    """
+
+    def __init__(self, in_channels: list[int], width: int = 128, num_classes: int = 80, reg_max: int = 10,
+                 refine: int = 1, score_thresh: float = 0.05, iou: float = 0.6, max_det: int = 100) -> None:
+        super().__init__()
+        if len(in_channels) != len(STRIDES):
+            raise ValueError(f"a dense head reads {len(STRIDES)} stages, got {len(in_channels)} channel counts")
+        self.num_classes, self.reg_max = int(num_classes), int(reg_max)
+        self.score_thresh, self.iou, self.max_det = float(score_thresh), float(iou), int(max_det)
+        # per level: 1×1 in, ``refine`` 3×3 convolutions, a linear 1×1 out (the teacher's laterals
+        # and pyramid sums are linear: its head reads values of either sign)
+        self.laterals = nn.ModuleList([
+            nn.Sequential(_conv(c, width, 1), *[_conv(width, width, 3) for _ in range(refine)],
+                          _conv(width, width, 1, act=False)) for c in in_channels])
+        self.head_convs = nn.ModuleList([_conv(width, width, 3) for _ in STRIDES])
+        self.head_outs = nn.ModuleList([_conv(width, num_classes + 4 * (reg_max + 1), 1, act=False)
+                                        for _ in STRIDES])
+        with torch.no_grad():  # start near an empty pyramid: the teacher's head then sees little, not noise
+            for m in self.laterals:
+                m[-1][0].weight.mul_(0.1)
+        self.arguments = {"width": int(width), "num_classes": self.num_classes, "reg_max": self.reg_max,
+                          "refine": int(refine), "score_thresh": self.score_thresh, "iou": self.iou,
+                          "max_det": self.max_det}
+
+    def pyramid(self, stages: OrderedDict[str, Tensor] | list[Tensor]) -> list[Tensor]:
+        """The refined pyramid of the stages (what the teacher's PAN output is compared with)."""
+        feats = list(stages.values()) if isinstance(stages, dict) else list(stages)
+        lat = [m(f) for m, f in zip(self.laterals, feats)]
+        for i in range(len(lat) - 1, 0, -1):  # top-down
+            lat[i - 1] = lat[i - 1] + F.interpolate(lat[i], size=lat[i - 1].shape[2:], mode="bilinear",
+                                                    align_corners=False)
+        for i in range(len(lat) - 1):  # bottom-up
+            lat[i + 1] = lat[i + 1] + F.interpolate(lat[i], size=lat[i + 1].shape[2:], mode="bilinear",
+                                                    align_corners=False)
+        return lat
+
+    def outputs(self, pyramid: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+        out = []
+        for f, c, o in zip(pyramid, self.head_convs, self.head_outs):
+            y = o(c(f)).flatten(2).transpose(1, 2)
+            out.append((y[..., : self.num_classes], y[..., self.num_classes:]))
+        return out
+
+    def forward(self, stages):
+        pyramid = self.pyramid(stages)
+        return pyramid, self.outputs(pyramid)
+
+    @torch.no_grad()
+    def init_from_teacher(self, teacher: nn.Module) -> None:
+        """Copy the teacher's head (3×3 conv and 1×1 output per level).
+
+        Raises:
+            ValueError: a head whose width, classes or bins are not the teacher's."""
+        for m, t in zip(list(self.head_convs) + list(self.head_outs), list(teacher.head_convs) + list(teacher.head_outs)):
+            if m[0].weight.shape != t.conv.weight.shape:
+                raise ValueError(f"the teacher's head is {tuple(t.conv.weight.shape)}, this one "
+                                 f"{tuple(m[0].weight.shape)}: width, classes and bins must be the teacher's")
+        for mine, theirs in ((self.head_convs, teacher.head_convs), (self.head_outs, teacher.head_outs)):
+            for m, t in zip(mine, theirs):
+                m[0].weight.copy_(t.conv.weight)
+                m[0].bias.copy_(t.conv.bias)
+
+    @torch.no_grad()
+    def detect(self, stages, image_sizes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:
+        """Boxes in each image's pixels (``image_sizes``: ``(H, W)`` before padding),
+        ``labels`` as class indices ``0…num_classes-1``, ``scores``; best first."""
+        feats = list(stages.values()) if isinstance(stages, dict) else list(stages)
+        _, outs = self(feats)
+        return self.decode(outs, [tuple(f.shape[-2:]) for f in feats], image_sizes)
+
+    @torch.no_grad()
+    def decode(self, outs: list[tuple[Tensor, Tensor]], grids: list[tuple[int, int]],
+               image_sizes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:
+        """:meth:`detect` from given outputs (per level ``(logits, side logits)`` of grids
+        ``(h, w)``): each side the expectation of its bins × stride from the cell centre
+        ``((j + 0.5)·s, (i + 0.5)·s)``, clipped to the image; every (cell, class) above
+        ``score_thresh``; per-class NMS at ``iou``; the ``max_det`` best."""
+        from torchvision.ops import batched_nms
+
+        results = []
+        for b, (h, w) in enumerate(image_sizes):
+            boxes, scores = [], []
+            for (logits, sides), s, (gh, gw) in zip(outs, STRIDES, grids):
+                ys, xs = torch.meshgrid(torch.arange(gh, device=logits.device), torch.arange(gw, device=logits.device),
+                                        indexing="ij")
+                ctr = torch.stack(((xs.flatten() + 0.5) * s, (ys.flatten() + 0.5) * s), 1).float()
+                p = sides[b].float().reshape(-1, 4, self.reg_max + 1).softmax(-1)
+                d = (p * torch.arange(self.reg_max + 1, dtype=p.dtype, device=p.device)).sum(-1) * s
+                box = torch.cat((ctr - d[:, :2], ctr + d[:, 2:]), 1)
+                box[:, 0::2] = box[:, 0::2].clamp(0, w)
+                box[:, 1::2] = box[:, 1::2].clamp(0, h)
+                boxes.append(box)
+                scores.append(logits[b].float().sigmoid())
+            boxes, scores = torch.cat(boxes), torch.cat(scores)
+            cell, label = torch.nonzero(scores > self.score_thresh, as_tuple=True)
+            bx, sc = boxes[cell], scores[cell, label]
+            ok = (bx[:, 2] - bx[:, 0] >= 1) & (bx[:, 3] - bx[:, 1] >= 1)
+            bx, sc, label = bx[ok], sc[ok], label[ok]
+            keep = batched_nms(bx, sc, label, self.iou)[: self.max_det]
+            results.append({"boxes": bx[keep], "scores": sc[keep], "labels": label[keep]})
+        return results
+
+
+def distillation_losses(student: list[tuple[Tensor, Tensor]], teacher: list[tuple[Tensor, Tensor]],
+                        reg_max: int = 10, box_from: float = 0.1, beta: float = 2.0) -> dict[str, Tensor]:
+    """Dense losses of a student's outputs against the teacher's on the same cells.
+
+    * ``cls``: quality focal loss with the teacher's scores as soft targets, the binary
+      cross-entropy of every (cell, class) weighted by ``|σ(s) − t|^beta``, summed and
+      divided by the number of cells where the teacher's best score exceeds 0.3 (at least 1);
+    * ``box``: KL divergence of the student's side distributions from the teacher's, on the
+      cells where the teacher's best score exceeds ``box_from``, weighted by that score.
+
+    ``student``: per level ``(logits, side logits)``; ``teacher``: per level ``(scores after
+    the sigmoid, side logits)``; both ``(B, N, ·)``.
+    """
+    cls, box, weight, positives = 0.0, 0.0, 0.0, 0.0
+    for (logits, sides), (t, t_sides) in zip(student, teacher):
+        p = logits.sigmoid()
+        cls = cls + (F.binary_cross_entropy_with_logits(logits, t, reduction="none") * (p - t).abs().pow(beta)).sum()
+        best = t.max(-1).values
+        positives = positives + (best > 0.3).sum()
+        m = best > box_from
+        if m.any():
+            ls = F.log_softmax(sides[m].reshape(-1, 4, reg_max + 1), -1)
+            lt = F.log_softmax(t_sides[m].reshape(-1, 4, reg_max + 1), -1)
+            kl = (lt.exp() * (lt - ls)).sum(-1).mean(-1)
+            box = box + (kl * best[m]).sum()
+            weight = weight + best[m].sum()
+    n = torch.as_tensor(positives).clamp(min=1).float()
+    box = box / weight if torch.is_tensor(weight) and weight > 0 else torch.zeros(()) + 0.0 * cls
+    return {"cls": cls / n, "box": box}
+
+
+def mimic_loss(student: list[Tensor], teacher: list[Tensor]) -> Tensor:
+    """Mean squared difference of the student's pyramid from the teacher's, each level
+    divided by the teacher level's mean square (so that no level dominates)."""
+    total = 0.0
+    for s, t in zip(student, teacher):
+        total = total + (s - t).pow(2).mean() / t.pow(2).mean().clamp(min=1e-6)
+    return total / len(student)

@@ -1,0 +1,310 @@
+"""Training a dense box head (:class:`icm.tasks.dense.DenseBoxHead`) from the NanoDet teacher.
+
+The head is added to detection heads that exist already (``model.heads_init``: a heads
+file such as the shipped ``dicm-lite0-rcnn.safetensors``, whose FPN and mask branch it
+keeps) and learns alone, on a frozen codec, from the teacher's raw outputs::
+
+    view ─▶ pad to size² ─┬─▶ codec at quality q (or the unsplit backbone) ─▶ stages ─▶ head ─▶ pyramid, outputs
+                          └─▶ NanoDet-g teacher ─────────────────────────────────────────▶ PAN,     outputs
+    loss = mimic · ‖pyramid − PAN‖² + cls (quality focal, soft targets) + box · KL(sides)
+
+Each step codes a batch of random views of the training photos
+(:class:`icm.teachers.distill.TeacherCrops`' views: rescaled, cropped, mirrored, a stamp on
+some) through one path of ``model.paths`` in turn (``pixels`` or a shipped quality).  The
+student and the teacher see the same padded picture, so their cells line up.  Steps are
+seeded by ``(seed, step)``: a resumed run (``trainer.resume: last``) draws the same views.
+
+A recipe (``configs/detection/lite0-dense-teacher.yaml``)::
+
+    task: dense
+    model: {name: dicm-lite0, quality: 2, heads_init: FILE, paths: [pixels, 1, 2, 3, 2, 4, 1, 5, 2, 6]}
+    dense: {width: 128, refine: 1}
+    data: {train_photos: [set:train, set:pool], size: 320, short_side: [256, 480], stamps: 0.3, batch_size: 4}
+    loss: {mimic: 1.0, cls: 1.0, box: 1.0, box_from: 0.1}
+    optim: {lr: 1.0e-3, min_lr: 1.0e-5, weight_decay: 1.0e-4, warmup_steps: 100, clip: 10.0}
+    trainer: {max_steps: 4000, ckpt_every: 100, out_dir: runs/dense-lite0, threads: 1, seed: 0, resume: last}
+
+Commands::
+
+    python -m icm.train.dense train CONFIG [--max-steps N]
+    python -m icm.train.dense export CONFIG [--ckpt FILE] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import IcmError
+
+DENSE_PARTS = ("dense_head.",)
+
+
+def teacher_outputs(teacher, x: torch.Tensor):
+    """NanoDet's PAN features and per-level ``(scores after the sigmoid, side logits)`` on a
+    normalised batch (:func:`normalise`)."""
+    from ..teachers.nanodet import NUM_CLASSES
+
+    feats = teacher.features(x)
+    outs = []
+    for f, c, o in zip(feats, teacher.head_convs, teacher.head_outs):
+        y = o(c(f)).flatten(2).transpose(1, 2)
+        outs.append((torch.sigmoid(y[..., :NUM_CLASSES]), y[..., NUM_CLASSES:]))
+    return feats, outs
+
+
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    """RGB ``[0, 1]`` ``(B, 3, H, W)`` → the teacher's input (BGR, its mean and std)."""
+    from ..teachers.nanodet import MEAN_BGR, STD_BGR
+
+    mean = torch.tensor(MEAN_BGR, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(STD_BGR, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x.flip(1) * 255.0 - mean) / std
+
+
+def _paths(m: dict) -> list:
+    paths = m.get("paths") or ["pixels", 1, 2, 3, 4, 5, 6]
+    out = []
+    for p in paths:
+        if p == "pixels":
+            out.append("pixels")
+        elif isinstance(p, int) and not isinstance(p, bool):
+            out.append(int(p))
+        else:
+            raise IcmError(f"model.paths entries are 'pixels' or a quality, not {p!r}")
+    return out
+
+
+def build_heads(cfg: dict, codec):
+    """The heads of ``model.heads_init`` (a heads file) with a dense head added (``dense``)."""
+    from safetensors.torch import load_file
+
+    from ..models._registry import read_metadata
+    from ..tasks.detection import CompressedDomainRCNN, load_head_state
+    from ..teachers.distill import coco_categories
+    from ..teachers.pseudo import COCO_IDS
+
+    m = cfg["model"]
+    init = m.get("heads_init")
+    if not init:
+        raise IcmError("a dense recipe needs model.heads_init: the heads file whose FPN and mask branch it keeps")
+    try:
+        raw = Path(init).read_bytes()
+    except FileNotFoundError:
+        raise IcmError(f"heads_init not found: {init}") from None
+    meta = read_metadata(raw)
+    arch = dict(meta["architecture"])
+    kwargs = arch.pop("rcnn_kwargs", {})
+    arch.pop("dense", None)
+    arch["anchor_sizes"] = tuple(tuple(a) for a in arch["anchor_sizes"])
+    arch["aspect_ratios"] = tuple(arch["aspect_ratios"])
+    arch["mask_layers"] = tuple(arch["mask_layers"])
+    dense = {**(cfg.get("dense") or {}), "labels": list(COCO_IDS)}
+    heads = CompressedDomainRCNN(codec, freeze_codec=True, dense=dense, **arch, **kwargs)
+    state = {k: v for k, v in load_file(init).items() if not k.startswith(DENSE_PARTS)}
+    load_head_state(heads, state, init, missing_ok=DENSE_PARTS)
+    heads.categories = coco_categories()
+    heads.metadata = meta
+    for name, p in heads.named_parameters():
+        p.requires_grad_(name.startswith(DENSE_PARTS))
+    return heads.eval()
+
+
+class Views:
+    """Fixed-size batches of the teacher's random views, padded (black) to ``size``²."""
+
+    def __init__(self, d: dict):
+        from ..data import recipe_photos
+        from ..teachers.distill import TeacherCrops
+
+        self.size = int(d.get("size", 320))
+        if self.size % 32:
+            raise IcmError(f"data.size must be a multiple of 32 (the codec's stride), not {self.size}")
+        self.crops = TeacherCrops(recipe_photos(d, "train"), size=self.size, views=1,
+                                  short_side=d.get("short_side", (256, 480)), stamps=float(d.get("stamps", 0.3)))
+        self.batch = int(d.get("batch_size", 4))
+
+    def batch_at(self, seed: int, step: int) -> torch.Tensor:
+        from ..train.resume import mix_seed
+
+        rng = np.random.default_rng(mix_seed(seed, step))
+        x = torch.zeros(self.batch, 3, self.size, self.size)
+        for b in range(self.batch):
+            v = self.crops.view(int(rng.integers(len(self.crops.sources))), rng)
+            x[b, :, : v.shape[0], : v.shape[1]] = torch.from_numpy(np.array(v)).permute(2, 0, 1).float() / 255.0
+        return x
+
+
+def _lr(o: dict, step: int, total: int) -> float:
+    lr, floor, warm = float(o.get("lr", 1e-3)), float(o.get("min_lr", 1e-5)), int(o.get("warmup_steps", 100))
+    if step < warm:
+        return lr * (step + 1) / warm
+    t = min(1.0, (step - warm) / max(1, total - warm))
+    return floor + 0.5 * (lr - floor) * (1 + math.cos(math.pi * t))
+
+
+def _save(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(cfg: dict, max_steps: int | None = None, log=print) -> Path:
+    """Run a dense recipe; returns the last checkpoint (``out_dir/last.pt``)."""
+    from ..models import create_model
+    from ..models._registry import read_weights
+    from ..tasks.dense import distillation_losses, mimic_loss
+    from ..tasks.detection import PadOnlyTransform  # noqa: F401  (the codec pads as the detector does)
+    from ..teachers.distill import teacher as load_teacher
+
+    m, d, o, t, w = cfg["model"], cfg["data"], cfg["optim"], cfg["trainer"], cfg.get("loss") or {}
+    total = int(max_steps or t.get("max_steps", 4000))
+    if t.get("threads"):
+        torch.set_num_threads(int(t["threads"]))
+    seed = int(t.get("seed", 0))
+    torch.manual_seed(seed)
+    codec = create_model(m.get("name", "dicm-lite0"), quality=m.get("quality", 2), pretrained=True).eval()
+    codec.requires_grad_(False)
+    heads = build_heads(cfg, codec)
+    teacher = load_teacher().model.eval()
+    head = heads.dense_head
+    paths = _paths(m)
+    states = {q: read_weights(codec.model_name, q)[0] for q in sorted({p for p in paths if p != "pixels"})}
+    views = Views(d)
+    params = [p for p in head.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=float(o.get("lr", 1e-3)), weight_decay=float(o.get("weight_decay", 1e-4)))
+    out = Path(t.get("out_dir", "runs/dense"))
+    out.mkdir(parents=True, exist_ok=True)
+    last = out / "last.pt"
+    step = 0
+    if t.get("resume") == "last" and last.exists():
+        ck = torch.load(last, map_location="cpu", weights_only=True)
+        head.load_state_dict(ck["dense"])
+        opt.load_state_dict(ck["optim"])
+        step = int(ck["step"])
+        log(f"resumed from {last} at step {step}")
+    else:
+        try:
+            head.init_from_teacher(teacher)
+        except ValueError as e:
+            raise IcmError(f"dense: {e}") from None
+    every, loaded = int(t.get("ckpt_every", 100)), None
+    logf = (out / "log.csv").open("a")
+    if step == 0:
+        logf.write("step,path,loss,mimic,cls,box,lr,seconds\n")
+    t0, recent = time.time(), []
+    while step < total:
+        path = paths[step % len(paths)]
+        x = views.batch_at(seed, step)
+        with torch.no_grad():
+            t_feats, t_outs = teacher_outputs(teacher, normalise(x))
+            if path == "pixels":
+                stages = codec.backbone.features(x)
+            else:
+                if loaded != path:
+                    codec.load_state_dict(states[path], strict=False)
+                    loaded = path
+                y_hat = codec.latent(codec.analysis(x))["y_hat"]
+                stages = codec.stages(codec.decode_features(y_hat))
+        head.train()
+        pyramid, outs = head(stages)
+        parts = distillation_losses(outs, t_outs, head.reg_max, float(w.get("box_from", 0.1)))
+        parts["mimic"] = mimic_loss(pyramid, t_feats)
+        loss = float(w.get("mimic", 1.0)) * parts["mimic"] + float(w.get("cls", 1.0)) * parts["cls"] \
+            + float(w.get("box", 1.0)) * parts["box"]
+        if not torch.isfinite(loss):
+            raise IcmError(f"step {step}: loss is {loss.item()} ({ {k: float(v) for k, v in parts.items()} })")
+        lr = _lr(o, step, total)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if float(o.get("clip", 10.0)) > 0:
+            torch.nn.utils.clip_grad_norm_(params, float(o.get("clip", 10.0)))
+        opt.step()
+        step += 1
+        v = {k: float(p.detach()) for k, p in {"loss": loss, **parts}.items()}
+        recent.append(v["loss"])
+        logf.write(f"{step},{path},{v['loss']:.5f},{v['mimic']:.5f},{v['cls']:.5f},{v['box']:.5f},{lr:.3g},"
+                   f"{time.time() - t0:.1f}\n")
+        if step % 20 == 0 or step == total:
+            logf.flush()
+            log(f"step {step}/{total}  loss {np.mean(recent):.4f}  lr {lr:.2e}  "
+                f"{(time.time() - t0) / 60:.1f} min")
+            recent = []
+        if step % every == 0 or step == total:
+            _save(last, {"dense": head.state_dict(), "optim": opt.state_dict(), "step": step})
+            if t.get("keep_checkpoints") and step % (every * 10) == 0:
+                _save(out / f"step-{step}.pt", {"dense": head.state_dict(), "optim": {}, "step": step})
+    logf.close()
+    return last
+
+
+def export(cfg: dict, ckpt=None, out=None) -> tuple[Path, dict]:
+    """Write the heads of ``heads_init`` with the trained dense head (float16) and a card."""
+    from .. import __version__
+    from ..models import create_model
+    from ..tasks.detection import save_heads
+
+    m, t = cfg["model"], cfg["trainer"]
+    codec = create_model(m.get("name", "dicm-lite0"), quality=m.get("quality", 2), pretrained=True).eval()
+    heads = build_heads(cfg, codec)
+    ck_path = Path(ckpt or Path(t.get("out_dir", "runs/dense")) / "last.pt")
+    try:
+        ck = torch.load(ck_path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise IcmError(f"checkpoint not found: {ck_path}") from None
+    heads.dense_head.load_state_dict(ck["dense"])
+    base = {k: v for k, v in heads.metadata.items() if k not in ("architecture", "categories")}
+    meta = {**base, "boxes": {
+        "head": "dense (icm.tasks.dense.DenseBoxHead): the RPN and RoI box heads of heads_init are unused",
+        "recipe": cfg, "steps": int(ck["step"]), "heads_init": str(m["heads_init"]),
+        "taught_by": "the NanoDet-g teacher's raw outputs (class scores and box-side distributions on every "
+                     "cell, and its pyramid features) on random views of the training photos and the photo pool",
+        "icm_version": __version__}}
+    if out is None:
+        import icm.weights
+
+        from ..models._registry import heads_name
+
+        out = Path(icm.weights.__file__).parent / heads_name(codec.model_name)
+    path = save_heads(heads, out, meta)
+    return path, meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import load_config
+
+    p = argparse.ArgumentParser(prog="python -m icm.train.dense", description="train or export a dense box head")
+    sub = p.add_subparsers(dest="command", required=True)
+    tr = sub.add_parser("train", help="train (resumes with trainer.resume: last)")
+    tr.add_argument("config")
+    tr.add_argument("--max-steps", type=int, default=None)
+    ex = sub.add_parser("export", help="write the heads file with the dense head")
+    ex.add_argument("config")
+    ex.add_argument("--ckpt", default=None)
+    ex.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        if args.command == "train":
+            print(train(cfg, args.max_steps, log=lambda s: print(s, file=sys.stderr, flush=True)))
+        else:
+            path, meta = export(cfg, args.ckpt, args.out)
+            print(path)
+            print(json.dumps(meta["boxes"]["steps"]))
+    except IcmError as err:
+        p.exit(2, f"icm: error: {err}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

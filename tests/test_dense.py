@@ -1,0 +1,219 @@
+"""The dense box head (``icm.tasks.dense``) inside the detection heads, its losses, and its
+trainer (``icm.train.dense``) with a NanoDet of random weights standing in for the teacher."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from test_detection import HEADS, make_codec
+
+from icm.errors import IcmError
+from icm.tasks.dense import DenseBoxHead, distillation_losses, mimic_loss
+from icm.tasks.detection import (
+    CompressedDomainRCNN,
+    detect_from_bitstream,
+    head_state,
+    load_heads,
+    save_heads,
+)
+from icm.teachers.pseudo import COCO_IDS
+
+torch.set_num_threads(1)
+
+
+def test_outputs_have_the_teachers_layout():
+    torch.manual_seed(0)
+    head = DenseBoxHead([40, 112, 320], width=32)
+    stages = [torch.randn(2, 40, 12, 16), torch.randn(2, 112, 6, 8), torch.randn(2, 320, 3, 4)]
+    pyramid, outs = head(stages)
+    assert [tuple(p.shape) for p in pyramid] == [(2, 32, 12, 16), (2, 32, 6, 8), (2, 32, 3, 4)]
+    assert [tuple(o[0].shape) for o in outs] == [(2, 192, 80), (2, 48, 80), (2, 12, 80)]
+    assert [tuple(o[1].shape) for o in outs] == [(2, 192, 44), (2, 48, 44), (2, 12, 44)]
+    with pytest.raises(ValueError, match="3 stages"):
+        DenseBoxHead([40, 112])
+
+
+def test_decoding_places_a_box_from_its_cell_and_side_bins():
+    head = DenseBoxHead([8, 8, 8], width=8, num_classes=5, score_thresh=0.3)
+    grids = [(4, 4), (2, 2), (1, 1)]
+    outs = []
+    for gh, gw in grids:
+        outs.append((torch.full((1, gh * gw, 5), -10.0), torch.zeros(1, gh * gw, 44)))
+    cell = 1 * 4 + 2  # row 1, column 2 of the stride-8 grid: centre (20, 12)
+    outs[0][0][0, cell, 3] = 5.0
+    sides = torch.full((4, 11), -30.0)
+    sides[:, 2] = 30.0  # every side 2 bins: 16 px
+    sides[2, 2], sides[2, 3] = -30.0, 30.0  # the right side 3 bins: 24 px
+    outs[0][1][0, cell] = sides.flatten()
+    found = head.decode(outs, grids, [(30, 40)])[0]
+    assert found["labels"].tolist() == [3]
+    assert found["scores"][0] == pytest.approx(1 / (1 + math.exp(-5.0)), rel=1e-5)
+    # (20 − 16, 12 − 16 → clipped to 0, 20 + 24, 12 + 16 → clipped to the height 30)
+    assert found["boxes"][0].tolist() == pytest.approx([4.0, 0.0, 40.0, 28.0], abs=1e-3)
+
+
+def test_losses_vanish_when_the_student_says_what_the_teacher_says():
+    torch.manual_seed(0)
+    t = [(torch.rand(2, 20, 80) * 0.9 + 0.05, torch.randn(2, 20, 44)) for _ in range(3)]
+    same = [(torch.logit(s), d.clone()) for s, d in t]
+    zero = distillation_losses(same, t)
+    assert float(zero["cls"]) == pytest.approx(0.0, abs=1e-9)
+    assert float(zero["box"]) == pytest.approx(0.0, abs=1e-6)
+    other = distillation_losses([(torch.randn(2, 20, 80), torch.randn(2, 20, 44)) for _ in range(3)], t)
+    assert float(other["cls"]) > 0.01 and float(other["box"]) > 0.01
+    # no cell above box_from: no box loss, and no division by zero
+    quiet = [(torch.full((1, 4, 80), 0.01), torch.randn(1, 4, 44))]
+    assert float(distillation_losses([(torch.zeros(1, 4, 80), torch.zeros(1, 4, 44))], quiet)["box"]) == 0.0
+    feats = [torch.randn(1, 8, 4, 4), torch.randn(1, 8, 2, 2)]
+    assert float(mimic_loss(feats, feats)) == 0.0
+    assert float(mimic_loss([torch.zeros_like(f) for f in feats], feats)) == pytest.approx(1.0, rel=1e-5)
+
+
+def dense_heads(codec, seed: int = 1, **dense) -> CompressedDomainRCNN:
+    torch.manual_seed(seed)
+    kw = {**HEADS, "box_score_thresh": 0.05}
+    return CompressedDomainRCNN(codec, num_classes=91, masks=True, mask_agnostic=True,
+                                dense={"width": 16, "score_thresh": 0.2, "max_det": 10, "labels": list(COCO_IDS),
+                                       **dense}, **kw)
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return make_codec()
+
+
+def test_dense_heads_answer_in_coco_ids_from_pixels_latents_and_files(codec, tmp_path):
+    from icm.models import Compressed
+
+    heads = dense_heads(codec).eval()
+    with torch.no_grad():  # make every cell confident, so that detections exist
+        for o in heads.dense_head.head_outs:
+            o[0].bias[:80] = 3.0
+    x = torch.rand(1, 3, 96, 128)
+    pix = heads.forward_pixels([x[0]])[0]
+    assert 0 < len(pix["boxes"]) <= 10
+    assert set(pix["labels"].tolist()) <= set(COCO_IDS)
+    assert pix["masks"].shape == (len(pix["boxes"]), 1, 96, 128)
+    assert float(pix["masks"].min()) >= 0 and float(pix["masks"].max()) <= 1
+    assert (pix["boxes"][:, 2] <= 128).all() and (pix["boxes"][:, 3] <= 96).all()
+    lat = detect_from_bitstream(codec, heads, codec.compress(x))[0]
+    assert 0 < len(lat["boxes"]) and lat["masks"].shape[-2:] == (96, 128)
+    y_hat = codec.decompress(codec.compress(x), pixels=False)["y_hat"]
+    stages = codec.stages(codec.decode_features(y_hat))
+    found = heads.find_boxes(stages, (96, 128), (96, 128))[0]
+    assert torch.equal(found["boxes"], lat["boxes"]) and torch.equal(found["labels"], lat["labels"])
+    # saved and loaded as it was: the architecture carries the dense head and its labels
+    assert heads.architecture["dense"]["labels"] == list(COCO_IDS)
+    path = save_heads(heads, tmp_path / "h.safetensors", {"model": "dicm-lite0"})
+    back = load_heads(codec, "dicm-lite0", path=path)
+    assert back.dense_head is not None and back.dense_head.arguments == heads.dense_head.arguments
+    assert any(k.startswith("dense_head.") for k in head_state(back))
+    again = detect_from_bitstream(codec, back, Compressed(codec.compress(x).strings, (96, 128)))[0]
+    assert len(again["boxes"]) == len(lat["boxes"])
+    assert torch.allclose(again["boxes"], lat["boxes"], atol=0.5)
+
+
+def test_dense_labels_must_map_every_class(codec):
+    with pytest.raises(ValueError, match="dense labels"):
+        dense_heads(codec, labels=[1, 2, 3])
+    with pytest.raises(ValueError, match="dense labels"):
+        dense_heads(codec, labels=[0] + list(COCO_IDS[1:]))
+
+
+# -- the trainer ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def random_teacher(monkeypatch):
+    """A NanoDet of random weights in place of the TF.js teacher (no download)."""
+    from icm.teachers import distill
+    from icm.teachers.nanodet import NanoDet, Teacher
+
+    torch.manual_seed(7)
+    monkeypatch.setattr(distill, "_TEACHER", Teacher(NanoDet()))
+
+
+def recipe(tmp_path, heads_file, **trainer) -> dict:
+    from icm.train.config import validate
+
+    cfg = {"task": "dense",
+           "model": {"name": "dicm-lite0", "quality": 2, "heads_init": str(heads_file), "paths": ["pixels", 2]},
+           "dense": {"width": 128},
+           "data": {"train_photos": ["skimage:astronaut", "skimage:coffee"], "size": 64, "short_side": [64, 96],
+                    "stamps": 0.0, "batch_size": 1},
+           "loss": {"mimic": 1.0, "cls": 1.0, "box": 1.0},
+           "optim": {"lr": 1e-3, "warmup_steps": 2},
+           "trainer": {"max_steps": 4, "ckpt_every": 1, "out_dir": str(tmp_path / "run"), "threads": 1,
+                       "seed": 0, "resume": "last", **trainer}}
+    return validate(cfg)
+
+
+@pytest.fixture
+def rcnn_file(tmp_path):
+    """Heads without a dense head on the shipped codec, as heads_init."""
+    from icm.models import create_model
+
+    codec = create_model("dicm-lite0", quality=2, pretrained=True)
+    torch.manual_seed(3)
+    heads = CompressedDomainRCNN(codec, num_classes=91, masks=True, mask_agnostic=True, fpn_channels=16,
+                                 representation_size=32, mask_layers=(8,))
+    return save_heads(heads, tmp_path / "rcnn.safetensors", {"model": "dicm-lite0"})
+
+
+def test_dense_training_learns_resumes_exactly_and_exports(random_teacher, rcnn_file, tmp_path):
+    from icm.models import create_model
+    from icm.train.dense import export, train
+
+    straight = recipe(tmp_path / "a", rcnn_file)
+    last = train(straight, log=lambda s: None)
+    rows = (last.parent / "log.csv").read_text().splitlines()
+    assert rows[0].startswith("step,path,loss") and len(rows) == 5
+    assert [r.split(",")[1] for r in rows[1:]] == ["pixels", "2", "pixels", "2"]
+    losses = [float(r.split(",")[2]) for r in rows[1:]]
+    assert all(math.isfinite(v) and v > 0 for v in losses)
+    a = torch.load(last, weights_only=True)
+    assert a["step"] == 4
+    # interrupted after 2 steps, resumed to 4: the same weights
+    cut = recipe(tmp_path / "b", rcnn_file)
+    train(cut, max_steps=2, log=lambda s: None)
+    b = torch.load(train(recipe(tmp_path / "b", rcnn_file), log=lambda s: None), weights_only=True)
+    assert b["step"] == 4
+    for k, v in a["dense"].items():
+        assert torch.equal(v, b["dense"][k]), k
+    # the head started from the teacher's head and moved
+    init = torch.load(last.parent / "last.pt", weights_only=True)["dense"]["head_outs.0.0.bias"]
+    assert not torch.equal(init, torch.zeros_like(init))
+    path, meta = export(straight, out=tmp_path / "dense.safetensors")
+    assert meta["boxes"]["steps"] == 4 and "NanoDet-g" in meta["boxes"]["taught_by"]
+    codec = create_model("dicm-lite0", quality=2, pretrained=True)
+    heads = load_heads(codec, "dicm-lite0", path=path)
+    assert heads.dense_head is not None
+    assert torch.allclose(heads.dense_head.state_dict()["head_outs.0.0.bias"], a["dense"]["head_outs.0.0.bias"],
+                          atol=1e-2)
+
+
+def test_a_head_of_another_width_cannot_start_from_the_teacher(random_teacher, rcnn_file, tmp_path):
+    from icm.train.dense import train
+
+    cfg = recipe(tmp_path, rcnn_file)
+    cfg["dense"]["width"] = 16
+    with pytest.raises(IcmError, match="width, classes and bins must be the teacher's"):
+        train(cfg, log=lambda s: None)
+
+
+def test_dense_recipes_refuse_what_nothing_reads(tmp_path, rcnn_file):
+    from icm.train.config import validate
+    from icm.train.dense import build_heads
+
+    cfg = recipe(tmp_path, rcnn_file)
+    cfg["dense"]["widht"] = 8
+    with pytest.raises(IcmError, match="did you mean 'width'"):
+        validate(cfg)
+    cfg = recipe(tmp_path, rcnn_file)
+    cfg["model"]["heads_init"] = str(tmp_path / "missing.safetensors")
+    from icm.models import create_model
+
+    with pytest.raises(IcmError, match="heads_init not found"):
+        build_heads(cfg, create_model("dicm-lite0", quality=2, pretrained=True))
