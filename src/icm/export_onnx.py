@@ -211,6 +211,9 @@ def export(name: str, quality: int, out_dir: str | Path, model=None) -> list[Pat
 
         model = get_model(name, quality)
         weights = _weights_digest(name, quality)
+    if getattr(model, "semantic", None) is not None:
+        raise IcmError(f"{name} at quality {quality} has a steered sender (semantic steering reads the whole "
+                       "backbone's tail), which icm export-onnx does not export yet")
     out = Path(out_dir)
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
     try:

@@ -60,6 +60,35 @@ from ..tasks import TASK_NAMES
 QUALITIES = {1: 0.64, 2: 0.32, 3: 0.16, 4: 0.08}
 
 
+class SemanticSteer(nn.Module):
+    """Sender-side steering of ``y`` by what the picture shows.
+
+    The block-transform encoder of ``dicm-lite0`` sees 16×16 pixels per latent position;
+    which of them matter for the receiver's class is decided far away, in the tail's last
+    stages.  The sender has the picture and can run the whole network, so this branch
+    reads the uncompressed tail's stride-16 stage and its stride-32 stage (up-sampled),
+    and gives per position and channel a log-scale ``a`` and a shift ``b``:
+    ``y' = y·exp(a) + b``.  Its last convolution starts at zero (``y' = y``).  Nothing
+    of it travels: files are decoded as before.
+    """
+
+    def __init__(self, stage_channels: list[int], width: int, M: int) -> None:
+        super().__init__()
+        cin = stage_channels[1] + stage_channels[2]
+        self.net = nn.Sequential(nn.Conv2d(cin, width, 1), nn.GELU(), nn.Conv2d(width, width, 3, padding=1),
+                                 nn.GELU(), nn.Conv2d(width, 2 * M, 1))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, stages, y: Tensor) -> Tensor:
+        s16 = stages["1"]
+        s32 = F.interpolate(stages["2"], size=s16.shape[-2:], mode="nearest")
+        a, b = self.net(torch.cat((s16, s32), 1)).chunk(2, dim=1)
+        h, w = y.shape[-2:]
+        a, b = a[..., :h, :w], b[..., :h, :w]
+        return y * torch.exp(a.clamp(-8.0, 8.0)) + b
+
+
 def _conv(cin: int, cout: int, k: int, s: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, k, stride=s, padding=k // 2)
 
@@ -99,6 +128,11 @@ class DICM(ImageCodec):
             channel of ``y``, no ``z``: :class:`icm.latent.FactorizedLatent`;
             the hyper-encoder/decoder arguments are then unused).
         class_names: names of the classifier's outputs (ImageNet's by default).
+        semantic: if above 0, a sender-side steering branch of that width
+            (:class:`SemanticSteer`): the uncompressed tail's stride-16 and stride-32
+            stages of the picture scale and shift ``y`` before it is quantised, so that
+            the encoder knows what the picture shows when it chooses what to keep.  The
+            receiver does not change: it decodes such files as any other.
 
     Inputs are RGB ``(B, 3, H, W)`` in ``[0, 1]``, any size (padded to
     ``stride``; stage features are cropped back to the input's extent).
@@ -144,6 +178,7 @@ class DICM(ImageCodec):
         codec_patch: int = 0,
         entropy: str = "hyperprior",
         class_names: tuple[str, ...] | None = None,
+        semantic: int = 0,
     ) -> None:
         super().__init__()
         from .backbones import create_backbone
@@ -177,6 +212,7 @@ class DICM(ImageCodec):
             self._build_block_codec(c0, orders, filter_size, M, codec_patch, hor)
         else:
             self._build_codec(c0, c1, c2, orders, filter_size, M, hor)
+        self.semantic = SemanticSteer(self.backbone.tail.out_channels, semantic, M) if semantic else None
         if entropy == "factorized":
             self.latent = FactorizedLatent(M, upsample=self.stride // self.y_stride)
             self.num_sections = 1  # y only
@@ -239,6 +275,9 @@ class DICM(ImageCodec):
             return
         missing, unexpected = self.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith("backbone.")]
+        if self.semantic is not None and not any(k.startswith("semantic.") for k in state):
+            # a plain codec's weights under a steered sender: the steering starts as the identity
+            missing = [k for k in missing if not k.startswith("semantic.")]
         if missing or unexpected:
             raise RuntimeError(f"shipped weights do not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
 
@@ -256,8 +295,16 @@ class DICM(ImageCodec):
         return self.analysis_of_head(self.head_features(x))
 
     def analysis_of_head(self, f: Tensor) -> Tensor:
-        """The head's cut feature ``f`` → ``y``: RE (bottleneck rounded in eval), codec encoder."""
-        return self.encode_features(self.re(f)["f_re"])
+        """The head's cut feature ``f`` → ``y``: RE (bottleneck rounded in eval), codec encoder
+        (and the semantic steering, where the model has it)."""
+        return self.steer(f, self.encode_features(self.re(f)["f_re"]))
+
+    def steer(self, f: Tensor, y: Tensor) -> Tensor:
+        """``y`` scaled and shifted by :class:`SemanticSteer` from the uncompressed tail's
+        stages of the cut feature ``f`` (the padded picture's); ``y`` itself without one."""
+        if self.semantic is None:
+            return y
+        return self.semantic(self.backbone.tail(f), y)
 
     def decode_features(self, y_hat: Tensor, image_size: tuple[int, int] | None = None) -> Tensor:
         """``ŷ`` → decoded cut feature ``f̂``, cropped to the input's extent at the cut stride."""
@@ -295,7 +342,7 @@ class DICM(ImageCodec):
         f = self.head_features(self.pad(x))
         re = self.re(f)
         with torch.autocast(f.device.type, enabled=False):
-            out = self.latent(self.encode_features(re["f_re"]).float())
+            out = self.latent(self.steer(f, self.encode_features(re["f_re"])).float())
         f_hat = self.decode_features(out["y_hat"], size)
         crop = f_hat.shape[-2:]
         stages = self.stages(f_hat)

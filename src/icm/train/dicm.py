@@ -153,10 +153,16 @@ class DicmModule(L.LightningModule):
             learn = [parts[p] for p in train_parts]
         else:
             train_parts = ("codec",) if train_parts is None else tuple(train_parts)
-            if len(train_parts) != 1 or train_parts[0] not in ("codec", "g_a"):
-                raise IcmError(f"stage 4 trains the codec ([codec]) or its analysis transform alone ([g_a]); "
-                               f"got train: {sorted(train_parts)}")
-            learn = [model.g_a, model.g_s, model.latent] if train_parts[0] == "codec" else [model.g_a]
+            choices = {"codec": [model.g_a, model.g_s, model.latent], "g_a": [model.g_a],
+                       "semantic": [model.semantic] if model.semantic is not None else []}
+            if not train_parts or set(train_parts) - set(choices):
+                raise IcmError(f"stage 4 trains the codec ([codec]), its analysis transform alone ([g_a]) and/or "
+                               f"the sender's semantic steering ([semantic]); got train: {sorted(train_parts)}")
+            if "semantic" in train_parts and model.semantic is None:
+                raise IcmError("train: [semantic] needs a model with semantic steering (model.kwargs.semantic > 0)")
+            learn = []
+            for part in train_parts:
+                learn += [m for m in choices[part] if all(m is not k for k in learn)]
         for m in learn:
             m.requires_grad_(True)
         # in training mode: the learning parts, and in stage 4 the latent always (its noisy /
@@ -258,7 +264,7 @@ class DicmModule(L.LightningModule):
         size = tuple(x.shape[-2:])
         f = m.head_features(m.pad(x))
         re = m.re(f)
-        y = m.encode_features(re["f_re"]).float()
+        y = m.steer(f, m.encode_features(re["f_re"])).float()
         z = m.latent.hyper_latent(y)
         y_hat, bits = m.latent.annealed(y, z, tau, gen)
         f_hat = m.decode_features(y_hat, size)
