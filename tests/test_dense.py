@@ -217,3 +217,55 @@ def test_dense_recipes_refuse_what_nothing_reads(tmp_path, rcnn_file):
 
     with pytest.raises(IcmError, match="heads_init not found"):
         build_heads(cfg, create_model("dicm-lite0", quality=2, pretrained=True))
+
+
+# -- the stitched head ---------------------------------------------------------------------------
+
+
+def test_a_stitched_head_runs_the_teachers_upper_network_exactly():
+    from icm.tasks.dense import StitchedHead, build_dense_head
+    from icm.teachers.nanodet import NanoDet
+
+    torch.manual_seed(5)
+    teacher = NanoDet().eval()
+    head = build_dense_head([40, 112, 320], kind="stitch", refine=1)
+    assert isinstance(head, StitchedHead) and head.arguments["kind"] == "stitch"
+    head.init_from_teacher(teacher)
+    x = torch.randn(1, 3, 128, 96)
+    with torch.no_grad():
+        stages = teacher.backbone(x)
+        want = teacher(x)
+        got = head.outputs(head.pyramid_of(stages[0]))  # the teacher's own stride-8 stage in place of the adapter's
+    for (ws, wd), (gl, gd) in zip(want, got):
+        assert torch.allclose(ws, gl.sigmoid(), atol=1e-6) and torch.allclose(wd, gd, atol=1e-5)
+    # what the adapter makes has the teacher's stride-8 stage's shape
+    lite = [torch.randn(1, 40, 16, 12), torch.randn(1, 112, 8, 6), torch.randn(1, 320, 4, 3)]
+    mimic, outs = head(lite)
+    assert mimic[0].shape == stages[0].shape and [o[0].shape[1] for o in outs] == [192, 48, 12]
+    with pytest.raises(ValueError, match="teacher's width"):
+        build_dense_head([40, 112, 320], kind="stitch", width=64)
+    with pytest.raises(ValueError, match="'dense' or 'stitch'"):
+        build_dense_head([40, 112, 320], kind="sparse")
+
+
+def test_only_the_adapter_of_a_stitched_head_learns(random_teacher, rcnn_file, tmp_path):
+    from icm.models import create_model
+    from icm.train.dense import build_heads, train
+
+    cfg = recipe(tmp_path, rcnn_file)
+    cfg["dense"] = {"kind": "stitch", "refine": 1}
+    codec = create_model("dicm-lite0", quality=2, pretrained=True)
+    heads = build_heads(cfg, codec)
+    learning = {n.split(".")[1] for n, p in heads.named_parameters() if p.requires_grad}
+    assert learning == {"adapter"}
+    cfg["dense"]["finetune"] = True
+    learning = {n.split(".")[1] for n, p in build_heads(cfg, codec).named_parameters() if p.requires_grad}
+    assert learning == {"adapter", "upper", "laterals", "head_convs", "head_outs"}
+    cfg["dense"]["finetune"] = False
+    cfg["trainer"]["max_steps"] = 2
+    last = train(cfg, log=lambda s: None)
+    state = torch.load(last, weights_only=True)["dense"]
+    import icm.teachers.distill as distill
+
+    theirs = distill._TEACHER.model.stages[3].inp.conv.weight
+    assert torch.equal(state["upper.1.inp.conv.weight"], theirs)  # frozen: still the teacher's

@@ -97,6 +97,9 @@ class DenseBoxHead(nn.Module):
             out.append((y[..., : self.num_classes], y[..., self.num_classes:]))
         return out
 
+    mimics = "pan"
+    """What :meth:`forward`'s first output is compared with: the teacher's PAN output."""
+
     def forward(self, stages):
         pyramid = self.pyramid(stages)
         return pyramid, self.outputs(pyramid)
@@ -155,6 +158,103 @@ class DenseBoxHead(nn.Module):
             keep = batched_nms(bx, sc, label, self.iou)[: self.max_det]
             results.append({"boxes": bx[keep], "scores": sc[keep], "labels": label[keep]})
         return results
+
+
+class StitchedHead(DenseBoxHead):
+    """The teacher's own upper network on the codec's features: an adapter stands in for
+    NanoDet-g's backbone up to stride 8, the rest is the teacher's.
+
+    The lower layers of any convolutional network compute local, generic features, which
+    a small adapter learns to reproduce from every cell of every picture, object or not;
+    the upper ones, which know COCO's objects, the teacher brings trained::
+
+        stage s8 ─┬─▶ concat ─▶ 1×1, 3×3 (``refine``), 1×1 ─▶ [≈ teacher's stage-2 output, 128 × s8]
+        stage s16 ┘ (up-sampled)     ─▶ teacher's CSP stages 3, 4 ─▶ laterals ─▶ PAN ─▶ head
+
+    ``forward`` returns ``([adapter output], outputs)``: what training compares with the
+    teacher's stride-8 stage (``mimics = "stage"``).  The teacher's parts come from
+    :meth:`init_from_teacher`; with ``finetune`` false only the adapter learns.
+    """
+
+    mimics = "stage"
+
+    def __init__(self, in_channels: list[int], width: int = 128, num_classes: int = 80, reg_max: int = 10,
+                 refine: int = 2, score_thresh: float = 0.05, iou: float = 0.6, max_det: int = 100,
+                 finetune: bool = False) -> None:
+        from ..teachers.nanodet import ConvAct, CspStage
+
+        nn.Module.__init__(self)
+        if len(in_channels) != len(STRIDES):
+            raise ValueError(f"a dense head reads {len(STRIDES)} stages, got {len(in_channels)} channel counts")
+        if (width, num_classes, reg_max) != (128, 80, 10):
+            raise ValueError("a stitched head has the teacher's width 128, 80 classes and 11 bins per side")
+        self.num_classes, self.reg_max = int(num_classes), int(reg_max)
+        self.score_thresh, self.iou, self.max_det = float(score_thresh), float(iou), int(max_det)
+        layers = [ConvAct(in_channels[0] + in_channels[1], width, k=1)]
+        layers += [ConvAct(width, width) for _ in range(refine)]
+        layers.append(ConvAct(width, width, k=1))  # the teacher's stage outputs follow a LeakyReLU too
+        self.adapter = nn.Sequential(*layers)
+        self.upper = nn.ModuleList([CspStage(128, 2, 2), CspStage(256, 3, 2)])
+        self.laterals = nn.ModuleList([ConvAct(c, 128, k=1, act=False) for c in (128, 256, 512)])
+        self.head_convs = nn.ModuleList([ConvAct(128, 128) for _ in STRIDES])
+        self.head_outs = nn.ModuleList([ConvAct(128, num_classes + 4 * (reg_max + 1), k=1, act=False)
+                                        for _ in STRIDES])
+        self.finetune = bool(finetune)
+        self.arguments = {"kind": "stitch", "width": int(width), "num_classes": self.num_classes,
+                          "reg_max": self.reg_max, "refine": int(refine), "score_thresh": self.score_thresh,
+                          "iou": self.iou, "max_det": self.max_det, "finetune": self.finetune}
+
+    def teacher_parts(self) -> list[nn.Module]:
+        return [self.upper, self.laterals, self.head_convs, self.head_outs]
+
+    def stitch(self, stages) -> Tensor:
+        feats = list(stages.values()) if isinstance(stages, dict) else list(stages)
+        s16 = F.interpolate(feats[1], size=feats[0].shape[-2:], mode="nearest")
+        return self.adapter(torch.cat((feats[0], s16), 1))
+
+    def pyramid_of(self, a8: Tensor) -> list[Tensor]:
+        f16 = self.upper[0](a8)
+        lat = [m(f) for m, f in zip(self.laterals, (a8, f16, self.upper[1](f16)))]
+        for i in range(len(lat) - 1, 0, -1):  # top-down, as the teacher's PAN
+            lat[i - 1] = lat[i - 1] + F.interpolate(lat[i], size=lat[i - 1].shape[2:], mode="bilinear",
+                                                    align_corners=False)
+        for i in range(len(lat) - 1):  # bottom-up
+            lat[i + 1] = lat[i + 1] + F.interpolate(lat[i], size=lat[i + 1].shape[2:], mode="bilinear",
+                                                    align_corners=False)
+        return lat
+
+    def pyramid(self, stages) -> list[Tensor]:
+        return self.pyramid_of(self.stitch(stages))
+
+    def forward(self, stages):
+        a8 = self.stitch(stages)
+        return [a8], self.outputs(self.pyramid_of(a8))
+
+    def outputs(self, pyramid: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+        out = []
+        for f, c, o in zip(pyramid, self.head_convs, self.head_outs):
+            y = o(c(f)).flatten(2).transpose(1, 2)
+            out.append((y[..., : self.num_classes], y[..., self.num_classes:]))
+        return out
+
+    @torch.no_grad()
+    def init_from_teacher(self, teacher: nn.Module) -> None:
+        """Copy NanoDet-g's stages 3 and 4, laterals and head."""
+        self.upper[0].load_state_dict(teacher.stages[2].state_dict())
+        self.upper[1].load_state_dict(teacher.stages[3].state_dict())
+        for mine, theirs in ((self.laterals, teacher.laterals), (self.head_convs, teacher.head_convs),
+                             (self.head_outs, teacher.head_outs)):
+            mine.load_state_dict(theirs.state_dict())
+
+
+def build_dense_head(in_channels: list[int], **arguments) -> DenseBoxHead:
+    """A dense head from its ``arguments`` (``kind``: ``"stitch"`` for :class:`StitchedHead`)."""
+    kind = arguments.pop("kind", "dense")
+    if kind == "stitch":
+        return StitchedHead(in_channels, **arguments)
+    if kind != "dense":
+        raise ValueError(f"dense head kind is 'dense' or 'stitch', not {kind!r}")
+    return DenseBoxHead(in_channels, **arguments)
 
 
 def distillation_losses(student: list[tuple[Tensor, Tensor]], teacher: list[tuple[Tensor, Tensor]],

@@ -47,7 +47,7 @@ from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from ..layers.modes import eval_mode
-from .dense import DenseBoxHead
+from .dense import DenseBoxHead, build_dense_head
 
 if TYPE_CHECKING:
     from ..models import Compressed
@@ -330,7 +330,7 @@ class CompressedDomainRCNN(nn.Module):
         if dense_labels is not None:
             # Boxes come from a dense head (icm.tasks.dense) whose class indices map to these labels;
             # the RPN and RoI box heads are then unused, the mask branch reads the dense boxes.
-            self.dense_head = DenseBoxHead(codec.backbone.tail.out_channels, **dense)
+            self.dense_head = build_dense_head(codec.backbone.tail.out_channels, **dense)
             if len(dense_labels) != self.dense_head.num_classes or not all(
                     0 < int(v) < num_classes for v in dense_labels):
                 raise ValueError(f"dense labels must map each of the head's {self.dense_head.num_classes} classes "

@@ -140,13 +140,20 @@ class NanoDet(nn.Module):
             out += [c, o]
         return out
 
-    def features(self, x):
+    def backbone(self, x):
+        """The CSP backbone's outputs at strides 8, 16, 32 (128, 256, 512 channels)."""
         x = F.max_pool2d(self.stem(x), 3, 2, 1)
         feats = []
         for i, s in enumerate(self.stages):
             x = s(x)
             if i >= 1:
                 feats.append(x)
+        return feats
+
+    def features(self, x, feats=None):
+        """The PAN's outputs (128 channels at strides 8, 16, 32), of ``x`` or of the
+        backbone outputs ``feats``."""
+        feats = self.backbone(x) if feats is None else feats
         lat = [lc(f) for lc, f in zip(self.laterals, feats)]
         for i in range(len(lat) - 1, 0, -1):  # top-down
             lat[i - 1] = lat[i - 1] + F.interpolate(lat[i], size=lat[i - 1].shape[2:], mode="bilinear",

@@ -49,16 +49,17 @@ DENSE_PARTS = ("dense_head.",)
 
 
 def teacher_outputs(teacher, x: torch.Tensor):
-    """NanoDet's PAN features and per-level ``(scores after the sigmoid, side logits)`` on a
-    normalised batch (:func:`normalise`)."""
+    """NanoDet's backbone outputs (strides 8, 16, 32), PAN features and per-level
+    ``(scores after the sigmoid, side logits)`` on a normalised batch (:func:`normalise`)."""
     from ..teachers.nanodet import NUM_CLASSES
 
-    feats = teacher.features(x)
+    stages = teacher.backbone(x)
+    feats = teacher.features(x, stages)
     outs = []
     for f, c, o in zip(feats, teacher.head_convs, teacher.head_outs):
         y = o(c(f)).flatten(2).transpose(1, 2)
         outs.append((torch.sigmoid(y[..., :NUM_CLASSES]), y[..., NUM_CLASSES:]))
-    return feats, outs
+    return stages, feats, outs
 
 
 def normalise(x: torch.Tensor) -> torch.Tensor:
@@ -115,6 +116,10 @@ def build_heads(cfg: dict, codec):
     heads.metadata = meta
     for name, p in heads.named_parameters():
         p.requires_grad_(name.startswith(DENSE_PARTS))
+    head = heads.dense_head
+    if hasattr(head, "teacher_parts") and not head.finetune:  # a stitched head: only the adapter learns
+        for m in head.teacher_parts():
+            m.requires_grad_(False)
     return heads.eval()
 
 
@@ -205,7 +210,8 @@ def train(cfg: dict, max_steps: int | None = None, log=print) -> Path:
         path = paths[step % len(paths)]
         x = views.batch_at(seed, step)
         with torch.no_grad():
-            t_feats, t_outs = teacher_outputs(teacher, normalise(x))
+            t_stages, t_pan, t_outs = teacher_outputs(teacher, normalise(x))
+            t_feats = t_stages[:1] if head.mimics == "stage" else t_pan
             if path == "pixels":
                 stages = codec.backbone.features(x)
             else:
