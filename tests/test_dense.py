@@ -265,7 +265,7 @@ def test_only_the_adapter_of_a_stitched_head_learns(random_teacher, rcnn_file, t
     cfg["trainer"]["max_steps"] = 2
     last = train(cfg, log=lambda s: None)
     state = torch.load(last, weights_only=True)["dense"]
-    import icm.teachers.distill as distill
+    from icm.teachers import distill
 
     theirs = distill._TEACHER.model.stages[3].inp.conv.weight
     assert torch.equal(state["upper.1.inp.conv.weight"], theirs)  # frozen: still the teacher's

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_dicm import _photo_batch, make_dicm
 
 from icm.errors import IcmError
 from icm.models import Compressed
-from test_dicm import _photo_batch, make_dicm
 
 torch.set_num_threads(1)
 
