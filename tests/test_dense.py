@@ -269,3 +269,23 @@ def test_only_the_adapter_of_a_stitched_head_learns(random_teacher, rcnn_file, t
 
     theirs = distill._TEACHER.model.stages[3].inp.conv.weight
     assert torch.equal(state["upper.1.inp.conv.weight"], theirs)  # frozen: still the teacher's
+
+
+def test_boxes_only_skips_the_masks_of_either_kind_of_heads(codec):
+    from test_detection import make_heads
+
+    x = torch.rand(1, 3, 96, 128)
+    y_hat = codec.decompress(codec.compress(x), pixels=False)["y_hat"]
+    dense = dense_heads(codec).eval()
+    with torch.no_grad():
+        for o in dense.dense_head.head_outs:
+            o[0].bias[:80] = 3.0
+    rcnn = make_heads(codec, masks=True).eval()
+    for heads in (dense, rcnn):
+        with torch.no_grad():
+            both = heads.forward_latent(y_hat, (96, 128))[0]
+            boxes = heads.forward_latent(y_hat, (96, 128), masks=False)[0]
+            pix = heads.forward_pixels([x[0]], masks=False)[0]
+        assert "masks" in both and "masks" not in boxes and "masks" not in pix
+        assert torch.equal(both["boxes"], boxes["boxes"])
+        assert heads.detector.roi_heads.has_mask()  # the mask branch is back afterwards

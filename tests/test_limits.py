@@ -206,3 +206,24 @@ def test_a_raised_limit_decode_stays_within_its_price(name, side, tmp_path):
     assert out.returncode == 0, out.stderr
     grew, mem, dt, secs = map(float, out.stdout.split())
     assert grew <= mem and dt <= 2 * secs, (grew, mem, dt, secs)  # time: 2x for a noisy, shared machine
+
+
+def test_tasks_that_cost_more_than_the_decode_are_priced_with_it():
+    from icm.limits import CostModel, Limits, LimitError, check
+
+    cm = CostModel(bytes_per_pixel=100, seconds_per_pixel=1e-6, pad_to=16, tasks=(("segment", 900, 2e-6),))
+    plain, seg = cm(1000, 1000), cm(1000, 1000, "segment")
+    assert plain.memory_bytes == 100 * 1008 * 1008 and seg.memory_bytes == 1000 * 1008 * 1008
+    assert seg.seconds == pytest.approx(3e-6 * 1008 * 1008) and cm(1000, 1000, "classify") == plain
+    limits = Limits(max_pixels=None, max_memory=int(5e8), max_seconds=None)
+    check("m", cm, 1000, 1000, limits)  # the decode fits
+    with pytest.raises(LimitError, match="decoding it for segment would need about 1.0 GB"):
+        check("m", cm, 1000, 1000, limits, task="segment")
+
+
+def test_dicm_lite0_segment_is_priced_above_its_decode():
+    from icm.models import model_info
+
+    cost = model_info("dicm-lite0").cost
+    assert cost(2160, 3840, "segment").memory_bytes > 4 * cost(2160, 3840).memory_bytes
+    assert cost(2160, 3840, "detect").seconds > cost(2160, 3840).seconds

@@ -250,7 +250,7 @@ def analyze(data: bytes | bitstream.IcmFile, model=None, task: str | None = None
 
         model = model_for(f.header, model)
         heads = heads_for(model, task)
-        output = _on_payload(f, model, lambda c: detect_from_bitstream(model, heads, c))
+        output = _on_payload(f, model, lambda c: detect_from_bitstream(model, heads, c, masks=task == "segment"))
         check_finite([v for det in output for v in det.values()], "detections")
         return {"output": output, "task": task, "file": f, "model": model, "heads": heads}
     model = model_for(f.header, model)

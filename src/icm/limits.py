@@ -55,15 +55,20 @@ class CostModel:
     token_stride: int = 0
     seconds_per_token_pair: float = 0.0
     pad_to: int = 1
+    tasks: tuple = ()
+    """Per analysis task that costs more than the decode, ``(task, bytes_per_pixel,
+    seconds_per_pixel)`` added for it (``dicm-lite0``'s detection heads; masks at the
+    picture's size for ``segment``)."""
 
-    def __call__(self, height: int, width: int) -> DecodeCost:
+    def __call__(self, height: int, width: int, task: str | None = None) -> DecodeCost:
         height, width = -(-height // self.pad_to) * self.pad_to, -(-width // self.pad_to) * self.pad_to
         pixels = height * width
-        seconds = self.seconds_per_pixel * pixels
+        extra = {t: (b, sec) for t, b, sec in self.tasks}.get(task, (0.0, 0.0))
+        seconds = (self.seconds_per_pixel + extra[1]) * pixels
         if self.token_stride:
             tokens = -(-height // self.token_stride) * -(-width // self.token_stride)
             seconds += self.seconds_per_token_pair * tokens * tokens
-        return DecodeCost(self.bytes_per_pixel * pixels, seconds)
+        return DecodeCost((self.bytes_per_pixel + extra[0]) * pixels, seconds)
 
 
 def machine_memory() -> int:
@@ -111,13 +116,16 @@ def _duration(s: float) -> str:
     return f"{s:.1f} s"
 
 
-def check(model_name: str, cost_model, height: int, width: int, limits: Limits) -> DecodeCost:
-    """Refuse (:class:`LimitError`) a decode of ``height × width`` that ``limits`` do not allow.
+def check(model_name: str, cost_model, height: int, width: int, limits: Limits, task: str | None = None) -> DecodeCost:
+    """Refuse (:class:`LimitError`) a decode of ``height × width`` (and ``task``, where it
+    costs more) that ``limits`` do not allow.
 
     Returns the estimated cost where allowed."""
     pixels = height * width
-    cost = cost_model(height, width) if cost_model is not None else DecodeCost(0.0, 0.0)
-    needs = f"decoding it would need about {_size(cost.memory_bytes)} and {_duration(cost.seconds)} of CPU"
+    cost = cost_model(height, width, task) if cost_model is not None else DecodeCost(0.0, 0.0)
+    what = "decoding it" if task is None or cost_model is None or task not in {t for t, *_ in cost_model.tasks} \
+        else f"decoding it for {task}"
+    needs = f"{what} would need about {_size(cost.memory_bytes)} and {_duration(cost.seconds)} of CPU"
     if limits.max_pixels is not None and pixels > limits.max_pixels:
         raise LimitError(f"the file declares {width}x{height} pixels ({pixels / 1e6:.1f} Mpx), more than the limit "
                          f"of {limits.max_pixels / 1e6:.1f} Mpx ({needs}); raise it with --max-pixels "

@@ -68,14 +68,16 @@ def model_of(header: bitstream.Header) -> ModelInfo:
     return info
 
 
-def check_limits(f: bitstream.IcmFile, max_pixels: int | None = None, limits: Limits | None = None) -> DecodeCost:
-    """Price a parsed file's decode from its header and refuse it (:class:`icm.limits.LimitError`)
-    beyond ``limits`` (default :class:`icm.limits.Limits`; ``max_pixels`` overrides its pixel
-    limit, 0 for none).  Returns the estimated :class:`icm.limits.DecodeCost`."""
+def check_limits(f: bitstream.IcmFile, max_pixels: int | None = None, limits: Limits | None = None,
+                 task: str | None = None) -> DecodeCost:
+    """Price a parsed file's decode (and ``task``, where it costs more) from its header and
+    refuse it (:class:`icm.limits.LimitError`) beyond ``limits`` (default
+    :class:`icm.limits.Limits`; ``max_pixels`` overrides its pixel limit, 0 for none).
+    Returns the estimated :class:`icm.limits.DecodeCost`."""
     info = model_info_by_id(f.header.model_id)
     name = info.name if info is not None else f"model id {f.header.model_id}"
     return limits_check(name, info.cost if info is not None else None, f.header.height, f.header.width,
-                        resolve_limits(limits, max_pixels))
+                        resolve_limits(limits, max_pixels), task)
 
 
 def check_decode(f: bitstream.IcmFile, pixels: bool = True, max_pixels: int | None = None,
@@ -116,5 +118,5 @@ def check_analyze(f: bitstream.IcmFile, task: str | None = None, max_pixels: int
         if task not in heads:
             raise IcmError(f"model {info.name!r} does not run task {task!r} from its bitstream "
                            f"(its tasks: {', '.join(info.tasks + heads)})")
-    check_limits(f, max_pixels, limits)
+    check_limits(f, max_pixels, limits, task)
     return model_of(f.header)

@@ -182,7 +182,7 @@ class Detect(Task):
         heads = reference_detector(self.detector)
         heads.eval()
         with torch.no_grad():
-            return self._compact(heads.forward_pixels([to_tensor(np.array(image))])[0])
+            return self._compact(heads.forward_pixels([to_tensor(np.array(image))], masks=self.masks)[0])
 
     def reference(self, image):
         return {"pred": self._pixels(image)}
@@ -200,7 +200,7 @@ class Detect(Task):
         heads = heads_for(model, self.latent_name or self.name)
         heads.eval()
         with torch.no_grad():
-            return {"pred": self._compact(heads.forward_latent(y_hat, tuple(image.shape[:2]))[0])}
+            return {"pred": self._compact(heads.forward_latent(y_hat, tuple(image.shape[:2]), masks=self.masks)[0])}
 
     def _target(self, image_id: str) -> tuple[tuple[int, int], dict]:
         import torch

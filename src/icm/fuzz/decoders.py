@@ -177,7 +177,7 @@ def codec_target(family: str, data: bytes) -> None:
             if len(scores) and not bool(((scores >= 0) & (scores <= 1)).all()):
                 raise Finding(f"{task}: a score outside [0, 1]")
 
-        priced(cost, analyze, task)
+        priced(codec.check_limits(f, task=task), analyze, task)
 
 
 # -- the service's admission path --------------------------------------------------------------------------

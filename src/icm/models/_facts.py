@@ -101,7 +101,11 @@ declare_model(
     qualities=(1, 2, 3, 4, 5, 6),  # dicm.LITE0_QUALITIES
     small={"re_dims": (16,), "re_depths": (), "dims": (24, 48, 48), "M": 48, "N": 16, "hyper_dim": 32,
            "hyper_heads": 2, "filter_size": (8, 8), "pretrained_backbone": False},
-    cost=CostModel(bytes_per_pixel=280, seconds_per_pixel=0.8e-6, pad_to=16),  # measured 178-263 B, 0.55-0.64 µs at 1-4 Mpx
+    # decode measured 178-263 B, 0.55-0.64 µs at 1-4 Mpx; the detection heads (NanoDet-g's upper
+    # network on the receiver's stages) add 0.36 µs, a mask per box (up to 100) at the picture's
+    # size ~1 kB and 1.5 µs (measured at 1 Mpx, one thread; docs/serving.md)
+    cost=CostModel(bytes_per_pixel=280, seconds_per_pixel=0.8e-6, pad_to=16,
+                   tasks=(("detect", 64, 0.5e-6), ("segment", 1300, 2.0e-6))),
     description="dicm on EfficientNet-Lite0 (ImageNet weights, cut at 24 ch, stride 4); classifies from the bitstream",
     pixel_decoder=False,
     tasks=("classify",),

@@ -172,6 +172,10 @@ class Service:
         task = task or tasks[0]
         if task not in tasks:
             raise ServiceError(422, f"{info.name} does not run task {task!r} (its tasks: {', '.join(tasks)})")
+        try:  # a task that costs more than the decode (detection heads, masks) is priced with it
+            codec.check_limits(f, limits=self.limits, task=task)
+        except LimitError as e:
+            raise ServiceError(413, str(e)) from None
         return Job(f, info.name, op, task, top, score_thresh)
 
     # -- execution ------------------------------------------------------------------------------------------
@@ -231,7 +235,7 @@ class Service:
             from ..tasks.detection import detect_from_bitstream
 
             heads = codec.heads_for(model, job.task)
-            (det,) = detect_from_bitstream(model, heads, coded)
+            (det,) = detect_from_bitstream(model, heads, coded, masks=job.task == "segment")
             codec.check_finite(list(det.values()), "detections")
             return self._detections(job, det, heads)
         logits = model.analyze(coded, task=job.task)

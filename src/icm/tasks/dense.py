@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 STRIDES = (8, 16, 32)
+NMS_PRE = 1000
+"""Cells per level that decoding considers (by their best class score), as NanoDet does."""
 
 
 def _conv(cin: int, cout: int, k: int, act: bool = True) -> nn.Sequential:
@@ -132,8 +134,9 @@ class DenseBoxHead(nn.Module):
                image_sizes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:
         """:meth:`detect` from given outputs (per level ``(logits, side logits)`` of grids
         ``(h, w)``): each side the expectation of its bins × stride from the cell centre
-        ``((j + 0.5)·s, (i + 0.5)·s)``, clipped to the image; every (cell, class) above
-        ``score_thresh``; per-class NMS at ``iou``; the ``max_det`` best."""
+        ``((j + 0.5)·s, (i + 0.5)·s)``, clipped to the image; of each level's :data:`NMS_PRE`
+        best cells, every (cell, class) above ``score_thresh``; per-class NMS at ``iou``;
+        the ``max_det`` best."""
         from torchvision.ops import batched_nms
 
         results = []
@@ -148,8 +151,12 @@ class DenseBoxHead(nn.Module):
                 box = torch.cat((ctr - d[:, :2], ctr + d[:, 2:]), 1)
                 box[:, 0::2] = box[:, 0::2].clamp(0, w)
                 box[:, 1::2] = box[:, 1::2].clamp(0, h)
+                score = logits[b].float().sigmoid()
+                if score.shape[0] > NMS_PRE:  # the teacher's: the best cells of each level only
+                    keep = score.max(1).values.topk(NMS_PRE).indices
+                    box, score = box[keep], score[keep]
                 boxes.append(box)
-                scores.append(logits[b].float().sigmoid())
+                scores.append(score)
             boxes, scores = torch.cat(boxes), torch.cat(scores)
             cell, label = torch.nonzero(scores > self.score_thresh, as_tuple=True)
             bx, sc = boxes[cell], scores[cell, label]

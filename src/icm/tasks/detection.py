@@ -31,6 +31,7 @@ torchvision's detectors:
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
@@ -356,7 +357,8 @@ class CompressedDomainRCNN(nn.Module):
         """Same as :meth:`forward_pixels`."""
         return self.forward_pixels(images, targets)
 
-    def forward_pixels(self, images: Tensor | list[Tensor], targets: list[dict[str, Tensor]] | None = None):
+    def forward_pixels(self, images: Tensor | list[Tensor], targets: list[dict[str, Tensor]] | None = None,
+                       masks: bool | None = None):
         """The torchvision forward on pixels through the unsplit backbone (no codec).
 
         Args:
@@ -364,6 +366,8 @@ class CompressedDomainRCNN(nn.Module):
             targets: training mode: one dict per image, ``boxes`` ``(N, 4)`` float
                 ``x0, y0, x1, y1`` in pixels, ``labels`` ``(N,)`` int64 in
                 ``[1, num_classes)``, and for masks ``masks`` ``(N, H, W)`` uint8.
+            masks: eval: ``False`` skips the masks of heads that make them (a
+                mask per box at the image's size costs memory; boxes need none).
 
         Returns:
             Losses (training) or detections (eval), see the class docstring.
@@ -371,14 +375,17 @@ class CompressedDomainRCNN(nn.Module):
         images = list(images)
         if self.training:
             _check_targets(targets, len(images), self.masks)
-        elif self.dense_head is not None:
+            return self.detector(images, targets)
+        if self.dense_head is not None:
             batched, _ = self.detector.transform(images)
             sizes = [tuple(x.shape[-2:]) for x in images]
             stages = self.detector.backbone.body.features(batched.tensors)
-            return self._dense_detect(stages, sizes)
-        return self.detector(images, targets)
+            return self._dense_detect(stages, sizes, masks)
+        with _without_masks(self.detector.roi_heads, masks is False):
+            return self.detector(images, targets)
 
-    def forward_latent(self, y_hat: Tensor, image_sizes, targets: list[dict[str, Tensor]] | None = None):
+    def forward_latent(self, y_hat: Tensor, image_sizes, targets: list[dict[str, Tensor]] | None = None,
+                       masks: bool | None = None):
         """The same FPN, RPN and RoI heads on a decoded latent; no pixels.
 
         Args:
@@ -387,6 +394,7 @@ class CompressedDomainRCNN(nn.Module):
             image_sizes: ``(H, W)`` of the coded images before padding, one pair
                 for the whole batch or a list of ``B`` pairs.
             targets: as in :meth:`forward_pixels` (training mode).
+            masks: as in :meth:`forward_pixels` (eval).
 
         Returns:
             Losses (training) or detections (eval), see the class docstring; boxes
@@ -405,14 +413,15 @@ class CompressedDomainRCNN(nn.Module):
             targets = [dict(t) for t in targets]
         elif self.dense_head is not None:
             codec = self.latent_backbone.codec
-            return self._dense_detect(codec.stages(codec.decode_features(y_hat)), sizes)
+            return self._dense_detect(codec.stages(codec.decode_features(y_hat)), sizes, masks)
         features = self.latent_backbone(y_hat)
         # The RPN's anchor generator reads only the shape of the batched image
         # tensor (to derive each level's stride): a stride-0 view holds no pixels.
         images = ImageList(y_hat.new_zeros(()).expand(batch, 3, *padded), sizes)
         det = self.detector
         proposals, proposal_losses = det.rpn(images, features, targets)
-        detections, detector_losses = det.roi_heads(features, proposals, images.image_sizes, targets)
+        with _without_masks(det.roi_heads, not self.training and masks is False):
+            detections, detector_losses = det.roi_heads(features, proposals, images.image_sizes, targets)
         if self.training:
             return {**detector_losses, **proposal_losses}
         return det.transform.postprocess(detections, sizes, sizes)
@@ -424,13 +433,14 @@ class CompressedDomainRCNN(nn.Module):
         return found
 
     @torch.no_grad()
-    def _dense_detect(self, stages: OrderedDict[str, Tensor], sizes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:
+    def _dense_detect(self, stages: OrderedDict[str, Tensor], sizes: list[tuple[int, int]],
+                      masks: bool | None = None) -> list[dict[str, Tensor]]:
         """Eval: the dense head's boxes and, with masks, the mask branch's masks for them
         (torchvision's mask inference and pasting)."""
         from torchvision.models.detection.roi_heads import maskrcnn_inference
 
         found = self._dense_boxes(stages, sizes)
-        if self.masks:
+        if self.masks and masks is not False:
             rh = self.detector.roi_heads
             features = self.latent_backbone.fpn(stages)
             boxes = [d["boxes"] for d in found]
@@ -465,6 +475,21 @@ class CompressedDomainRCNN(nn.Module):
         return [{"boxes": b, "labels": c, "scores": v} for b, c, v in zip(boxes, labels, scores)]
 
 
+@contextlib.contextmanager
+def _without_masks(roi_heads, skip: bool):
+    """torchvision's RoI heads with their mask branch switched off (``has_mask()`` false)
+    while ``skip``, back as they were afterwards."""
+    if not skip or roi_heads.mask_roi_pool is None:
+        yield
+        return
+    pool = roi_heads.mask_roi_pool
+    roi_heads.mask_roi_pool = None
+    try:
+        yield
+    finally:
+        roi_heads.mask_roi_pool = pool
+
+
 def _image_sizes(image_sizes, batch: int) -> list[tuple[int, int]]:
     one = isinstance(image_sizes, (tuple, list)) and len(image_sizes) == 2
     if one and all(isinstance(v, int) for v in image_sizes):
@@ -477,7 +502,8 @@ def _image_sizes(image_sizes, batch: int) -> list[tuple[int, int]]:
 
 
 @torch.no_grad()
-def detect_from_bitstream(model: DICM, heads: CompressedDomainRCNN, compressed: Compressed) -> list[dict[str, Tensor]]:
+def detect_from_bitstream(model: DICM, heads: CompressedDomainRCNN, compressed: Compressed,
+                          masks: bool | None = None) -> list[dict[str, Tensor]]:
     """Detections (and masks) straight from a coded batch: entropy decoding → ``ŷ`` →
     :meth:`CompressedDomainRCNN.forward_latent` in eval mode.  No pixels are made.
 
@@ -485,6 +511,7 @@ def detect_from_bitstream(model: DICM, heads: CompressedDomainRCNN, compressed: 
         model: the ``dicm`` codec the bitstream was made with; ``heads`` must be built on it.
         heads: the detector.
         compressed: :class:`~icm.models.Compressed` (``model.compress(x)`` or a parsed ``.icm``).
+        masks: ``False``: boxes only, even from heads that make masks.
 
     Returns:
         One dict per coded image (``boxes``, ``labels``, ``scores`` [, ``masks``]),
@@ -495,7 +522,7 @@ def detect_from_bitstream(model: DICM, heads: CompressedDomainRCNN, compressed: 
         raise ValueError("the detection heads were built on another codec instance than `model`")
     y_hat = model.decompress(compressed, pixels=False)["y_hat"]
     with eval_mode(heads):
-        return heads.forward_latent(y_hat, tuple(compressed.image_size))
+        return heads.forward_latent(y_hat, tuple(compressed.image_size), masks=masks)
 
 
 # -- shipped heads ---------------------------------------------------------------------------
