@@ -265,6 +265,15 @@ def test_only_the_adapter_of_a_stitched_head_learns(random_teacher, rcnn_file, t
     cfg["trainer"]["max_steps"] = 2
     last = train(cfg, log=lambda s: None)
     state = torch.load(last, weights_only=True)["dense"]
+    # a second phase starts from those weights, every part learning, with a fresh optimiser
+    second = recipe(tmp_path / "ft", rcnn_file)
+    second["dense"] = {"kind": "stitch", "refine": 1, "finetune": True}
+    second["model"]["dense_init"] = str(last)
+    second["trainer"]["max_steps"] = 1
+    logged = []
+    after = torch.load(train(second, log=logged.append), weights_only=True)["dense"]
+    assert any("started from" in line for line in logged)
+    assert not torch.equal(after["upper.1.inp.conv.weight"], state["upper.1.inp.conv.weight"])
     from icm.teachers import distill
 
     theirs = distill._TEACHER.model.stages[3].inp.conv.weight

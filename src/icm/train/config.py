@@ -77,7 +77,7 @@ SCHEMA: dict[str, dict[str, frozenset]] = {
     },
     "dense": {
         "": frozenset({"task", "model", "dense", "data", "loss", "optim", "trainer"}),
-        "model": frozenset({"name", "quality", "heads_init", "paths"}),
+        "model": frozenset({"name", "quality", "heads_init", "dense_init", "paths"}),
         "dense": frozenset({"kind", "width", "refine", "score_thresh", "iou", "max_det", "finetune"}),
         "data": frozenset({"train_photos", "val_photos", "size", "short_side", "stamps", "batch_size"}),
         "loss": frozenset({"mimic", "cls", "box", "box_from"}),
@@ -104,7 +104,7 @@ _INTEGER = frozenset({"crop", "batch_size", "workers", "val_side", "val_batch_si
 _BOOL = frozenset({"augment", "flip", "pretrained", "keep_checkpoints", "finetune"})
 _LIST = frozenset({"stamp_scale", "short_sides", "train_photos", "val_photos", "init_parts", "latent_qualities", "stage_mse",
                    "anchor_sizes", "aspect_ratios", "train", "mask_layers", "paths"})
-_TEXT = frozenset({"name", "kind", "init", "heads_init", "out_dir", "resume", "task", "path", "image_set",
+_TEXT = frozenset({"name", "kind", "init", "heads_init", "dense_init", "out_dir", "resume", "task", "path", "image_set",
                    "val_image_set", "annotations", "val_annotations"})
 
 

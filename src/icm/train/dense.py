@@ -196,6 +196,13 @@ def train(cfg: dict, max_steps: int | None = None, log=print) -> Path:
         opt.load_state_dict(ck["optim"])
         step = int(ck["step"])
         log(f"resumed from {last} at step {step}")
+    elif m.get("dense_init"):  # a dense head trained before (its weights, a fresh optimiser and schedule)
+        try:
+            ck = torch.load(m["dense_init"], map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise IcmError(f"model.dense_init not found: {m['dense_init']}") from None
+        head.load_state_dict(ck["dense"])
+        log(f"started from {m['dense_init']} (step {ck['step']})")
     else:
         try:
             head.init_from_teacher(teacher)
