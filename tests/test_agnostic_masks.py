@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_detection import make_codec, make_heads, scene
 
 from icm.errors import IcmError
-from icm.tasks.detection import AgnosticMaskPredictor, head_state, load_head_state, load_heads, save_heads
+from icm.tasks.detection import AgnosticMaskPredictor
+from icm.tasks.heads_file import head_state, load_head_state, load_heads, save_heads
 from icm.train.detection import MASK_PARTS
-from test_detection import make_codec, make_heads, scene
 
 torch.set_num_threads(1)
 

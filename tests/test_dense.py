@@ -11,13 +11,8 @@ from test_detection import HEADS, make_codec
 
 from icm.errors import IcmError
 from icm.tasks.dense import DenseBoxHead, distillation_losses, mimic_loss
-from icm.tasks.detection import (
-    CompressedDomainRCNN,
-    detect_from_bitstream,
-    head_state,
-    load_heads,
-    save_heads,
-)
+from icm.tasks.detection import CompressedDomainRCNN, detect_from_bitstream
+from icm.tasks.heads_file import head_state, load_heads, save_heads
 from icm.teachers.pseudo import COCO_IDS
 
 torch.set_num_threads(1)

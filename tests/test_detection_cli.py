@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import gradient_image, make_tiny_model, tiny_voc
 from PIL import Image
 
 from icm import bitstream, codec
@@ -22,15 +23,19 @@ from icm.errors import IcmError
 from icm.eval import datasets, sweep
 from icm.eval import detect as eval_detect
 from icm.eval import tasks as eval_tasks
-from icm.models import Compressed, create_model
-from icm.models import _registry
-from icm.tasks.annotations import VOC_CLASSES, make_target, masks_to_boxes, rle_to_mask, to_coco_json
-from icm.tasks.detection import CompressedDomainRCNN, detect_from_bitstream, head_state, load_heads, save_heads
+from icm.models import Compressed, _registry, create_model
+from icm.tasks.annotations import (
+    VOC_CLASSES,
+    make_target,
+    masks_to_boxes,
+    rle_to_mask,
+    to_coco_json,
+)
+from icm.tasks.detection import CompressedDomainRCNN, detect_from_bitstream
+from icm.tasks.heads_file import head_state, load_heads, save_heads
 from icm.tasks.synthetic import CLASSES
 from icm.train import detection as train_detection
 from icm.train.run import build, load_config, run
-
-from conftest import gradient_image, make_tiny_model, tiny_voc
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
@@ -148,7 +153,7 @@ def test_latent_steps_cycle_through_codec_states_and_validate_on_the_home_codec(
     module = train_detection.DetectionModule(module.heads, "mixed", latent_states=others)
     images, targets = next(iter(train_loader))
     seen = []
-    probe = lambda: round(float(codec_.g_s[0].weight.flatten()[0] - home["g_s.0.weight"].flatten()[0]), 4)  # noqa: E731
+    probe = lambda: round(float(codec_.g_s[0].weight.flatten()[0] - home["g_s.0.weight"].flatten()[0]), 4)
     heads = module.heads.train()
     monkeypatch.setattr(heads, "forward_pixels", lambda *a, **k: seen.append(("pixels", probe())) or {"l": torch.ones(())})
     monkeypatch.setattr(heads, "forward_latent", lambda *a, **k: seen.append(("latent", probe())) or {"l": torch.ones(())})
@@ -429,10 +434,10 @@ class Oracle:
         return {"boxes": t["boxes"] + self.shift, "labels": t["labels"], "scores": torch.linspace(0.9, 0.8, n),
                 "masks": t["masks"][:, None].float()}
 
-    def forward_pixels(self, images):
+    def forward_pixels(self, images, masks=None):
         return [self._out(x.shape[-2:]) for x in images]
 
-    def forward_latent(self, y_hat, image_size):
+    def forward_latent(self, y_hat, image_size, masks=None):
         return [self._out(image_size)]
 
 

@@ -11,7 +11,7 @@ import torch
 from . import bitstream, preflight
 from .errors import BitstreamError, IcmError
 from .images import read_rgb  # torch-free, shared with icm-edge
-from .limits import Limits, LimitError  # noqa: F401  (LimitError: part of this module's errors)
+from .limits import LimitError, Limits  # noqa: F401  (LimitError: part of this module's errors)
 from .models import Compressed, create_model, has_weights, model_info, model_info_by_id  # noqa: F401
 from .preflight import check_limits, parse, read  # noqa: F401  (part of this module's API; torch-free)
 from .refine import supports_refine
@@ -187,7 +187,7 @@ def use_heads(family: str, path=None) -> None:
 def get_heads(model):
     """The detection heads of ``model``'s family in use (:func:`use_heads`', ``ICM_HEADS``'
     or the shipped ones), built on ``model`` once per process and file
-    (:func:`icm.tasks.detection.load_heads`); ``None`` where there are none or the model
+    (:func:`icm.tasks.heads_file.load_heads`); ``None`` where there are none or the model
     has no split backbone to run them on."""
     if not hasattr(model, "decode_features"):
         return None
@@ -198,7 +198,7 @@ def get_heads(model):
 
 @functools.lru_cache(maxsize=16)
 def _heads(model, path: str | None):
-    from .tasks.detection import load_heads
+    from .tasks.heads_file import load_heads
 
     return load_heads(model, model.model_name, path=path)
 

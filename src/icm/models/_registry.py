@@ -109,7 +109,7 @@ def heads_file(name: str):
 def heads_tasks(name: str) -> tuple[str, ...]:
     """``("detect", "segment")``, ``("detect",)`` or ``()``: what the detection heads of
     ``name`` in use run (:func:`heads_file`; read from their metadata;
-    :func:`icm.tasks.detection.load_heads` builds them)."""
+    :func:`icm.tasks.heads_file.load_heads` builds them)."""
     path = heads_file(name)
     if path is None:
         return ()

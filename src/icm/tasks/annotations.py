@@ -34,7 +34,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from icm.errors import IcmError
-from icm.tasks.rle import mask_to_rle, rle_to_mask  # noqa: F401  (numpy only: the core install has no pycocotools)
+from icm.tasks.rle import mask_to_rle, rle_to_mask
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -68,7 +68,9 @@ def segmentation_to_mask(segmentation, height: int, width: int) -> np.ndarray:
             raise IcmError("a polygon has an odd number of coordinates")
         if not polygons:
             return np.zeros((height, width), np.uint8)
-        from pycocotools import mask as mask_utils  # polygons: COCO data for eval/train, not the core
+        from pycocotools import (
+            mask as mask_utils,  # polygons: COCO data for eval/train, not the core
+        )
 
         rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
         return np.ascontiguousarray(mask_utils.decode(rle), dtype=np.uint8)

@@ -129,7 +129,7 @@ def _pattern(kind: str, ys: np.ndarray, xs: np.ndarray, rng: np.random.Generator
     return c[0] + t[..., None] * (c[1] - c[0])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _photo(source: str) -> np.ndarray:
     from icm.data import load_photo
 

@@ -60,8 +60,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import IcmError
-from .optim import make_optimizer, schedule
 from ..losses import rate_accuracy_distortion
+from .optim import make_optimizer, schedule
 
 _NO_DECAY = ("cls_token", "cls_pos", "pos_embed")
 
@@ -193,7 +193,11 @@ class FashionMnist(Dataset):
 
 
 def _fashion_mnist(d: dict):
-    from ..eval.datasets import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
+    from ..eval.datasets import (
+        FASHION_MNIST_CLASSES,
+        FASHION_MNIST_DIR,
+        read_fashion_mnist,
+    )
 
     root = d.get("root", FASHION_MNIST_DIR)
     train = FashionMnist(*read_fashion_mnist("train", root, d.get("train_limit")), augment=bool(d.get("augment", True)))
@@ -218,7 +222,8 @@ class MixCollate:
 
 
 def _imagefolder(d: dict, in_channels: int):
-    from torchvision import datasets, transforms as T
+    from torchvision import datasets
+    from torchvision import transforms as T
 
     if "root" not in d:
         raise IcmError("data kind 'imagefolder' needs a 'root' with train/ (and val/) class folders")

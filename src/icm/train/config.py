@@ -69,7 +69,7 @@ SCHEMA: dict[str, dict[str, frozenset]] = {
                             "rpn_batch_size_per_image", "box_batch_size_per_image", "rpn_pre_nms_top_n_test",
                             "rpn_post_nms_top_n_test"}),
         "data": frozenset({"kind", "root", "val_root", "image_set", "val_image_set", "annotations", "images",
-                           "val_annotations", "val_images", "size", "train_images", "val_images", "flip", "seed",
+                           "val_annotations", "val_images", "size", "train_images", "flip", "seed",
                            "batch_size", "val_batch_size", "val_limit", "workers", "epoch_images",
                            "train_photos", "val_photos", "views", "short_side", "stamps", "score",
                            "val_long_side", "val_views", "stamp_scale", "categories"}),

@@ -89,7 +89,8 @@ def build_heads(cfg: dict, codec):
     from safetensors.torch import load_file
 
     from ..models._registry import read_metadata
-    from ..tasks.detection import CompressedDomainRCNN, load_head_state
+    from ..tasks.detection import CompressedDomainRCNN
+    from ..tasks.heads_file import load_head_state
     from ..teachers.distill import coco_categories
     from ..teachers.pseudo import COCO_IDS
 
@@ -269,7 +270,7 @@ def _measure(cfg: dict, path: Path, limit: int | None = None) -> dict:
     photos at every shipped quality."""
     from ..data import recipe_photos
     from ..models import create_model, has_weights, model_info
-    from ..tasks.detection import load_heads
+    from ..tasks.heads_file import load_heads
     from ..teachers.distill import TeacherLabels
     from .detection import measure_heads
 
@@ -290,7 +291,7 @@ def export(cfg: dict, ckpt=None, out=None, measure: bool = True, limit: int | No
 
     from .. import __version__
     from ..models import create_model
-    from ..tasks.detection import save_heads
+    from ..tasks.heads_file import save_heads
 
     m, t = cfg["model"], cfg["trainer"]
     codec = create_model(m.get("name", "dicm-lite0"), quality=m.get("quality", 2), pretrained=True).eval()

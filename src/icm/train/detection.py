@@ -263,7 +263,7 @@ class DetectionModule(L.LightningModule):
         self.strict_loading = False
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        from ..tasks.detection import _NOT_HEADS
+        from ..tasks.heads_file import _NOT_HEADS
 
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
                                     if not k.removeprefix("heads.").startswith(_NOT_HEADS)}
@@ -464,8 +464,7 @@ MASK_PARTS = ("detector.roi_heads.mask_head.", "detector.roi_heads.mask_predicto
 def _checkpoint_heads(heads, path: Path, missing_ok: tuple[str, ...] = ()) -> int:
     """Load the heads of a training checkpoint (tensors whose names start with ``missing_ok``
     may be absent: they keep their initial values); returns its global step."""
-    from ..tasks.detection import _NOT_HEADS, load_head_state
-
+    from ..tasks.heads_file import _NOT_HEADS, load_head_state
     from .checkpoints import read_state
 
     state, step = read_state(path, prefix="heads.")
@@ -507,7 +506,7 @@ def export(cfg: dict, ckpt=None, out=None, qualities=None, limit: int | None = N
     from .. import __version__
     from ..models import create_model, has_weights, model_info
     from ..models._registry import heads_name
-    from ..tasks.detection import load_heads, save_heads
+    from ..tasks.heads_file import load_heads, save_heads
 
     m, d, t = cfg["model"], cfg["data"], cfg["trainer"]
     if cfg.get("task") not in TASKS:

@@ -49,8 +49,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import IcmError
-from .optim import make_optimizer, schedule
 from ..losses import bpp
+from .optim import make_optimizer, schedule
 
 STAGE_DEFAULTS = {
     1: {"optim": {"name": "sgd", "lr": 0.03, "lr_batch": 256, "momentum": 0.9, "weight_decay": 1e-4}},

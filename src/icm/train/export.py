@@ -14,9 +14,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import IcmError
-
 from ..entropy._tables import TableModule
+from ..errors import IcmError
 
 
 def round_to_half(model: torch.nn.Module, skip: tuple[str, ...] = ()) -> None:

@@ -82,7 +82,7 @@ class EpochOrder(DistributedSampler):
     its own sampler in its place; it shares none of its code.
     """
 
-    def __init__(self, size: int, seed: int = 0, shuffle: bool = True) -> None:  # noqa: D107 (no super().__init__)
+    def __init__(self, size: int, seed: int = 0, shuffle: bool = True) -> None:
         if size < 1:
             raise ValueError("EpochOrder: an empty dataset")
         self.size, self.seed, self.shuffle = int(size), int(seed), bool(shuffle)

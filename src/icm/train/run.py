@@ -20,9 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import IcmError
-from .config import load_config  # noqa: F401  (icm.train.run.load_config, as before)
-
 from .config import TRAINER_OURS as _OURS
+from .config import load_config  # noqa: F401  (icm.train.run.load_config, as before)
 
 
 def build(cfg: dict):
