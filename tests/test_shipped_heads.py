@@ -33,6 +33,15 @@ def test_the_weights_card_says_what_the_heads_learned_from():
     assert int(meta["steps"]) > 0
     assert set(meta["measured"]) == {f"q{q}" for q in range(1, 7)}
     assert all(0.0 <= m["bitstream"]["map_50"] <= 1.0 for m in meta["measured"].values())
+    # the boxes: the teacher's own upper network after an adapter, learned from its raw outputs
+    boxes = meta["boxes"]
+    assert meta["architecture"]["dense"]["kind"] == "stitch" and len(meta["architecture"]["dense"]["labels"]) == 80
+    assert boxes["head"].startswith("stitch") and "NanoDet-g" in boxes["taught_by"]
+    assert "Apache-2.0" in boxes["teacher_parts"] and boxes["recipe"]["task"] == "dense"
+    assert int(boxes["steps"]) >= 1000
+    assert set(boxes["measured"]) == {f"q{q}" for q in range(1, 7)} and "val photos" in boxes["measured_on"]
+    assert all(0.0 <= m["bitstream"]["map_50"] <= 1.0 for m in boxes["measured"].values())
+    assert boxes["measured"]["q1"]["pixels"]["map_50"] > 0.3  # on the held-out val photos, against the teacher
 
 
 @pytest.fixture(scope="module")
