@@ -17,10 +17,18 @@ import os
 import sys
 from pathlib import Path
 
-from ._cliutil import _error, _non_negative, _positive, _print_answer_lines, _quality, _warn, top_parser
+from ._cliutil import (
+    _error,
+    _non_negative,
+    _positive,
+    _print_answer_lines,
+    _quality,
+    _warn,
+    top_parser,
+)
 from ._cliutil import run as _run
 from .errors import IcmError
-from .tasks import DETECTION_TASKS, TASK_NAMES
+from .tasks import DETECTION_TASKS, REPORT_SCORE, TASK_NAMES
 
 
 def _progress(items, desc: str, total: int | None = None):
@@ -438,8 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='one JSON object per line: {"file", "model", "quality", "bytes", "bpp", "task", "top5"}; '
                         'detect/segment: "detections": [{"label", "index", "score", "box", ("mask": COCO RLE)}]')
     s.add_argument("--top", type=int, default=5, metavar="K", help="classes to report (default 5; JSON key topK)")
-    s.add_argument("--score-thresh", type=float, default=0.5, metavar="S",
-                   help="detect/segment: report detections scoring at least S (default 0.5)")
+    s.add_argument("--score-thresh", type=float, default=REPORT_SCORE, metavar="S",
+                   help=f"detect/segment: report detections scoring at least S (default {REPORT_SCORE})")
     s.add_argument("--draw", metavar="OUT.png", help="detect/segment: draw boxes, labels and masks into OUT.png")
     s.add_argument("--image", metavar="PICTURE", help="the picture to draw on (the file has no pixels; "
                                                        "it must have the coded size)")

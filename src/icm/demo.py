@@ -42,8 +42,21 @@ import numpy as np
 
 from .errors import IcmError
 from .metrics import psnr
-from .pictures import enlarge, rate_agreement_plot, side_by_side, text_block, with_header
-from .samples import committed_reports, fashion_mnist_samples, report_line, sample_paths, summarise_reports  # noqa: F401
+from .pictures import (
+    enlarge,
+    rate_agreement_plot,
+    side_by_side,
+    text_block,
+    with_header,
+)
+from .samples import (
+    committed_reports,
+    fashion_mnist_samples,
+    report_line,
+    sample_paths,
+    summarise_reports,
+)
+from .tasks import REPORT_SCORE
 
 
 def jpeg_bytes(img: np.ndarray, quality: int, subsampling: int = 2) -> bytes:
@@ -170,7 +183,7 @@ def run_demo(out_dir: str = "icm-demo", quality: int | None = None, model_name: 
 
 DEMO_PHOTOS = ("astronaut", "coffee")
 """Bundled photos of section 1 (the test split's: no codec or head trained or was tuned on them)."""
-DEMO_SCORE = 0.5
+DEMO_SCORE = REPORT_SCORE
 """Detections at or above this score are printed and drawn (``icm analyze``'s default)."""
 DEMO_QUALITY = 3
 """Section 1's quality unless ``-q`` names one (about 0.4 bpp on the two photos)."""
@@ -193,8 +206,13 @@ def _one_file_three_tasks(out_dir: str, model_name: str, quality: int, photos=DE
     names = imagenet_class_names()
     paths = {p.stem: p for p in sample_paths()}
     learned = heads.metadata.get("taught_by", "its training data")
-    print(f"{model_name} q{quality} with its shipped heads ({len(heads.categories or {})} classes, learned from "
-          f"{learned}), on {len(photos)} bundled photos of the test split (never trained or tuned on): each is "
+    boxes = heads.metadata.get("boxes")
+    if boxes:  # boxes from a dense head (icm.tasks.dense); masks as the rest of the card says
+        how = ("NanoDet-g's own upper network behind an adapter that learned"
+               if heads.architecture.get("dense", {}).get("kind") == "stitch" else "a dense head that learned")
+        learned = f"boxes: {how} from {boxes['taught_by']}" + (
+            "; masks: class-agnostic, from photographic Tux Paint stamps' alpha" if heads.masks else "")
+    print(f"{model_name} q{quality} with its shipped heads ({len(heads.categories or {})} classes; {learned}), on {len(photos)} bundled photos of the test split (never trained or tuned on): each is "
           "coded once, and the receiver reads three answers from that file without making a pixel")
     rows, found = [], []
     for stem in photos:
@@ -219,7 +237,7 @@ def _one_file_three_tasks(out_dir: str, model_name: str, quality: int, photos=DE
         rows.append([
             with_header(image, [f"{stem}: the picture at the sender", "(not sent)"]),
             with_header(draw(blank, records), [f"the receiver, from {len(data)} bytes:",
-                                                f"{len(records)} objects, no pixels"]),
+                                                f"{len(records)} object{'' if len(records) == 1 else 's'}, no pixels"]),
             with_header(draw(image, records), ["the same answers over the picture", "(for the reader)"]),
         ])
     png = out / "dicm-objects.png"
@@ -325,7 +343,7 @@ def dicm_demo(out_dir: str, quality: int | None, model_name: str = "dicm-lite0")
     qualities = demo_qualities(qualities) if quality is None else qualities
     out = Path(out_dir)
     names = imagenet_class_names()
-    short = lambda i: names[i].split(",")[0][:16]  # noqa: E731
+    short = lambda i: names[i].split(",")[0][:16]
     crops = held_out_crops()
     n = len(crops)
     print(f"{model_name} q{','.join(map(str, qualities))} on the {n} crops (224x224: centre and four corners) of "

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 from .. import bitstream
 from ..errors import BitstreamError, IcmError
-from ..limits import Limits, LimitError, resolve
+from ..limits import LimitError, Limits, resolve
+from ..tasks import REPORT_SCORE
 from ..tasks import TASK_NAMES as TASKS
 
 DEFAULT_MAX_BODY = 4 << 20  # bytes: a 4K UHD hyperprior file at its highest quality is ~1.3 MB
@@ -103,7 +104,7 @@ class Job:
     op: str  # "analyze" or "decompress"
     task: str | None = None
     top: int = DEFAULT_TOP
-    score_thresh: float = 0.5
+    score_thresh: float = REPORT_SCORE
 
 
 
@@ -141,7 +142,7 @@ class Service:
             if task is not None and task not in TASKS:
                 raise ServiceError(422, f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
             top = _number(top, DEFAULT_TOP, "top", int, 1, MAX_TOP)
-            score_thresh = _number(score_thresh, 0.5, "score_thresh", float, 0.0, 1.0)
+            score_thresh = _number(score_thresh, REPORT_SCORE, "score_thresh", float, 0.0, 1.0)
         from .. import codec
         from ..models import model_info_by_id
         from ..models._registry import heads_tasks
@@ -214,7 +215,7 @@ class Service:
             return ServiceError(422, str(e))
         except ValueError as e:
             return ServiceError(400, f"corrupted .icm payload: {e}")
-        except Exception as e:  # noqa: BLE001 — one request's failure must not take the server down
+        except Exception as e:
             return ServiceError(500, f"internal error while answering ({e.__class__.__name__})")
 
     def _compute(self, job: Job):

@@ -39,4 +39,8 @@ TASK_NAMES = tuple(ANALYSIS_TASKS)
 """Every analysis task, in the order the CLI lists them."""
 DETECTION_TASKS = tuple(n for n, t in ANALYSIS_TASKS.items() if t.detector)
 """The tasks the detection heads run (``detect``, ``segment``)."""
+REPORT_SCORE = 0.35
+"""The lowest score of a detection that ``icm analyze``, the service and the demo report by
+default: the shipped heads' teacher's own threshold (its scores are IoU-aware quality
+scores, lower than a classifier's probabilities; ``icm eval`` scores every detection)."""
 

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from . import REPORT_SCORE
 from .rle import mask_to_rle, rle_to_mask
 
 # Distinct colours (RGB) for class indices, cycled.
@@ -59,7 +60,7 @@ def top_classes(logits: torch.Tensor, names, k: int) -> list[dict]:
             for v, i in zip(values, indices)]
 
 
-def to_records(det: Mapping, categories: Mapping[int, str] | None = None, score_thresh: float = 0.5,
+def to_records(det: Mapping, categories: Mapping[int, str] | None = None, score_thresh: float = REPORT_SCORE,
                masks: bool = False) -> list[dict]:
     """Detections of one image scoring at least ``score_thresh`` → JSON objects, best first.
 
