@@ -255,8 +255,9 @@ def test_dicm_detect_and_segment_json(core_env, dicm_files, work):
     f = dicm_files["shapes"]
     truth = json.loads((work / "shapes.labels").read_text())
     env = {**core_env, "ICM_HEADS": f"dicm-lite0={SHAPES_HEADS}"}  # a picture of shapes: the heads that know them
-    (det,) = _json_lines(_ok(_icm(env, "analyze", f, "--task", "detect", "--json")))
-    (seg,) = _json_lines(_ok(_icm(env, "analyze", f, "--task", "segment", "--json")))
+    # the shapes heads' scores are R-CNN class probabilities: their threshold, not the dense heads' default
+    (det,) = _json_lines(_ok(_icm(env, "analyze", f, "--task", "detect", "--json", "--score-thresh", "0.5")))
+    (seg,) = _json_lines(_ok(_icm(env, "analyze", f, "--task", "segment", "--json", "--score-thresh", "0.5")))
     assert det["task"] == "detect" and seg["task"] == "segment"
     assert sorted(d["index"] for d in det["detections"]) == truth  # the shapes drawn, found from the bitstream
     for d in det["detections"]:
