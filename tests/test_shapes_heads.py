@@ -70,9 +70,15 @@ def test_find_boxes_from_the_senders_stages_are_the_pixel_detectors(unseen):
     model = codec.get_model("dicm-lite0", 3)
     heads = codec.get_heads(model).eval()
     image = torch.from_numpy(ds[0][0]).permute(2, 0, 1)[None].float() / 255
+    assert_senders_boxes_are_the_pixel_detectors(model, heads, (image, image[..., 3:150, 5:]))
+
+
+def assert_senders_boxes_are_the_pixel_detectors(model, heads, images) -> None:
+    """:meth:`find_boxes` on the backbone stages of each padded picture gives, bit for bit,
+    the boxes, labels and scores of the pixel path; at least one box in all."""
     found = 0
     with torch.no_grad():
-        for x in (image, image[..., 3:150, 5:]):
+        for x in images:
             padded = model.pad(x)
             mine = heads.find_boxes(model.backbone.features(padded), tuple(padded.shape[-2:]), tuple(x.shape[-2:]))[0]
             ref = heads.forward_pixels(x)[0]

@@ -9,6 +9,7 @@ import json
 from importlib import resources
 
 import pytest
+from test_shapes_heads import assert_senders_boxes_are_the_pixel_detectors
 
 from icm import codec
 from icm.models._registry import heads_name, read_metadata
@@ -87,19 +88,10 @@ def test_the_same_file_gives_masks_inside_their_boxes_and_a_class(run_cli, astro
 def test_find_boxes_from_the_senders_stages_are_the_pixel_detectors():
     # Refinement's sender finds its boxes from the backbone stages it computes anyway:
     # bit for bit the boxes, labels and scores of the pixel path, at a size the codec pads too.
-    import torch
 
     from icm.data import to_tensor
 
     model = codec.get_model("dicm-lite0", 3)
     heads = codec.get_heads(model).eval()
     image = to_tensor(codec.read_rgb(next(p for p in sample_paths() if p.stem == "coffee")))[None]
-    found = 0
-    with torch.no_grad():
-        for x in (image, image[..., 3:250, 5:301]):
-            padded = model.pad(x)
-            mine = heads.find_boxes(model.backbone.features(padded), tuple(padded.shape[-2:]), tuple(x.shape[-2:]))[0]
-            ref = heads.forward_pixels(x)[0]
-            assert all(torch.equal(mine[k], ref[k]) for k in ("boxes", "labels", "scores"))
-            found += len(ref["boxes"])
-    assert found > 0
+    assert_senders_boxes_are_the_pixel_detectors(model, heads, (image, image[..., 3:250, 5:301]))

@@ -82,22 +82,16 @@ class DenseBoxHead(nn.Module):
 
     def pyramid(self, stages: OrderedDict[str, Tensor] | list[Tensor]) -> list[Tensor]:
         """The refined pyramid of the stages (what the teacher's PAN output is compared with)."""
+        from ..teachers.nanodet import pan_sums
+
         feats = list(stages.values()) if isinstance(stages, dict) else list(stages)
-        lat = [m(f) for m, f in zip(self.laterals, feats)]
-        for i in range(len(lat) - 1, 0, -1):  # top-down
-            lat[i - 1] = lat[i - 1] + F.interpolate(lat[i], size=lat[i - 1].shape[2:], mode="bilinear",
-                                                    align_corners=False)
-        for i in range(len(lat) - 1):  # bottom-up
-            lat[i + 1] = lat[i + 1] + F.interpolate(lat[i], size=lat[i + 1].shape[2:], mode="bilinear",
-                                                    align_corners=False)
-        return lat
+        return pan_sums([m(f) for m, f in zip(self.laterals, feats)])
 
     def outputs(self, pyramid: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
-        out = []
-        for f, c, o in zip(pyramid, self.head_convs, self.head_outs):
-            y = o(c(f)).flatten(2).transpose(1, 2)
-            out.append((y[..., : self.num_classes], y[..., self.num_classes:]))
-        return out
+        from ..teachers.nanodet import head_outputs
+
+        return [(y[..., : self.num_classes], y[..., self.num_classes:])
+                for y in head_outputs(pyramid, self.head_convs, self.head_outs)]
 
     mimics = "pan"
     """What :meth:`forward`'s first output is compared with: the teacher's PAN output."""
@@ -220,15 +214,10 @@ class StitchedHead(DenseBoxHead):
         return self.adapter(torch.cat((feats[0], s16), 1))
 
     def pyramid_of(self, a8: Tensor) -> list[Tensor]:
+        from ..teachers.nanodet import pan_sums
+
         f16 = self.upper[0](a8)
-        lat = [m(f) for m, f in zip(self.laterals, (a8, f16, self.upper[1](f16)))]
-        for i in range(len(lat) - 1, 0, -1):  # top-down, as the teacher's PAN
-            lat[i - 1] = lat[i - 1] + F.interpolate(lat[i], size=lat[i - 1].shape[2:], mode="bilinear",
-                                                    align_corners=False)
-        for i in range(len(lat) - 1):  # bottom-up
-            lat[i + 1] = lat[i + 1] + F.interpolate(lat[i], size=lat[i + 1].shape[2:], mode="bilinear",
-                                                    align_corners=False)
-        return lat
+        return pan_sums([m(f) for m, f in zip(self.laterals, (a8, f16, self.upper[1](f16)))])
 
     def pyramid(self, stages) -> list[Tensor]:
         return self.pyramid_of(self.stitch(stages))
@@ -237,12 +226,6 @@ class StitchedHead(DenseBoxHead):
         a8 = self.stitch(stages)
         return [a8], self.outputs(self.pyramid_of(a8))
 
-    def outputs(self, pyramid: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
-        out = []
-        for f, c, o in zip(pyramid, self.head_convs, self.head_outs):
-            y = o(c(f)).flatten(2).transpose(1, 2)
-            out.append((y[..., : self.num_classes], y[..., self.num_classes:]))
-        return out
 
     @torch.no_grad()
     def init_from_teacher(self, teacher: nn.Module) -> None:

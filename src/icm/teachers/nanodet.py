@@ -154,21 +154,34 @@ class NanoDet(nn.Module):
         """The PAN's outputs (128 channels at strides 8, 16, 32), of ``x`` or of the
         backbone outputs ``feats``."""
         feats = self.backbone(x) if feats is None else feats
-        lat = [lc(f) for lc, f in zip(self.laterals, feats)]
-        for i in range(len(lat) - 1, 0, -1):  # top-down
-            lat[i - 1] = lat[i - 1] + F.interpolate(lat[i], size=lat[i - 1].shape[2:], mode="bilinear",
-                                                    align_corners=False)
-        for i in range(len(lat) - 1):  # bottom-up
-            lat[i + 1] = lat[i + 1] + F.interpolate(lat[i], size=lat[i + 1].shape[2:], mode="bilinear",
-                                                    align_corners=False)
-        return lat
+        return pan_sums([lc(f) for lc, f in zip(self.laterals, feats)])
+
+    def head(self, feats):
+        """Per level of the PAN's outputs ``feats``: ``(scores after the sigmoid, side logits)``."""
+        return [(torch.sigmoid(y[..., :NUM_CLASSES]), y[..., NUM_CLASSES:])
+                for y in head_outputs(feats, self.head_convs, self.head_outs)]
 
     def forward(self, x):
-        out = []
-        for f, c, o in zip(self.features(x), self.head_convs, self.head_outs):
-            y = o(c(f)).flatten(2).transpose(1, 2)  # (B, H*W, 124), row-major cells
-            out.append((torch.sigmoid(y[..., :NUM_CLASSES]), y[..., NUM_CLASSES:]))
-        return out
+        return self.head(self.features(x))
+
+
+def pan_sums(lat: list) -> list:
+    """NanoDet's PAN on laterals of equal width (strides 8, 16, 32): a top-down path of
+    bilinear up-sampling and sums, then a bottom-up one of bilinear down-sampling and sums."""
+    lat = list(lat)
+    for i in range(len(lat) - 1, 0, -1):  # top-down
+        lat[i - 1] = lat[i - 1] + F.interpolate(lat[i], size=lat[i - 1].shape[2:], mode="bilinear",
+                                                align_corners=False)
+    for i in range(len(lat) - 1):  # bottom-up
+        lat[i + 1] = lat[i + 1] + F.interpolate(lat[i], size=lat[i + 1].shape[2:], mode="bilinear",
+                                                align_corners=False)
+    return lat
+
+
+def head_outputs(feats, convs, outs) -> list:
+    """The per-level head (a 3×3 convolution, then the 1×1 output): ``(B, H·W, channels)``
+    per level, cells row-major."""
+    return [o(c(f)).flatten(2).transpose(1, 2) for f, c, o in zip(feats, convs, outs)]
 
 
 # -- loading the TF.js weights ---------------------------------------------------------------------

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -51,15 +50,9 @@ DENSE_PARTS = ("dense_head.",)
 def teacher_outputs(teacher, x: torch.Tensor):
     """NanoDet's backbone outputs (strides 8, 16, 32), PAN features and per-level
     ``(scores after the sigmoid, side logits)`` on a normalised batch (:func:`normalise`)."""
-    from ..teachers.nanodet import NUM_CLASSES
-
     stages = teacher.backbone(x)
     feats = teacher.features(x, stages)
-    outs = []
-    for f, c, o in zip(feats, teacher.head_convs, teacher.head_outs):
-        y = o(c(f)).flatten(2).transpose(1, 2)
-        outs.append((torch.sigmoid(y[..., :NUM_CLASSES]), y[..., NUM_CLASSES:]))
-    return stages, feats, outs
+    return stages, feats, teacher.head(feats)
 
 
 def normalise(x: torch.Tensor) -> torch.Tensor:
@@ -150,11 +143,13 @@ class Views:
 
 
 def _lr(o: dict, step: int, total: int) -> float:
+    """Linear warm-up to the peak on step ``warmup_steps − 1``, then cosine to ``min_lr``
+    (:func:`icm.train.optim.warmup_cosine_factor`)."""
+    from .optim import warmup_cosine_factor
+
     lr, floor, warm = float(o.get("lr", 1e-3)), float(o.get("min_lr", 1e-5)), int(o.get("warmup_steps", 100))
-    if step < warm:
-        return lr * (step + 1) / warm
-    t = min(1.0, (step - warm) / max(1, total - warm))
-    return floor + 0.5 * (lr - floor) * (1 + math.cos(math.pi * t))
+    ramp = {"start": 1 / warm, "reach": warm - 1} if warm > 0 else {}
+    return lr * warmup_cosine_factor(total, floor / lr, max(warm, 0), **ramp)(step)
 
 
 def _save(path: Path, obj: dict) -> None:
