@@ -273,6 +273,18 @@ def test_only_the_adapter_of_a_stitched_head_learns(random_teacher, rcnn_file, t
 
     theirs = distill._TEACHER.model.stages[3].inp.conv.weight
     assert torch.equal(state["upper.1.inp.conv.weight"], theirs)  # frozen: still the teacher's
+    # a third phase grows the adapter by the cut input: the old columns kept, the new ones learn
+    third = recipe(tmp_path / "cut", rcnn_file)
+    third["dense"] = {"kind": "stitch", "refine": 1, "finetune": True, "cut": 24}
+    third["model"]["dense_init"] = str(last)
+    third["trainer"]["max_steps"] = 1
+    logged = []
+    grown = torch.load(train(third, log=logged.append), weights_only=True)["dense"]
+    assert any("grown by the cut input" in line for line in logged)
+    first = grown["adapter.0.conv.weight"]
+    assert first.shape[1] == state["adapter.0.conv.weight"].shape[1] + 64
+    assert float(first[:, -64:].abs().max()) > 0  # zero at the start, moved by one step
+    assert torch.allclose(first[:, :-64], state["adapter.0.conv.weight"], atol=1e-3)
 
 
 def test_boxes_only_skips_the_masks_of_either_kind_of_heads(codec):
@@ -293,3 +305,62 @@ def test_boxes_only_skips_the_masks_of_either_kind_of_heads(codec):
         assert "masks" in both and "masks" not in boxes and "masks" not in pix
         assert torch.equal(both["boxes"], boxes["boxes"])
         assert heads.detector.roi_heads.has_mask()  # the mask branch is back afterwards
+
+
+# -- the stitched head with the cut input ------------------------------------------------------------
+
+
+def test_a_stitched_head_grown_by_the_cut_input_answers_as_before_until_it_learns():
+    from icm.tasks.dense import StitchedHead, build_dense_head
+
+    torch.manual_seed(7)
+    plain = build_dense_head([40, 112, 320], kind="stitch", refine=1)
+    grown = build_dense_head([40, 112, 320], kind="stitch", refine=1, cut=24)
+    assert isinstance(grown, StitchedHead) and grown.reads_cut and not plain.reads_cut
+    assert grown.arguments["cut"] == 24 and "cut" not in plain.arguments
+    lite = [torch.randn(1, 40, 16, 12), torch.randn(1, 112, 8, 6), torch.randn(1, 320, 4, 3)]
+    cut = torch.randn(1, 24, 32, 24)
+    with pytest.raises(ValueError, match="reads the cut feature"):
+        grown(lite)
+    assert grown.load_grown(plain.state_dict()) == ["cut_in.conv.weight", "cut_in.conv.bias"]
+    with torch.no_grad():
+        (a_plain,), outs_plain = plain(lite)
+        (a_grown,), outs_grown = grown(lite, cut)
+        assert torch.allclose(a_plain, a_grown, atol=1e-6)
+        for (lp, sp), (lg, sg) in zip(outs_plain, outs_grown):
+            assert torch.allclose(lp, lg, atol=1e-5) and torch.allclose(sp, sg, atol=1e-5)
+        # once its columns are not zero, the cut feature changes the answer
+        grown.adapter[0].conv.weight[:, -1] = 0.5
+        assert not torch.allclose(grown(lite, cut)[0][0], a_plain, atol=1e-3)
+        with pytest.raises(ValueError, match="stride-8 grid"):
+            grown(lite, torch.randn(1, 24, 16, 24))
+    deeper = build_dense_head([40, 112, 320], kind="stitch", refine=2, cut=24)
+    with pytest.raises(ValueError, match="lacks"):
+        deeper.load_grown(plain.state_dict())
+    with pytest.raises(ValueError, match="cut input"):
+        plain.load_grown(plain.state_dict())
+
+
+def test_heads_reading_the_cut_feature_find_the_same_boxes_from_every_path(codec):
+    from test_shapes_heads import assert_senders_boxes_are_the_pixel_detectors
+
+    torch.manual_seed(3)
+    heads = CompressedDomainRCNN(codec, num_classes=91, masks=True, mask_agnostic=True,
+                                 dense={"kind": "stitch", "refine": 1, "cut": codec.backbone.cut_channels,
+                                        "score_thresh": 0.2, "max_det": 10, "labels": list(COCO_IDS)},
+                                 **{**HEADS, "box_score_thresh": 0.05}).eval()
+    assert heads.dense_head.reads_cut
+    with torch.no_grad():
+        for o in heads.dense_head.head_outs:
+            o.conv.bias[:80] = 3.0
+    x = torch.rand(1, 3, 96, 128)
+    # the pixel path and find_boxes on the sender's stages and cut feature: bit for bit
+    assert_senders_boxes_are_the_pixel_detectors(codec, heads, (x, x[..., 3:90, 5:]))
+    lat = detect_from_bitstream(codec, heads, codec.compress(x))[0]
+    assert 0 < len(lat["boxes"]) <= 10 and lat["masks"].shape[-2:] == (96, 128)
+    y_hat = codec.decompress(codec.compress(x), pixels=False)["y_hat"]
+    f = codec.decode_features(y_hat)
+    mine = heads.find_boxes(codec.stages(f), (96, 128), (96, 128), cut=f)[0]
+    assert torch.equal(mine["boxes"], lat["boxes"]) and torch.equal(mine["scores"], lat["scores"])
+    with pytest.raises(ValueError, match="reads the cut feature"):
+        heads.find_boxes(codec.stages(f), (96, 128), (96, 128))

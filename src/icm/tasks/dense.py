@@ -32,6 +32,8 @@ from torch import Tensor, nn
 STRIDES = (8, 16, 32)
 NMS_PRE = 1000
 """Cells per level that decoding considers (by their best class score), as NanoDet does."""
+CUT_WIDTH = 64
+"""Channels a stitched head makes of the cut feature (:class:`StitchedHead`, ``cut``)."""
 
 
 def _conv(cin: int, cout: int, k: int, act: bool = True) -> nn.Sequential:
@@ -96,7 +98,8 @@ class DenseBoxHead(nn.Module):
     mimics = "pan"
     """What :meth:`forward`'s first output is compared with: the teacher's PAN output."""
 
-    def forward(self, stages):
+    def forward(self, stages, cut: Tensor | None = None):
+        """``cut`` is not read (:attr:`reads_cut` false)."""
         pyramid = self.pyramid(stages)
         return pyramid, self.outputs(pyramid)
 
@@ -115,12 +118,16 @@ class DenseBoxHead(nn.Module):
                 m[0].weight.copy_(t.conv.weight)
                 m[0].bias.copy_(t.conv.bias)
 
+    reads_cut = False
+    """Whether :meth:`forward` needs the codec's cut feature (stride 4) beside the stages."""
+
     @torch.no_grad()
-    def detect(self, stages, image_sizes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:
+    def detect(self, stages, image_sizes: list[tuple[int, int]], cut: Tensor | None = None) -> list[dict[str, Tensor]]:
         """Boxes in each image's pixels (``image_sizes``: ``(H, W)`` before padding),
-        ``labels`` as class indices ``0…num_classes-1``, ``scores``; best first."""
+        ``labels`` as class indices ``0…num_classes-1``, ``scores``; best first.  ``cut``:
+        the cut feature the stages come from (heads that :attr:`reads_cut`)."""
         feats = list(stages.values()) if isinstance(stages, dict) else list(stages)
-        _, outs = self(feats)
+        _, outs = self(feats, cut)
         return self.decode(outs, [tuple(f.shape[-2:]) for f in feats], image_sizes)
 
     @torch.no_grad()
@@ -170,7 +177,13 @@ class StitchedHead(DenseBoxHead):
     the upper ones, which know COCO's objects, the teacher brings trained::
 
         stage s8 ─┬─▶ concat ─▶ 1×1, 3×3 (``refine``), 1×1 ─▶ [≈ teacher's stage-2 output, 128 × s8]
-        stage s16 ┘ (up-sampled)     ─▶ teacher's CSP stages 3, 4 ─▶ laterals ─▶ PAN ─▶ head
+        stage s16 ┤ (up-sampled)     ─▶ teacher's CSP stages 3, 4 ─▶ laterals ─▶ PAN ─▶ head
+        cut (s4) ─┘ (3×3, stride 2; with ``cut``)
+
+    With ``cut`` (its channels: 24 for Lite0) the adapter also reads the codec's decoded
+    cut feature at stride 4, which holds four times the cells of the stride-8 stage and
+    none of the network's later squeezing (Lite0's stride-8 stage has 40 channels, the
+    teacher's 128); :meth:`load_grown` starts such a head from one without it.
 
     ``forward`` returns ``([adapter output], outputs)``: what training compares with the
     teacher's stride-8 stage (``mimics = "stage"``).  The teacher's parts come from
@@ -181,7 +194,7 @@ class StitchedHead(DenseBoxHead):
 
     def __init__(self, in_channels: list[int], width: int = 128, num_classes: int = 80, reg_max: int = 10,
                  refine: int = 2, score_thresh: float = 0.05, iou: float = 0.6, max_det: int = 100,
-                 finetune: bool = False) -> None:
+                 finetune: bool = False, cut: int = 0) -> None:
         from ..teachers.nanodet import ConvAct, CspStage
 
         nn.Module.__init__(self)
@@ -191,7 +204,8 @@ class StitchedHead(DenseBoxHead):
             raise ValueError("a stitched head has the teacher's width 128, 80 classes and 11 bins per side")
         self.num_classes, self.reg_max = int(num_classes), int(reg_max)
         self.score_thresh, self.iou, self.max_det = float(score_thresh), float(iou), int(max_det)
-        layers = [ConvAct(in_channels[0] + in_channels[1], width, k=1)]
+        self.cut_in = ConvAct(int(cut), CUT_WIDTH, stride=2) if cut else None
+        layers = [ConvAct(in_channels[0] + in_channels[1] + (CUT_WIDTH if cut else 0), width, k=1)]
         layers += [ConvAct(width, width) for _ in range(refine)]
         layers.append(ConvAct(width, width, k=1))  # the teacher's stage outputs follow a LeakyReLU too
         self.adapter = nn.Sequential(*layers)
@@ -204,14 +218,28 @@ class StitchedHead(DenseBoxHead):
         self.arguments = {"kind": "stitch", "width": int(width), "num_classes": self.num_classes,
                           "reg_max": self.reg_max, "refine": int(refine), "score_thresh": self.score_thresh,
                           "iou": self.iou, "max_det": self.max_det, "finetune": self.finetune}
+        if cut:
+            self.arguments["cut"] = int(cut)
+
+    @property
+    def reads_cut(self) -> bool:
+        return self.cut_in is not None
 
     def teacher_parts(self) -> list[nn.Module]:
         return [self.upper, self.laterals, self.head_convs, self.head_outs]
 
-    def stitch(self, stages) -> Tensor:
+    def stitch(self, stages, cut: Tensor | None = None) -> Tensor:
         feats = list(stages.values()) if isinstance(stages, dict) else list(stages)
-        s16 = F.interpolate(feats[1], size=feats[0].shape[-2:], mode="nearest")
-        return self.adapter(torch.cat((feats[0], s16), 1))
+        grid = feats[0].shape[-2:]
+        parts = [feats[0], F.interpolate(feats[1], size=grid, mode="nearest")]
+        if self.cut_in is not None:
+            if cut is None:
+                raise ValueError("this stitched head reads the cut feature too: pass cut=")
+            c = self.cut_in(cut)
+            if c.shape[-2:] != grid:
+                raise ValueError(f"a cut feature of {tuple(cut.shape[-2:])} does not give the stride-8 grid {tuple(grid)}")
+            parts.append(c)
+        return self.adapter(torch.cat(parts, 1))
 
     def pyramid_of(self, a8: Tensor) -> list[Tensor]:
         from ..teachers.nanodet import pan_sums
@@ -219,12 +247,35 @@ class StitchedHead(DenseBoxHead):
         f16 = self.upper[0](a8)
         return pan_sums([m(f) for m, f in zip(self.laterals, (a8, f16, self.upper[1](f16)))])
 
-    def pyramid(self, stages) -> list[Tensor]:
-        return self.pyramid_of(self.stitch(stages))
+    def pyramid(self, stages, cut: Tensor | None = None) -> list[Tensor]:
+        return self.pyramid_of(self.stitch(stages, cut))
 
-    def forward(self, stages):
-        a8 = self.stitch(stages)
+    def forward(self, stages, cut: Tensor | None = None):
+        a8 = self.stitch(stages, cut)
         return [a8], self.outputs(self.pyramid_of(a8))
+
+    @torch.no_grad()
+    def load_grown(self, state: dict[str, Tensor]) -> list[str]:
+        """Start from a stitched head without the cut input (``state``, same ``refine``):
+        every weight copied, the first 1×1's columns for the cut set to zero, so that the
+        head answers as before until the cut input learns.  Returns the names not in ``state``."""
+        if self.cut_in is None:
+            raise ValueError("load_grown needs a head with a cut input")
+        own = self.state_dict()
+        first = "adapter.0.conv.weight"
+        grown = dict(state)
+        if first in state:
+            old = state[first]
+            if old.shape[1] + CUT_WIDTH != own[first].shape[1] or old.shape[0] != own[first].shape[0]:
+                raise ValueError(f"{first}: {tuple(old.shape)} is not this head's {tuple(own[first].shape)} less the cut")
+            w = torch.zeros_like(own[first])
+            w[:, : old.shape[1]] = old
+            grown[first] = w
+        fresh = [k for k in own if k not in grown]
+        if any(not k.startswith("cut_in.") for k in fresh):
+            raise ValueError(f"state lacks {[k for k in fresh if not k.startswith('cut_in.')]}")
+        self.load_state_dict({**{k: own[k] for k in fresh}, **grown})
+        return fresh
 
 
     @torch.no_grad()

@@ -379,8 +379,9 @@ class CompressedDomainRCNN(nn.Module):
         if self.dense_head is not None:
             batched, _ = self.detector.transform(images)
             sizes = [tuple(x.shape[-2:]) for x in images]
-            stages = self.detector.backbone.body.features(batched.tensors)
-            return self._dense_detect(stages, sizes, masks)
+            body = self.detector.backbone.body
+            cut = body.head(batched.tensors)
+            return self._dense_detect(body.tail(cut), sizes, masks, cut)
         with _without_masks(self.detector.roi_heads, masks is False):
             return self.detector(images, targets)
 
@@ -413,7 +414,8 @@ class CompressedDomainRCNN(nn.Module):
             targets = [dict(t) for t in targets]
         elif self.dense_head is not None:
             codec = self.latent_backbone.codec
-            return self._dense_detect(codec.stages(codec.decode_features(y_hat)), sizes, masks)
+            cut = codec.decode_features(y_hat)
+            return self._dense_detect(codec.stages(cut), sizes, masks, cut)
         features = self.latent_backbone(y_hat)
         # The RPN's anchor generator reads only the shape of the batched image
         # tensor (to derive each level's stride): a stride-0 view holds no pixels.
@@ -426,20 +428,22 @@ class CompressedDomainRCNN(nn.Module):
             return {**detector_losses, **proposal_losses}
         return det.transform.postprocess(detections, sizes, sizes)
 
-    def _dense_boxes(self, stages: OrderedDict[str, Tensor], sizes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:
-        found = self.dense_head.detect(stages, sizes)
+    def _dense_boxes(self, stages: OrderedDict[str, Tensor], sizes: list[tuple[int, int]],
+                     cut: Tensor | None = None) -> list[dict[str, Tensor]]:
+        found = self.dense_head.detect(stages, sizes, cut)
         for d in found:
             d["labels"] = self.dense_labels[d["labels"]]
         return found
 
     @torch.no_grad()
     def _dense_detect(self, stages: OrderedDict[str, Tensor], sizes: list[tuple[int, int]],
-                      masks: bool | None = None) -> list[dict[str, Tensor]]:
-        """Eval: the dense head's boxes and, with masks, the mask branch's masks for them
-        (torchvision's mask inference and pasting)."""
+                      masks: bool | None = None, cut: Tensor | None = None) -> list[dict[str, Tensor]]:
+        """Eval: the dense head's boxes (from ``stages`` and the ``cut`` feature they come
+        from) and, with masks, the mask branch's masks for them (torchvision's mask
+        inference and pasting)."""
         from torchvision.models.detection.roi_heads import maskrcnn_inference
 
-        found = self._dense_boxes(stages, sizes)
+        found = self._dense_boxes(stages, sizes, cut)
         if self.masks and masks is not False:
             rh = self.detector.roi_heads
             features = self.latent_backbone.fpn(stages)
@@ -455,16 +459,18 @@ class CompressedDomainRCNN(nn.Module):
 
     @torch.no_grad()
     def find_boxes(self, stages: OrderedDict[str, Tensor], padded: tuple[int, int],
-                   image_sizes) -> list[dict[str, Tensor]]:
+                   image_sizes, cut: Tensor | None = None) -> list[dict[str, Tensor]]:
         """Boxes, labels and scores (no masks) from the backbone's stage features
         ``{"0", "1", "2"}`` of images padded to ``padded``: what the detector finds in
         eval mode (the same boxes as :meth:`forward_pixels` on the pixels those stages
-        come from), for a sender that has the stages already and needs no masks.  The
-        heads are back in their previous train/eval mode afterwards."""
+        come from), for a sender that has the stages already and needs no masks.  ``cut``:
+        the cut feature the stages come from, for a dense head that reads it
+        (:attr:`icm.tasks.dense.DenseBoxHead.reads_cut`).  The heads are back in their
+        previous train/eval mode afterwards."""
         sizes = _image_sizes(image_sizes, stages["0"].shape[0])
         if self.dense_head is not None:
             with eval_mode(self):
-                return self._dense_boxes(stages, sizes)
+                return self._dense_boxes(stages, sizes, cut)
         with eval_mode(self):
             features = self.latent_backbone.fpn(stages)
             images = ImageList(stages["0"].new_zeros(()).expand(len(sizes), 3, *padded), sizes)

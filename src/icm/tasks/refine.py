@@ -47,7 +47,7 @@ def _stage_targets(x: Tensor, model, heads):
             # the detector reads the stages of the padded picture: the same as ref's
             # where the picture needs no padding
             full = ref if cropped.shape == f.shape else model.backbone.tail(f)
-            found = heads.find_boxes(full, tuple(padded.shape[-2:]), size)
+            found = heads.find_boxes(full, tuple(padded.shape[-2:]), size, cut=f)
             for i, det in enumerate(found):
                 for box in det["boxes"][det["scores"] > cfg["score"]].tolist():
                     x0, y0, x1, y1 = (int(v) for v in box)
@@ -113,11 +113,12 @@ def joint_objective(x: Tensor, model, heads=None):
 
     @last_pass
     def receive(y_hat: Tensor):
-        stages = model.stages(model.decode_features(y_hat, size))
-        return stages, model.backbone.classifier(stages["2"])
+        f = model.decode_features(y_hat, size)
+        stages = model.stages(f)
+        return stages, model.backbone.classifier(stages["2"]), f
 
     def distortion(y_hat: Tensor) -> Tensor:
-        stages, logits = receive(y_hat)
+        stages, logits, _ = receive(y_hat)
         log_q = F.log_softmax(logits, dim=1)
         kl = (log_p.exp() * (log_p - log_q)).sum(dim=1)
         return kl + _feature_term(stages, *targets)
@@ -127,7 +128,7 @@ def joint_objective(x: Tensor, model, heads=None):
     if heads is not None:
         # the receiver's detections may not stray further from the sender's than the
         # plain file's do (icm.refine._better)
-        distortion.guard = _detection_guard(model, heads, found, size, lambda y_hat: receive(y_hat)[0])
+        distortion.guard = _detection_guard(model, heads, found, size, lambda y_hat: receive(y_hat)[::2])
     return model.lmbda, distortion
 
 
@@ -135,11 +136,16 @@ def _detection_guard(model, heads, found: list, size: tuple[int, int], stages):
     """``guard(ŷ)`` for :mod:`icm.refine`: per image, :func:`detection_miss` of the
     detections ``heads`` make from ``ŷ`` (as the receiver does, from the features of the
     padded extent) against ``found``, the sender's; ``stages(ŷ)`` gives the tail's stages
-    of the decoded feature cropped to ``size``, reused where the crop is the whole extent."""
+    of the decoded feature cropped to ``size`` and that feature, reused where the crop is
+    the whole extent."""
     def guard(y_hat: Tensor) -> Tensor:
         padded = (y_hat.shape[-2] * model.y_stride, y_hat.shape[-1] * model.y_stride)
-        s = stages(y_hat) if padded == size else model.stages(model.decode_features(y_hat))
-        got = heads.find_boxes(s, padded, size)
+        if padded == size:
+            s, f = stages(y_hat)
+        else:
+            f = model.decode_features(y_hat)
+            s = model.stages(f)
+        got = heads.find_boxes(s, padded, size, cut=f)
         return torch.tensor([detection_miss(a, b) for a, b in zip(found, got)])
 
     return guard

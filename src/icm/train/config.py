@@ -78,7 +78,7 @@ SCHEMA: dict[str, dict[str, frozenset]] = {
     "dense": {
         "": frozenset({"task", "model", "dense", "data", "loss", "optim", "trainer"}),
         "model": frozenset({"name", "quality", "heads_init", "dense_init", "paths"}),
-        "dense": frozenset({"kind", "width", "refine", "score_thresh", "iou", "max_det", "finetune"}),
+        "dense": frozenset({"kind", "width", "refine", "score_thresh", "iou", "max_det", "finetune", "cut"}),
         "data": frozenset({"train_photos", "val_photos", "size", "short_side", "stamps", "batch_size"}),
         "loss": frozenset({"mimic", "cls", "box", "box_from"}),
         "optim": frozenset({"lr", "min_lr", "weight_decay", "warmup_steps", "clip"}),
@@ -100,7 +100,7 @@ _INTEGER = frozenset({"crop", "batch_size", "workers", "val_side", "val_batch_si
                       "max_steps", "val_every", "ckpt_every", "threads", "seed", "size", "train_images",
                       "fpn_channels", "representation_size", "rpn_batch_size_per_image",
                       "box_batch_size_per_image", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test",
-                      "box_size", "epoch_images", "width", "refine", "max_det"})
+                      "box_size", "epoch_images", "width", "refine", "max_det", "cut"})
 _BOOL = frozenset({"augment", "flip", "pretrained", "keep_checkpoints", "finetune"})
 _LIST = frozenset({"stamp_scale", "short_sides", "train_photos", "val_photos", "init_parts", "latent_qualities", "stage_mse",
                    "anchor_sizes", "aspect_ratios", "train", "mask_layers", "paths"})

@@ -197,8 +197,15 @@ def train(cfg: dict, max_steps: int | None = None, log=print) -> Path:
             ck = torch.load(m["dense_init"], map_location="cpu", weights_only=True)
         except FileNotFoundError:
             raise IcmError(f"model.dense_init not found: {m['dense_init']}") from None
-        head.load_state_dict(ck["dense"])
-        log(f"started from {m['dense_init']} (step {ck['step']})")
+        if head.reads_cut and not any(k.startswith("cut_in.") for k in ck["dense"]):
+            try:  # a stitched head without the cut input: grown, answering as before at first
+                head.load_grown(ck["dense"])
+            except ValueError as e:
+                raise IcmError(f"model.dense_init: {e}") from None
+            log(f"started from {m['dense_init']} (step {ck['step']}), its adapter grown by the cut input")
+        else:
+            head.load_state_dict(ck["dense"])
+            log(f"started from {m['dense_init']} (step {ck['step']})")
     else:
         try:
             head.init_from_teacher(teacher)
@@ -216,15 +223,15 @@ def train(cfg: dict, max_steps: int | None = None, log=print) -> Path:
             t_stages, t_pan, t_outs = teacher_outputs(teacher, normalise(x))
             t_feats = t_stages[:1] if head.mimics == "stage" else t_pan
             if path == "pixels":
-                stages = codec.backbone.features(x)
+                cut = codec.backbone.head(x)
             else:
                 if loaded != path:
                     codec.load_state_dict(states[path], strict=False)
                     loaded = path
-                y_hat = codec.latent(codec.analysis(x))["y_hat"]
-                stages = codec.stages(codec.decode_features(y_hat))
+                cut = codec.decode_features(codec.latent(codec.analysis(x))["y_hat"])
+            stages = codec.stages(cut)
         head.train()
-        pyramid, outs = head(stages)
+        pyramid, outs = head(stages, cut)
         parts = distillation_losses(outs, t_outs, head.reg_max, float(w.get("box_from", 0.1)))
         parts["mimic"] = mimic_loss(pyramid, t_feats)
         loss = float(w.get("mimic", 1.0)) * parts["mimic"] + float(w.get("cls", 1.0)) * parts["cls"] \
