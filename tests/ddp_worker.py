@@ -152,4 +152,7 @@ def moco_rank(rank: int, world: int, port: int, out: str) -> None:
         torch.save({"queue": moco.queue.clone(), "queue_ptr": moco.queue_ptr.clone(),
                     "logits": step["logits"].detach(), "loss": step["loss"].detach(),
                     "perm": perms[0] if perms else None}, Path(out) / f"moco{rank}-bn{int(bn)}.pt")
+    # both ranks leave together: on torch 2.5 a rank that destroys its group after its peer has
+    # exited can wait forever (seen under a loaded CPU)
+    dist.barrier()
     dist.destroy_process_group()
