@@ -341,13 +341,15 @@ def test_a_stitched_head_grown_by_the_cut_input_answers_as_before_until_it_learn
         plain.load_grown(plain.state_dict())
 
 
-def test_heads_reading_the_cut_feature_find_the_same_boxes_from_every_path(codec):
+@pytest.mark.parametrize("enter", [8, 4])
+def test_heads_reading_the_cut_feature_find_the_same_boxes_from_every_path(codec, enter):
     from test_shapes_heads import assert_senders_boxes_are_the_pixel_detectors
 
     torch.manual_seed(3)
     heads = CompressedDomainRCNN(codec, num_classes=91, masks=True, mask_agnostic=True,
                                  dense={"kind": "stitch", "refine": 1, "cut": codec.backbone.cut_channels,
-                                        "score_thresh": 0.2, "max_det": 10, "labels": list(COCO_IDS)},
+                                        "enter": enter, "score_thresh": 0.2, "max_det": 10,
+                                        "labels": list(COCO_IDS)},
                                  **{**HEADS, "box_score_thresh": 0.05}).eval()
     assert heads.dense_head.reads_cut
     with torch.no_grad():
@@ -364,3 +366,83 @@ def test_heads_reading_the_cut_feature_find_the_same_boxes_from_every_path(codec
     assert torch.equal(mine["boxes"], lat["boxes"]) and torch.equal(mine["scores"], lat["scores"])
     with pytest.raises(ValueError, match="reads the cut feature"):
         heads.find_boxes(codec.stages(f), (96, 128), (96, 128))
+
+
+# -- the stitched head that enters the teacher at stride 4 ---------------------------------------------
+
+
+def test_a_head_entering_at_stride_4_runs_the_teachers_stages_from_the_first_one():
+    from icm.tasks.dense import build_dense_head
+    from icm.teachers.nanodet import NanoDet
+
+    torch.manual_seed(11)
+    teacher = NanoDet().eval()
+    head = build_dense_head([40, 112, 320], kind="stitch", refine=1, cut=24, enter=4)
+    assert head.reads_cut and head.arguments["enter"] == 4 and len(head.upper) == 3
+    head.init_from_teacher(teacher)
+    assert torch.equal(head.upper[0].inp.conv.weight, teacher.stages[1].inp.conv.weight)
+    x = torch.randn(1, 3, 128, 96)
+    with torch.no_grad():
+        s4 = teacher.backbone(x, first=0)
+        assert [tuple(f.shape[1:]) for f in s4] == [(64, 32, 24), (128, 16, 12), (256, 8, 6), (512, 4, 3)]
+        want = teacher(x)
+        got = head.outputs(head.pyramid_of(s4[0]))  # the teacher's own stride-4 stage in place of the adapter's
+        for (ws, wd), (gl, gd) in zip(want, got):
+            assert torch.allclose(ws, gl.sigmoid(), atol=1e-6) and torch.allclose(wd, gd, atol=1e-5)
+        lite = [torch.randn(1, 40, 16, 12), torch.randn(1, 112, 8, 6), torch.randn(1, 320, 4, 3)]
+        (a,), outs = head(lite, torch.randn(1, 24, 32, 24))
+        assert a.shape == s4[0].shape and [o[0].shape[1] for o in outs] == [192, 48, 12]
+        with pytest.raises(ValueError, match="reads the cut feature"):
+            head(lite)
+        with pytest.raises(ValueError, match="twice the stride-8 grid"):
+            head(lite, torch.randn(1, 24, 16, 12))
+    with pytest.raises(ValueError, match="give cut="):
+        build_dense_head([40, 112, 320], kind="stitch", enter=4)
+    with pytest.raises(ValueError, match="stride 4 or 8"):
+        build_dense_head([40, 112, 320], kind="stitch", cut=24, enter=16)
+    with pytest.raises(ValueError, match="enters at stride 8"):
+        head.load_grown(head.state_dict())
+
+
+def test_a_head_entering_at_stride_4_learns_the_teachers_stride_4_stage(random_teacher, rcnn_file, tmp_path,
+                                                                        monkeypatch):
+    from icm.tasks import dense
+    from icm.train.dense import train
+
+    cfg = recipe(tmp_path, rcnn_file)
+    cfg["dense"] = {"kind": "stitch", "refine": 1, "cut": 24, "enter": 4}
+    cfg["trainer"]["max_steps"] = 1
+    seen = []
+    real = dense.mimic_loss
+    monkeypatch.setattr(dense, "mimic_loss", lambda s, t: seen.append((s[0].shape, t[0].shape)) or real(s, t))
+    last = torch.load(train(cfg, log=lambda s: None), weights_only=True)["dense"]
+    assert seen and seen[0][0] == seen[0][1] and seen[0][1][1] == 64  # compared with the stride-4 stage
+    from icm.teachers import distill
+
+    assert torch.equal(last["upper.0.inp.conv.weight"], distill._TEACHER.model.stages[1].inp.conv.weight)
+    assert "cut_in.conv.weight" not in last
+
+
+def test_the_teachers_parts_can_learn_at_a_fraction_of_the_adapters_rate(random_teacher, rcnn_file, tmp_path):
+    from icm.models import create_model
+    from icm.train.dense import build_heads, param_groups, train
+
+    cfg = recipe(tmp_path, rcnn_file)
+    cfg["dense"] = {"kind": "stitch", "refine": 1, "finetune": True}
+    cfg["optim"]["upper_lr_scale"] = 0.1
+    head = build_heads(cfg, create_model("dicm-lite0", quality=2, pretrained=True)).dense_head
+    fast, slow = param_groups(head, cfg["optim"])
+    assert (fast["lr_scale"], slow["lr_scale"]) == (1.0, 0.1)
+    assert {id(p) for p in fast["params"]} == {id(p) for p in head.adapter.parameters()}
+    assert len(slow["params"]) == sum(1 for m in head.teacher_parts() for _ in m.parameters())
+    cfg["trainer"]["max_steps"] = 1
+    groups = torch.load(train(cfg, log=lambda s: None), weights_only=True)["optim"]["param_groups"]
+    assert groups[1]["lr"] == pytest.approx(0.1 * groups[0]["lr"]) and groups[0]["lr"] > 0
+    assert [g["lr_scale"] for g in groups] == [1.0, 0.1]
+    with pytest.raises(IcmError, match="in \\(0, 1\\]"):
+        param_groups(head, {"upper_lr_scale": 2.0})
+    cfg["dense"]["finetune"] = False  # nothing of the teacher learns: a rate for it is a mistake
+    frozen = build_heads(cfg, create_model("dicm-lite0", quality=2, pretrained=True)).dense_head
+    with pytest.raises(IcmError, match="finetune: true"):
+        param_groups(frozen, cfg["optim"])
+    assert len(param_groups(frozen, {})) == 1

