@@ -446,3 +446,29 @@ def test_the_teachers_parts_can_learn_at_a_fraction_of_the_adapters_rate(random_
     with pytest.raises(IcmError, match="finetune: true"):
         param_groups(frozen, cfg["optim"])
     assert len(param_groups(frozen, {})) == 1
+
+
+def test_heads_are_measured_on_seeded_views_of_the_val_photos(random_teacher, rcnn_file, tmp_path):
+    from icm.teachers import distill
+    from icm.train.dense import main, measure_views
+
+    with torch.no_grad():  # a teacher that sees something everywhere: every view has boxes
+        for o in distill._TEACHER.model.head_outs:
+            o.conv.bias[:80] = 3.0
+    cfg = recipe(tmp_path, rcnn_file)
+    with pytest.raises(IcmError, match="val_photos"):
+        measure_views(cfg, [rcnn_file], views=1, qualities=(1,))
+    cfg["data"]["val_photos"] = ["skimage:chelsea"]
+    first = measure_views(cfg, [rcnn_file], views=2, qualities=(1, 2))
+    again = measure_views(cfg, [rcnn_file], views=2, qualities=(1, 2))
+    assert first == again and first["views"] == 2 and first["boxes"] > 0
+    row = first[str(rcnn_file)]
+    assert set(row) == {"q1", "q2", "pixels"} and 0 < row["q1"]["bpp"] < row["q2"]["bpp"]
+    assert all(0.0 <= row[k]["map_50"] <= 1.0 for k in row)
+    cfg_file = tmp_path / "r.yaml"
+    import yaml
+
+    cfg_file.write_text(yaml.safe_dump(recipe(tmp_path, rcnn_file)))
+    with pytest.raises(SystemExit) as e:  # the command says what is missing, no traceback
+        main(["views", str(cfg_file), str(rcnn_file), "--views", "1", "--qualities", "1"])
+    assert e.value.code == 2

@@ -28,6 +28,7 @@ Commands::
 
     python -m icm.train.dense train CONFIG [--max-steps N]
     python -m icm.train.dense export CONFIG [--ckpt FILE] [--out FILE]
+    python -m icm.train.dense views CONFIG HEADS... [--views 120] [--qualities 1,2,3]
 """
 
 from __future__ import annotations
@@ -307,6 +308,41 @@ def _measure(cfg: dict, path: Path, limit: int | None = None) -> dict:
     return out
 
 
+def measure_views(cfg: dict, heads_files: list, views: int = 120, qualities=(1, 2, 3), seed: int = 2024) -> dict:
+    """Box AP50 and mAP of heads files on ``views`` random views of the recipe's val photos
+    (as training draws views, without stamps; seeded), the teacher's boxes (score ≥
+    :data:`VAL_SCORE`) on each view as truth: from real files at each of ``qualities`` and,
+    with the first, on pixels.  Returns ``{file: {"q1": …, "pixels": …}, "views", "boxes"}``."""
+    from ..data import recipe_photos
+    from ..models import create_model
+    from ..tasks.heads_file import load_heads
+    from ..teachers.distill import TeacherCrops, label
+    from .detection import measure_heads
+
+    d = cfg["data"]
+    if not d.get("val_photos"):
+        raise IcmError("the recipe names no data.val_photos to draw views of")
+    crops = TeacherCrops(recipe_photos(d, "val"), size=int(d.get("size", 320)), views=1,
+                         short_side=d.get("short_side", (256, 480)), stamps=0.0)
+    rng = np.random.default_rng(seed)
+    items = []
+    for k in range(int(views)):
+        v = np.ascontiguousarray(np.array(crops.view(int(rng.integers(len(crops.sources))), rng)))
+        items.append((v, label(v, k + 1, VAL_SCORE)))
+    name = cfg["model"].get("name", "dicm-lite0")
+    out = {"views": len(items), "boxes": int(sum(len(t["boxes"]) for _, t in items))}
+    for f in heads_files:
+        row = {}
+        for i, q in enumerate(qualities):
+            model = create_model(name, int(q), pretrained=True).eval()
+            r = measure_heads(model, load_heads(model, name, path=f), items, pixels=i == 0, masks=False)
+            row[f"q{q}"] = {"bpp": r["bpp"], **r["bitstream"]}
+            if r.get("pixels"):
+                row["pixels"] = r["pixels"]
+        out[str(f)] = row
+    return out
+
+
 def export(cfg: dict, ckpt=None, out=None, measure: bool = True, limit: int | None = None) -> tuple[Path, dict]:
     """Write the heads of ``heads_init`` with the trained dense head (float16) and a card;
     with ``measure`` and ``data.val_photos``, the card holds their box mAP from real files."""
@@ -373,10 +409,18 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--out", default=None)
     ex.add_argument("--no-measure", action="store_true", help="no figures on the val photos in the card")
     ex.add_argument("--limit", type=int, default=None, help="measure on the first N val photos")
+    vw = sub.add_parser("views", help="box AP50/mAP of heads files on random views of the recipe's val photos")
+    vw.add_argument("config")
+    vw.add_argument("heads", nargs="+", help="heads files (python -m icm.train.dense export … --out FILE)")
+    vw.add_argument("--views", type=int, default=120)
+    vw.add_argument("--qualities", default="1,2,3", help="comma-separated shipped qualities (default 1,2,3)")
     args = p.parse_args(argv)
     try:
         cfg = load_config(args.config)
-        if args.command == "train":
+        if args.command == "views":
+            qs = [int(q) for q in args.qualities.split(",")]
+            print(json.dumps(measure_views(cfg, args.heads, args.views, qs), indent=1))
+        elif args.command == "train":
             print(train(cfg, args.max_steps, log=lambda s: print(s, file=sys.stderr, flush=True)))
         else:
             path, meta = export(cfg, args.ckpt, args.out, measure=not args.no_measure, limit=args.limit)
