@@ -166,10 +166,10 @@ def param_groups(head, o: dict) -> list[dict]:
                        "dense: {kind: stitch, finetune: true}")
     if not 0 < float(scale) <= 1:
         raise IcmError(f"optim.upper_lr_scale is a fraction of optim.lr in (0, 1], not {scale}")
-    upper = {id(p) for m in head.teacher_parts() for p in m.parameters()}
-    rest = [p for p in head.parameters() if p.requires_grad and id(p) not in upper]
-    return [{"params": rest, "lr_scale": 1.0},
-            {"params": [p for m in head.teacher_parts() for p in m.parameters()], "lr_scale": float(scale)}]
+    slow = [p for m in head.teacher_parts() for p in m.parameters()]
+    ids = {id(p) for p in slow}
+    rest = [p for p in head.parameters() if p.requires_grad and id(p) not in ids]
+    return [{"params": rest, "lr_scale": 1.0}, {"params": slow, "lr_scale": float(scale)}]
 
 
 def _save(path: Path, obj: dict) -> None:
@@ -243,7 +243,7 @@ def train(cfg: dict, max_steps: int | None = None, log=print) -> Path:
         with torch.no_grad():
             t_stages, t_pan, t_outs = teacher_outputs(teacher, normalise(x), 0)
             # a stitched head is compared with the teacher's stage at its stride (4 or 8)
-            t_feats = t_stages[(0 if getattr(head, "enter", 8) == 4 else 1):][:1] if head.mimics == "stage" else t_pan
+            t_feats = [t_stages[0 if getattr(head, "enter", 8) == 4 else 1]] if head.mimics == "stage" else t_pan
             if path == "pixels":
                 cut = codec.backbone.head(x)
             else:
@@ -289,23 +289,31 @@ def train(cfg: dict, max_steps: int | None = None, log=print) -> Path:
 VAL_SCORE = 0.35
 
 
+def _by_quality(name: str, path, items, qualities, limit: int | None = None) -> dict:
+    """:func:`icm.train.detection.measure_heads` of the heads file ``path`` on ``items`` from
+    real files at each of ``qualities`` (``{"q1": …}``), and on pixels with the first."""
+    from ..models import create_model
+    from ..tasks.heads_file import load_heads
+    from .detection import measure_heads
+
+    out = {}
+    for i, q in enumerate(qualities):
+        model = create_model(name, int(q), pretrained=True).eval()
+        out[f"q{q}"] = measure_heads(model, load_heads(model, name, path=path), items, limit, pixels=i == 0,
+                                     masks=False)
+    return out
+
+
 def _measure(cfg: dict, path: Path, limit: int | None = None) -> dict:
     """Box mAP of the heads file ``path`` (what ships: float16) from real files of the val
     photos at every shipped quality."""
     from ..data import recipe_photos
-    from ..models import create_model, has_weights, model_info
-    from ..tasks.heads_file import load_heads
+    from ..models import has_weights, model_info
     from ..teachers.distill import TeacherLabels
-    from .detection import measure_heads
 
     val = TeacherLabels(recipe_photos(cfg["data"], "val"), long_side=512, score=VAL_SCORE)
     name = cfg["model"].get("name", "dicm-lite0")
-    out = {}
-    for i, q in enumerate(q for q in model_info(name).qualities if has_weights(name, q)):
-        model = create_model(name, q, pretrained=True).eval()
-        out[f"q{q}"] = measure_heads(model, load_heads(model, name, path=path), val, limit, pixels=i == 0,
-                                     masks=False)
-    return out
+    return _by_quality(name, path, val, [q for q in model_info(name).qualities if has_weights(name, q)], limit)
 
 
 def measure_views(cfg: dict, heads_files: list, views: int = 120, qualities=(1, 2, 3), seed: int = 2024) -> dict:
@@ -314,10 +322,7 @@ def measure_views(cfg: dict, heads_files: list, views: int = 120, qualities=(1, 
     :data:`VAL_SCORE`) on each view as truth: from real files at each of ``qualities`` and,
     with the first, on pixels.  Returns ``{file: {"q1": …, "pixels": …}, "views", "boxes"}``."""
     from ..data import recipe_photos
-    from ..models import create_model
-    from ..tasks.heads_file import load_heads
     from ..teachers.distill import TeacherCrops, label
-    from .detection import measure_heads
 
     d = cfg["data"]
     if not d.get("val_photos"):
@@ -327,16 +332,14 @@ def measure_views(cfg: dict, heads_files: list, views: int = 120, qualities=(1, 
     rng = np.random.default_rng(seed)
     items = []
     for k in range(int(views)):
-        v = np.ascontiguousarray(np.array(crops.view(int(rng.integers(len(crops.sources))), rng)))
+        v = np.array(crops.view(int(rng.integers(len(crops.sources))), rng))
         items.append((v, label(v, k + 1, VAL_SCORE)))
     name = cfg["model"].get("name", "dicm-lite0")
     out = {"views": len(items), "boxes": int(sum(len(t["boxes"]) for _, t in items))}
     for f in heads_files:
         row = {}
-        for i, q in enumerate(qualities):
-            model = create_model(name, int(q), pretrained=True).eval()
-            r = measure_heads(model, load_heads(model, name, path=f), items, pixels=i == 0, masks=False)
-            row[f"q{q}"] = {"bpp": r["bpp"], **r["bitstream"]}
+        for q, r in _by_quality(name, f, items, qualities).items():
+            row[q] = {"bpp": r["bpp"], **r["bitstream"]}
             if r.get("pixels"):
                 row["pixels"] = r["pixels"]
         out[str(f)] = row
