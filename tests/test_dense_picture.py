@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from test_dense import dense_heads, rcnn_file, random_teacher, recipe  # noqa: F401  (fixtures)
+from test_detection_cli import dicm_detection  # noqa: F401  (a fixture)
 from test_detection import make_codec
 
 from icm.tasks.detection import detect_from_bitstream
@@ -115,3 +116,78 @@ def test_only_the_decoder_of_a_picture_head_learns(random_teacher, rcnn_file, tm
 
     back = load_heads(codec, "dicm-lite0", path=path)
     assert back.dense_head.arguments["kind"] == "picture"
+
+
+# -- the picture a picture head decodes: drawn on by icm analyze --draw and the demo ----------------
+
+
+def picture_heads(model):
+    from icm.teachers.distill import coco_categories
+
+    heads = dense_heads(model, seed=4, kind="picture", refine=1, cut=model.backbone.cut_channels, decoder_width=8,
+                        width=128).eval()
+    heads.categories = coco_categories()
+    return heads
+
+
+def test_the_detectors_picture_comes_from_the_file_and_only_from_picture_heads(tmp_path, monkeypatch):
+    from test_detection_cli import tiny_heads
+
+    from icm import bitstream, codec
+    from icm.models import Compressed, _registry
+    from icm.tasks.detection import detector_picture
+    from icm.tasks.heads_file import save_heads
+
+    model = make_codec()
+    x = torch.rand(1, 3, 48, 60)
+    data = codec.encode(model, x)[0]
+    f = bitstream.unpack(data)
+    comp = Compressed([f.sections], (48, 60))
+    heads = picture_heads(model)
+    pic = detector_picture(model, heads, comp)
+    assert pic.shape == (1, 3, 48, 60) and float(pic.min()) >= 0 and float(pic.max()) <= 1
+    # the picture the heads' detector ran on: the head's picture of the decoded cut feature, cropped
+    cut = model.decode_features(model.decompress(comp, pixels=False)["y_hat"])
+    with torch.no_grad():
+        full = heads.dense_head.picture(model.stages(cut), cut)
+    assert full.shape[-2:] == (48, 64) and torch.equal(pic, full[..., :48, :60].clamp(0, 1))
+    with pytest.raises(ValueError, match="make no picture"):
+        detector_picture(model, tiny_heads(model), comp)
+    with pytest.raises(ValueError, match="another codec instance"):
+        detector_picture(make_codec(), heads, comp)
+    # which heads in use make pictures: read from the heads file's header
+    path = save_heads(heads, tmp_path / "picture.safetensors", {"model": "dicm-lite0"})
+    other = save_heads(tiny_heads(model), tmp_path / "rcnn.safetensors", {"model": "dicm-lite0"})
+    monkeypatch.setenv("ICM_HEADS", f"dicm-lite0={path}")
+    assert _registry.heads_make_pictures("dicm-lite0") and _registry.heads_tasks("dicm-lite0") == ("detect", "segment")
+    monkeypatch.setenv("ICM_HEADS", f"dicm-lite0={other}")
+    assert not _registry.heads_make_pictures("dicm-lite0")
+    monkeypatch.setenv("ICM_HEADS", f"dicm-lite0={tmp_path / 'none.safetensors'}")
+    assert not _registry.heads_make_pictures("dicm-lite0") and _registry.heads_tasks("dicm-lite0") == ()
+
+
+def test_analyze_draws_on_the_picture_its_heads_decode(run_cli, dicm_detection, tmp_path, monkeypatch):  # noqa: F811
+    import numpy as np
+    from PIL import Image
+    from test_detection_cli import _file, tiny_heads
+
+    from icm import codec
+    from icm.models import Compressed, _registry
+    from icm.tasks.detection import detector_picture
+
+    model, state = dicm_detection
+    path = _file(model, tmp_path)
+    state["heads"] = picture_heads(model)
+    monkeypatch.setattr(_registry, "heads_make_pictures", lambda name: True)
+    out = tmp_path / "drawn.png"
+    r = run_cli("analyze", path, "--task", "detect", "--score-thresh", "1", "--draw", out)
+    assert r.code == 0, r.err
+    f = codec.read(path)
+    want = codec.to_uint8(detector_picture(model, state["heads"], Compressed([f.sections], (48, 60))))
+    with Image.open(out) as im:  # nothing scores 1: the picture itself, undrawn on
+        assert np.array_equal(np.asarray(im.convert("RGB")), want)
+    # heads that read features have no picture to draw on: the user must bring one
+    state["heads"] = tiny_heads(model)
+    monkeypatch.setattr(_registry, "heads_make_pictures", lambda name: False)
+    r = run_cli("analyze", path, "--task", "detect", "--draw", out, "-f")
+    assert r.code == 2 and "--draw needs --image PICTURE: dicm-lite0 files carry no pixels" in r.err

@@ -251,8 +251,10 @@ def _analyze_detections(args) -> int:
         from .files import check_output
         from .models import model_info_by_id
 
+        from .models._registry import heads_make_pictures
+
         info = model_info_by_id(preflight.read(args.files[0]).header.model_id)
-        if args.image is None and info is not None and not info.pixel_decoder:
+        if args.image is None and info is not None and not info.pixel_decoder and not heads_make_pictures(info.name):
             raise IcmError(f"--draw needs --image PICTURE: {info.name} files carry no pixels")
         draw_format = _image_format(Path(args.draw))
         check_output(args.draw, [*args.files, *([args.image] if args.image else [])], args.force)
@@ -275,18 +277,24 @@ def _analyze_detections(args) -> int:
 
             from .files import write_atomic
 
-            picture = Image.fromarray(draw(_picture_for(args.image, f, model, _codec()), dets))
+            picture = Image.fromarray(draw(_picture_for(args.image, f, model, _codec(), heads), dets))
             write_atomic(args.draw, lambda tmp: picture.save(tmp, format=draw_format))
     return 2 if failures else 0
 
 
-def _picture_for(image, f, model, codec):
-    """The picture to draw on: the user's (of the coded size), or pixels decoded for drawing only."""
+def _picture_for(image, f, model, codec, heads=None):
+    """The picture to draw on: the user's (of the coded size), pixels decoded for drawing only,
+    or, for a model without a pixel decoder, the picture its detection heads decode."""
     size = (f.header.height, f.header.width)
     if image is None:
-        if not getattr(model, "has_pixel_decoder", False):
-            raise IcmError(f"--draw needs --image PICTURE: {model.model_name} files carry no pixels")
-        return codec.to_uint8(codec.decode(f, model=model, pixels=True, max_pixels=0)["x_hat"])  # analysed already
+        if getattr(model, "has_pixel_decoder", False):
+            return codec.to_uint8(codec.decode(f, model=model, pixels=True, max_pixels=0)["x_hat"])  # analysed already
+        if heads is not None and hasattr(getattr(heads, "dense_head", None), "picture"):
+            from .models import Compressed
+            from .tasks.detection import detector_picture
+
+            return codec.to_uint8(detector_picture(model, heads, Compressed([f.sections], size)))
+        raise IcmError(f"--draw needs --image PICTURE: {model.model_name} files carry no pixels")
     picture = codec.read_rgb(image)
     if picture.shape[:2] != size:
         raise IcmError(f"--image {image} is {picture.shape[1]}x{picture.shape[0]}, "

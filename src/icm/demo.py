@@ -6,10 +6,12 @@ one; ``-q`` one quality):
 1. **One file, three tasks** (``dicm-lite0`` with its detection heads): two
    bundled photos of the test split (:data:`DEMO_PHOTOS`, never trained or tuned
    on) are each coded once; the receiver reads the ImageNet class, the boxes and
-   the masks (COCO's classes) from that file without making a pixel
+   the masks (COCO's classes) from that file; heads whose boxes come from a
+   picture head (:class:`icm.tasks.dense.PictureHead`) decode a picture for their
+   detector from the file's features, others make no pixel
    (``dicm-objects.png``: the sender's picture | what the receiver found, drawn on
-   a blank canvas | the same over the picture, for the reader), at quality 3
-   unless ``-q`` names one.
+   its detector's picture or a blank canvas | the same over the sender's picture,
+   for the reader), at quality 3 unless ``-q`` names one.
 2. **dicm-lite0 against JPEG and HEVC at equal size**: the 30 crops of the
    six held-out test photos (centre and four corners, the test-photo part of
    the ``photo-crops`` report) at four shipped qualities (the lowest, the
@@ -160,7 +162,7 @@ def run_demo(out_dir: str = "icm-demo", quality: int | None = None, model_name: 
         shipped = _shipped("dicm-lite0", quality)
         q_tasks = shipped[-1] if quality is not None or DEMO_QUALITY not in shipped else DEMO_QUALITY
         if get_heads(get_model("dicm-lite0", q_tasks)) is not None:
-            plan.append(("one dicm-lite0 file -> class, boxes and masks, no pixels", _one_file_three_tasks,
+            plan.append(("one dicm-lite0 file -> class, boxes and masks", _one_file_three_tasks,
                          out_dir, "dicm-lite0", q_tasks))
         plan.append(("dicm-lite0 against JPEG and HEVC at equal file size (30 held-out crops)", dicm_demo,
                      out_dir, quality, "dicm-lite0"))
@@ -189,9 +191,24 @@ DEMO_QUALITY = 3
 """Section 1's quality unless ``-q`` names one (about 0.4 bpp on the two photos)."""
 
 
+def _detector_picture(model, heads, data: bytes, image: np.ndarray) -> tuple[np.ndarray, str]:
+    """What the receiver's detector looked at, to draw its answers on: the picture a picture
+    head decodes from the file, or a blank of the image's size where the heads read features."""
+    if not hasattr(getattr(heads, "dense_head", None), "picture"):
+        return np.full_like(image, 235), "no pixels"
+    from . import bitstream
+    from .codec import to_uint8
+    from .models import Compressed
+    from .tasks.detection import detector_picture
+
+    f = bitstream.unpack(data)
+    return to_uint8(detector_picture(model, heads, Compressed([f.sections], image.shape[:2]))), "on its detector's picture"
+
+
 def _one_file_three_tasks(out_dir: str, model_name: str, quality: int, photos=DEMO_PHOTOS) -> list[dict]:
     """Bundled held-out photos, each coded once: the ImageNet class, the boxes and the
-    instance masks all come from that one file, without making a pixel.  Returns, per
+    instance masks all come from that one file (the boxes from a picture the heads decode
+    where they are a picture head, else without making a pixel).  Returns, per
     photo, ``{"photo", "bytes", "bpp", "class", "objects": [(label, score)]}``."""
     from . import codec
     from .data import to_tensor
@@ -208,12 +225,16 @@ def _one_file_three_tasks(out_dir: str, model_name: str, quality: int, photos=DE
     learned = heads.metadata.get("taught_by", "its training data")
     boxes = heads.metadata.get("boxes")
     if boxes:  # boxes from a dense head (icm.tasks.dense); masks as the rest of the card says
-        how = ("NanoDet-g's own upper network behind an adapter that learned"
-               if heads.architecture.get("dense", {}).get("kind") == "stitch" else "a dense head that learned")
+        kind = heads.architecture.get("dense", {}).get("kind")
+        how = {"stitch": "NanoDet-g's own upper network behind an adapter that learned",
+               "picture": "NanoDet-g whole, on a picture that a decoder of the file's features learned to make"
+               }.get(kind, "a dense head that learned")
         learned = f"boxes: {how} from {boxes['taught_by']}" + (
             "; masks: class-agnostic, from photographic Tux Paint stamps' alpha" if heads.masks else "")
     print(f"{model_name} q{quality} with its shipped heads ({len(heads.categories or {})} classes; {learned}), on {len(photos)} bundled photos of the test split (never trained or tuned on): each is "
-          "coded once, and the receiver reads three answers from that file without making a pixel")
+          "coded once, and the receiver reads three answers from that file" + (
+              " (its detector on a picture decoded from the file's features)" if hasattr(heads.dense_head, "picture")
+              else " without making a pixel"))
     rows, found = [], []
     for stem in photos:
         image = codec.read_rgb(paths[stem])
@@ -233,11 +254,11 @@ def _one_file_three_tasks(out_dir: str, model_name: str, quality: int, photos=DE
         boxes = f"{len(records)} box{'es' if len(records) != 1 else ''}"
         print(f"  {task}: objects found: {listed} ({boxes}{' with masks' if task == 'segment' else ''}, "
               f"score >= {DEMO_SCORE})")
-        blank = np.full_like(image, 235)
+        seen, note = _detector_picture(model, det["heads"], data, image)
         rows.append([
             with_header(image, [f"{stem}: the picture at the sender", "(not sent)"]),
-            with_header(draw(blank, records), [f"the receiver, from {len(data)} bytes:",
-                                                f"{len(records)} object{'' if len(records) == 1 else 's'}, no pixels"]),
+            with_header(draw(seen, records), [f"the receiver, from {len(data)} bytes:",
+                                               f"{len(records)} object{'' if len(records) == 1 else 's'}, {note}"]),
             with_header(draw(image, records), ["the same answers over the picture", "(for the reader)"]),
         ])
     png = out / "dicm-objects.png"

@@ -106,21 +106,35 @@ def heads_file(name: str):
     return path if path.is_file() else None
 
 
-def heads_tasks(name: str) -> tuple[str, ...]:
-    """``("detect", "segment")``, ``("detect",)`` or ``()``: what the detection heads of
-    ``name`` in use run (:func:`heads_file`; read from their metadata;
-    :func:`icm.tasks.heads_file.load_heads` builds them)."""
+def _heads_architecture(name: str) -> dict | None:
+    """The ``architecture`` of the detection heads of ``name`` in use (read from the file's
+    header only); ``None`` without heads or with unreadable metadata."""
     path = heads_file(name)
     if path is None:
-        return ()
+        return None
     with path.open("rb") as f:
         n = int.from_bytes(f.read(8), "little")
         raw = f.read(min(n, 1 << 24))
     try:
-        meta = read_metadata(len(raw).to_bytes(8, "little") + raw)
+        return read_metadata(len(raw).to_bytes(8, "little") + raw).get("architecture", {})
     except (ValueError, KeyError):
+        return None
+
+
+def heads_tasks(name: str) -> tuple[str, ...]:
+    """``("detect", "segment")``, ``("detect",)`` or ``()``: what the detection heads of
+    ``name`` in use run (:func:`heads_file`; read from their metadata;
+    :func:`icm.tasks.heads_file.load_heads` builds them)."""
+    arch = _heads_architecture(name)
+    if arch is None:
         return ()
-    return ("detect", "segment") if meta.get("architecture", {}).get("masks") else ("detect",)
+    return ("detect", "segment") if arch.get("masks") else ("detect",)
+
+
+def heads_make_pictures(name: str) -> bool:
+    """Whether the detection heads of ``name`` in use find boxes on a picture they decode
+    (:class:`icm.tasks.dense.PictureHead`), which ``icm analyze --draw`` can draw on."""
+    return ((_heads_architecture(name) or {}).get("dense") or {}).get("kind") == "picture"
 
 
 def read_weights(name: str, quality: int):

@@ -529,3 +529,21 @@ def detect_from_bitstream(model: DICM, heads: CompressedDomainRCNN, compressed: 
     y_hat = model.decompress(compressed, pixels=False)["y_hat"]
     with eval_mode(heads):
         return heads.forward_latent(y_hat, tuple(compressed.image_size), masks=masks)
+
+
+@torch.no_grad()
+def detector_picture(model: DICM, heads: CompressedDomainRCNN, compressed: Compressed) -> Tensor:
+    """The picture a picture head (:class:`icm.tasks.dense.PictureHead`) decodes from a coded
+    batch for its detector: ``(B, 3, H, W)`` in ``[0, 1]`` at ``compressed.image_size``.  It is
+    made for NanoDet-g's layers, not for the eye (colours and fine detail are approximate).
+
+    Raises:
+        ValueError: heads without a picture head, or built on another codec instance."""
+    if heads.codec is not model:
+        raise ValueError("the detection heads were built on another codec instance than `model`")
+    if not hasattr(heads.dense_head, "picture"):
+        raise ValueError("these heads make no picture: their boxes do not come from a picture head")
+    h, w = (int(v) for v in compressed.image_size)
+    cut = model.decode_features(model.decompress(compressed, pixels=False)["y_hat"])
+    with eval_mode(heads):
+        return heads.dense_head.picture(model.stages(cut), cut)[..., :h, :w].clamp(0.0, 1.0)
