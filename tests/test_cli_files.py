@@ -174,6 +174,10 @@ def test_draw_without_image_is_refused_before_analysis(run_cli, tmp_path, monkey
     path = tmp_path / "d.icm"
     path.write_bytes(bitstream.pack(Header(info.model_id, 1, 64, 64), [b"\x00" * 8, b"\x00" * 8]))
     monkeypatch.setattr(codec, "analyze", lambda *a, **k: (_ for _ in ()).throw(AssertionError("analysed")))
+    # heads that read features (the shipped ones decode a picture for their detector, which --draw can use)
+    from icm.models import _registry
+
+    monkeypatch.setattr(_registry, "heads_make_pictures", lambda name: False)
     _one_line(run_cli("analyze", path, "--task", "detect", "--draw", tmp_path / "o.png"), "--draw needs --image")
 
 
