@@ -250,7 +250,6 @@ def _analyze_detections(args) -> int:
     if args.draw:  # everything the drawing needs is checked before any analysis
         from .files import check_output
         from .models import model_info_by_id
-
         from .models._registry import heads_make_pictures
 
         info = model_info_by_id(preflight.read(args.files[0]).header.model_id)
