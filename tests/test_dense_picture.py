@@ -112,6 +112,8 @@ def test_only_the_decoder_of_a_picture_head_learns(random_teacher, rcnn_file, tm
     assert torch.equal(last["teacher.stem.conv.weight"], distill._TEACHER.model.stem.conv.weight)
     path, meta = export(cfg, out=tmp_path / "picture.safetensors", measure=False)
     assert "all of NanoDet-g" in meta["boxes"]["teacher_parts"] and meta["boxes"]["head"].startswith("picture")
+    taught = meta["boxes"]["taught_by"]  # what the nonzero loss terms taught: no class or box outputs here
+    assert "input" in taught and "stages at strides 4, 8 and 16" in taught and "raw outputs" not in taught
     from icm.tasks.heads_file import load_heads
 
     back = load_heads(codec, "dicm-lite0", path=path)

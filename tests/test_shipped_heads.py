@@ -42,6 +42,7 @@ def test_the_weights_card_says_what_the_heads_learned_from():
     assert boxes["recipe"]["task"] == "dense" and int(boxes["steps"]) == boxes["recipe"]["trainer"]["max_steps"] == 2000
     assert boxes["recipe"]["dense"].get("cut") == 24  # the decoder reads the decoded cut feature
     assert boxes["recipe"]["loss"]["cls"] == boxes["recipe"]["loss"]["box"] == 0.0  # input and stages only
+    assert "stages at strides 4, 8 and 16" in boxes["taught_by"] and "raw outputs" not in boxes["taught_by"]
     assert set(boxes["measured"]) == {f"q{q}" for q in range(1, 7)} and "val photos" in boxes["measured_on"]
     assert all(0.0 <= m["bitstream"]["map_50"] <= 1.0 for m in boxes["measured"].values())
     assert boxes["measured"]["q1"]["pixels"]["map_50"] > 0.6  # on the held-out val photos, against the teacher

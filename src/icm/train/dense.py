@@ -346,6 +346,23 @@ def measure_views(cfg: dict, heads_files: list, views: int = 120, qualities=(1, 
     return out
 
 
+def _taught_by(cfg: dict, head) -> str:
+    """What the dense head learned from, as the recipe's nonzero loss terms say."""
+    w = cfg.get("loss") or {}
+    views = " on random views of the training photos and the photo pool"
+    if head.mimics != "picture":
+        return ("the NanoDet-g teacher's raw outputs (class scores and box-side distributions on every cell, "
+                "and its features)" + views)
+    said = []
+    if float(w.get("picture", 1.0)):
+        said.append("input (each view, against the picture decoded from its codec features)")
+    if float(w.get("mimic", 1.0)):
+        said.append("stages at strides 4, 8 and 16 (on the view, against the same on the picture)")
+    if float(w.get("cls", 1.0)) or float(w.get("box", 1.0)):
+        said.append("raw outputs (class scores and box-side distributions on every cell)")
+    return "the NanoDet-g teacher's " + " and its ".join(said) + views
+
+
 def export(cfg: dict, ckpt=None, out=None, measure: bool = True, limit: int | None = None) -> tuple[Path, dict]:
     """Write the heads of ``heads_init`` with the trained dense head (float16) and a card;
     with ``measure`` and ``data.val_photos``, the card holds their box mAP from real files."""
@@ -369,8 +386,7 @@ def export(cfg: dict, ckpt=None, out=None, measure: bool = True, limit: int | No
         "head": f"{heads.dense_head.arguments.get('kind', 'dense')} (icm.tasks.dense): the RPN and RoI box heads "
                 "of heads_init are unused",
         "recipe": cfg, "steps": int(ck["step"]), "heads_init": str(m["heads_init"]),
-        "taught_by": "the NanoDet-g teacher's raw outputs (class scores and box-side distributions on every "
-                     "cell, and its features) on random views of the training photos and the photo pool",
+        "taught_by": _taught_by(cfg, heads.dense_head),
         "icm_version": __version__}}
     if m.get("dense_init"):  # a later phase: what it started from and after how many steps
         try:
