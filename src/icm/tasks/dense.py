@@ -168,6 +168,26 @@ class DenseBoxHead(nn.Module):
         return results
 
 
+def _teachers_layout(head: nn.Module, kind: str, in_channels, width: int, num_classes: int, reg_max: int,
+                     score_thresh: float, iou: float, max_det: int) -> None:
+    """Check that a head running the teacher's own layers has its layout, and set its decoding."""
+    if len(in_channels) != len(STRIDES):
+        raise ValueError(f"a dense head reads {len(STRIDES)} stages, got {len(in_channels)} channel counts")
+    if (width, num_classes, reg_max) != (128, 80, 10):
+        raise ValueError(f"a {kind} head has the teacher's width 128, 80 classes and 11 bins per side")
+    head.num_classes, head.reg_max = int(num_classes), int(reg_max)
+    head.score_thresh, head.iou, head.max_det = float(score_thresh), float(iou), int(max_det)
+
+
+def _check_cut_grid(cut: Tensor | None, s8: Tensor, who: str) -> None:
+    """The cut feature (stride 4) given and twice the stride-8 stage's grid."""
+    if cut is None:
+        raise ValueError(f"{who} reads the cut feature: pass cut=")
+    if tuple(cut.shape[-2:]) != tuple(2 * n for n in s8.shape[-2:]):
+        raise ValueError(f"a cut feature of {tuple(cut.shape[-2:])} is not twice the stride-8 grid "
+                         f"{tuple(s8.shape[-2:])}")
+
+
 class StitchedHead(DenseBoxHead):
     """The teacher's own upper network on the codec's features: an adapter stands in for
     NanoDet-g's backbone up to stride 8, the rest is the teacher's.
@@ -208,12 +228,7 @@ class StitchedHead(DenseBoxHead):
         from ..teachers.nanodet import ConvAct, CspStage
 
         nn.Module.__init__(self)
-        if len(in_channels) != len(STRIDES):
-            raise ValueError(f"a dense head reads {len(STRIDES)} stages, got {len(in_channels)} channel counts")
-        if (width, num_classes, reg_max) != (128, 80, 10):
-            raise ValueError("a stitched head has the teacher's width 128, 80 classes and 11 bins per side")
-        self.num_classes, self.reg_max = int(num_classes), int(reg_max)
-        self.score_thresh, self.iou, self.max_det = float(score_thresh), float(iou), int(max_det)
+        _teachers_layout(self, "stitched", in_channels, width, num_classes, reg_max, score_thresh, iou, max_det)
         if enter not in (4, 8):
             raise ValueError(f"a stitched head enters the teacher at stride 4 or 8, not {enter}")
         if enter == 4 and not cut:
@@ -253,11 +268,7 @@ class StitchedHead(DenseBoxHead):
     def stitch(self, stages, cut: Tensor | None = None) -> Tensor:
         feats = list(stages.values()) if isinstance(stages, dict) else list(stages)
         if self.enter == 4:
-            if cut is None:
-                raise ValueError("this stitched head reads the cut feature: pass cut=")
-            if tuple(cut.shape[-2:]) != tuple(2 * n for n in feats[0].shape[-2:]):
-                raise ValueError(f"a cut feature of {tuple(cut.shape[-2:])} is not twice the stride-8 grid "
-                                 f"{tuple(feats[0].shape[-2:])}")
+            _check_cut_grid(cut, feats[0], "this stitched head")
             return self.adapter(torch.cat((cut, F.interpolate(feats[0], size=cut.shape[-2:], mode="nearest")), 1))
         grid = feats[0].shape[-2:]
         parts = [feats[0], F.interpolate(feats[1], size=grid, mode="nearest")]
@@ -359,14 +370,9 @@ class PictureHead(DenseBoxHead):
         from ..teachers.nanodet import NanoDet
 
         nn.Module.__init__(self)
-        if len(in_channels) != len(STRIDES):
-            raise ValueError(f"a dense head reads {len(STRIDES)} stages, got {len(in_channels)} channel counts")
-        if (width, num_classes, reg_max) != (128, 80, 10):
-            raise ValueError("a picture head has the teacher's width 128, 80 classes and 11 bins per side")
+        _teachers_layout(self, "picture", in_channels, width, num_classes, reg_max, score_thresh, iou, max_det)
         if not cut:
             raise ValueError("a picture head decodes the cut feature: give cut=")
-        self.num_classes, self.reg_max = int(num_classes), int(reg_max)
-        self.score_thresh, self.iou, self.max_det = float(score_thresh), float(iou), int(max_det)
         c = int(decoder_width)
         self.picture_in = nn.Conv2d(int(cut) + in_channels[0] + in_channels[1], c, 1)
         self.picture_body = nn.Sequential(*[_Residual(c) for _ in range(refine)])
@@ -388,11 +394,7 @@ class PictureHead(DenseBoxHead):
     def picture(self, stages, cut: Tensor | None) -> Tensor:
         """RGB ``[0, 1]``-scaled picture (not clipped) ``(B, 3, 4h, 4w)`` of a cut feature ``(B, C, h, w)``."""
         feats = list(stages.values()) if isinstance(stages, dict) else list(stages)
-        if cut is None:
-            raise ValueError("a picture head reads the cut feature: pass cut=")
-        if tuple(cut.shape[-2:]) != tuple(2 * n for n in feats[0].shape[-2:]):
-            raise ValueError(f"a cut feature of {tuple(cut.shape[-2:])} is not twice the stride-8 grid "
-                             f"{tuple(feats[0].shape[-2:])}")
+        _check_cut_grid(cut, feats[0], "a picture head")
         size = cut.shape[-2:]
         x = torch.cat((cut, F.interpolate(feats[0], size=size, mode="nearest"),
                        F.interpolate(feats[1], size=size, mode="nearest")), 1)
