@@ -104,11 +104,12 @@ declare_model(
     qualities=(1, 2, 3, 4, 5, 6),  # dicm.LITE0_QUALITIES
     small={"re_dims": (16,), "re_depths": (), "dims": (24, 48, 48), "M": 48, "N": 16, "hyper_dim": 32,
            "hyper_heads": 2, "filter_size": (8, 8), "pretrained_backbone": False},
-    # decode measured 178-263 B, 0.55-0.64 µs at 1-4 Mpx; the detection heads (NanoDet-g's upper
-    # network on the receiver's stages) add 0.36 µs, a mask per box (up to 100) at the picture's
-    # size ~1 kB and 1.5 µs (measured at 1 Mpx, one thread; docs/serving.md)
-    cost=CostModel(bytes_per_pixel=280, seconds_per_pixel=0.8e-6, pad_to=16,
-                   tasks=(("detect", 64, 0.5e-6), ("segment", 1300, 2.0e-6))),
+    # one thread, fresh process, 1-4 Mpx (2048x2048, 4096x1024, 64x65536): decode + the
+    # classifier 0.87-1.18 µs; detect (the picture head's decoder and all of NanoDet-g on its
+    # picture) 2.4-3.1 µs in all; segment (+ a mask per box, up to 100, pasted at the picture's
+    # size: ~0.9 kB) 3.8-4.6 µs in all (docs/serving.md)
+    cost=CostModel(bytes_per_pixel=280, seconds_per_pixel=1.2e-6, pad_to=16,
+                   tasks=(("detect", 64, 2.3e-6), ("segment", 1300, 4.6e-6))),
     description="dicm on EfficientNet-Lite0 (ImageNet weights, cut at 24 ch, stride 4); classifies from the bitstream",
     pixel_decoder=False,
     tasks=("classify",),
