@@ -207,22 +207,24 @@ def test_a_raised_limit_decode_stays_within_its_price(name, side, task, tmp_path
         "info = codec.model_info_by_id(f.header.model_id)\n"
         f"task = {task!r}\n"
         "model = codec.get_model(info.name, f.header.quality)\n"
-        "heads = codec.heads_for(model, task) if task else None\n"
+        "if task:\n"
+        "    codec.heads_for(model, task)  # built before the measure, as analyze keeps them\n"
         "cost = codec.check_limits(f, max_pixels=0, task=task)\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
-        "t, n = time.perf_counter(), 100\n"
+        "t, n = time.perf_counter(), -1\n"
         "if info.pixel_decoder:\n"
         "    codec.decode(data, max_pixels=0)\n"
         "else:\n"
         "    out = codec.analyze(data, max_pixels=0, task=task)['output']\n"
-        "    n = len(out[0]['boxes']) if task else n\n"
+        "    n = len(out[0]['boxes']) if task else -1\n"
         "dt = time.perf_counter() - t\n"
         "grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before\n"
         "print(grew, cost.memory_bytes, dt, cost.seconds, n)\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     grew, mem, dt, secs, boxes = map(float, out.stdout.split())
-    assert boxes == 100  # the tasks' most expensive case: every box the heads may answer
+    if task is not None:
+        assert boxes == 100  # the task's most expensive case: every box the heads may answer
     assert grew <= mem and dt <= 2 * secs, (grew, mem, dt, secs)  # time: 2x for a noisy, shared machine
 
 
