@@ -61,6 +61,26 @@ def test_lite0_split_equals_unsplit(lite0_pretrained, size):
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("size", [(224, 224), (97, 131)])
+def test_lite0_cut_at_stride_8_equals_unsplit_and_ends_its_head_with_stage_0(lite0_pretrained, size):
+    net, split4 = lite0_pretrained
+    split8 = B._split_lite0(net, cut_stride=8)
+    x = _cat_224() if size == (224, 224) else torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(split8(x), net(x * 2 - 1))
+    h, w = size
+    f = split8.head(x)
+    assert (split8.name, split8.cut_channels, split8.cut_stride) == ("efficientnet_lite0_s8", 40, 8)
+    assert f.shape == (x.shape[0], 40, math.ceil(h / 8), math.ceil(w / 8))
+    # the stride-8 stage is the cut itself; the later stages are the stride-4 split's
+    s8, s4 = split8.tail(f), split4.tail(split4.head(x))
+    assert torch.equal(s8["0"], f) and torch.equal(s8["0"], s4["0"])
+    assert torch.equal(s8["2"], s4["2"]) and split8.tail.strides == [8, 16, 32]
+    parts = [{id(p) for p in m.parameters()} for m in (split8.head, split8.tail, split8.classifier)]
+    assert all(not (a & b) for i, a in enumerate(parts) for b in parts[i + 1:])
+    assert set().union(*parts) == {id(p) for p in net.parameters()}
+
+
+@torch.no_grad()
 @pytest.mark.parametrize("size", SIZES)
 def test_resnet50_split_equals_unsplit(r50_random, size):
     net, split = r50_random
@@ -227,10 +247,12 @@ def test_lite0_by_order_mapping_checks_count_and_shapes():
 
 
 def test_create_backbone_dispatches_and_rejects_unknown():
-    with pytest.raises(IcmError, match="unknown backbone 'vgg16'; known: efficientnet_lite0, resnet50"):
+    with pytest.raises(IcmError, match="unknown backbone 'vgg16'; known: efficientnet_lite0, efficientnet_lite0_s16, efficientnet_lite0_s8, resnet50"):
         B.create_backbone("vgg16")
     split = B.create_backbone("efficientnet_lite0", pretrained=False)
     assert isinstance(split, B.SplitBackbone) and not split.classifier_trained and not split.training
+    split = B.create_backbone("efficientnet_lite0_s8", pretrained=False)
+    assert (split.cut_stride, split.cut_channels, split.classifier_trained) == (8, 40, False)
 
 
 def test_import_stays_light(run_python):

@@ -30,6 +30,8 @@ SMALL = {
                  filter_size=(8, 8)),
     "dicm-lite0": dict(re_dims=(32,), re_depths=(), dims=(24, 48, 48), M=48, N=16, hyper_dim=32, hyper_heads=2,
                        filter_size=(8, 8), pretrained_backbone=False),
+    "dicm-lite0-s8": dict(re_dims=(32,), re_depths=(), dims=(40, 48, 48), M=48, N=16, hyper_dim=32, hyper_heads=2,
+                          filter_size=(8, 8), pretrained_backbone=False),
 }
 
 
@@ -124,8 +126,8 @@ def test_re_module_shapes_and_rounded_bottleneck():
 
 
 def test_registered_configurations():
-    assert set(DICM_NAMES) == {"dicm", "dicm-lite0"}
-    assert {n: model_info(n).model_id for n in DICM_NAMES} == {"dicm": 6, "dicm-lite0": 9}
+    assert set(DICM_NAMES) == {"dicm", "dicm-lite0", "dicm-lite0-s8"}
+    assert {n: model_info(n).model_id for n in DICM_NAMES} == {"dicm": 6, "dicm-lite0": 9, "dicm-lite0-s8": 10}
     # id 7: dicm-lite0's files from before its qualities ran from small files to large;
     # id 8: from before qualities 1 and 2 came first
     from icm.models._registry import current_id
@@ -135,6 +137,7 @@ def test_registered_configurations():
     assert [current_id(8, q) for q in (1, 2, 3, 4)] == [(9, 3), (9, 4), (9, 5), (9, 6)]
     assert current_id(9, 1) == (9, 1) and current_id(6, 1) == (6, 1)
     assert model_info("dicm").qualities == (1, 2, 3, 4) and model_info("dicm-lite0").qualities == (1, 2, 3, 4, 5, 6)
+    assert model_info("dicm-lite0-s8").qualities == (1, 2, 3, 4) and not model_info("dicm-lite0-s8").retired_ids
     for n in DICM_NAMES:
         info = model_info(n)
         assert info.tasks == ("classify",) and not info.pixel_decoder
@@ -157,12 +160,39 @@ def test_paper_configuration():
     assert len(model_info("dicm").description) > 10 and len(m.class_names) == 1000
 
 
-@pytest.mark.parametrize("name", ["dicm", "dicm-lite0"])
+def test_lite0_s8_configuration_codes_2x2_blocks_of_the_stride_8_cut():
+    from icm.models.dicm import LITE0_S8_QUALITIES
+
+    m = create_model("dicm-lite0-s8", quality=3, pretrained=False, pretrained_backbone=False)
+    assert m.backbone.name == "efficientnet_lite0_s8" and m.backbone.cut_channels == 40
+    assert (m.cut_stride, m.y_stride, m.stride, m.M, m.codec_patch, m.entropy) == (8, 16, 16, 160, 2, "factorized")
+    proj = m.g_a[-1]
+    assert (proj.in_channels, proj.out_channels, proj.kernel_size, proj.stride) == (40, 160, (2, 2), (2, 2))
+    assert m.lmbda == LITE0_S8_QUALITIES[3] == 6.0
+    lambdas = [LITE0_S8_QUALITIES[q] for q in model_info("dicm-lite0-s8").qualities]
+    assert all(a > b for a, b in zip(lambdas, lambdas[1:])), lambdas
+
+
+@pytest.mark.parametrize("size", [(64, 64), (97, 131)])
+def test_lite0_s8_analysis_from_bitstream_equals_eval_forward_exactly(size):
+    model = make_dicm("dicm-lite0-s8", quality=2)
+    x = random_image(*size, seed=3, batch=2)
+    out = model(x)
+    c = model.compress(x)
+    assert model.num_sections == 1 and all(len(s) == 1 for s in c.strings)
+    assert torch.equal(model.analyze(c), out["logits"])
+    h, w = size
+    assert out["f_hat"].shape[-2:] == (-(-h // 8), -(-w // 8)) and out["y_hat"].shape[-2:] == (-(-h // 16), -(-w // 16))
+    assert sum(len(b) for s in c.strings for b in s) > 20  # y carries symbols
+
+
+@pytest.mark.parametrize("name", ["dicm", "dicm-lite0", "dicm-lite0-s8"])
 def test_forward_backward_every_parameter_gets_a_gradient(name):
     model = make_dicm(name, busy=False).train()
     x = random_image(64, 64, seed=1, batch=2)
     out = model(x)
-    assert out["f_hat"].shape == out["f"].shape == (2, model.backbone.cut_channels, 16, 16)
+    side = 64 // model.cut_stride
+    assert out["f_hat"].shape == out["f"].shape == (2, model.backbone.cut_channels, side, side)
     side = 64 // model.y_stride
     assert out["y_hat"].shape == (2, model.M, side, side) and out["logits"].shape == (2, 1000)
     loss = (out["f_hat"] - out["f_re"]).square().mean() + out["logits"].square().mean()
@@ -594,6 +624,30 @@ def test_cli_analyze_gives_imagenet_names_and_decompress_refuses(run_cli, dicm_g
     assert model.class_names[0].startswith("tench")
     r = run_cli("decompress", path, "-o", tmp_path / "x.png")
     assert r.code == 2 and "carries no pixel decoder" in r.err and not (tmp_path / "x.png").exists()
+
+
+def test_lite0_s8_shipped_files_classify_from_the_cli_and_refuse_detection(run_cli, tmp_path):
+    from icm.data import to_tensor
+    from icm.images import read_rgb
+
+    sample = Path(__file__).resolve().parents[1] / "src" / "icm" / "samples" / "coffee.png"
+    path = tmp_path / "coffee.icm"
+    r = run_cli("compress", sample, "-m", "dicm-lite0-s8", "-q", "1", "-o", path)
+    assert r.code == 0, r.err
+    f = codec.read(path)
+    assert (f.header.model_id, f.header.quality) == (10, 1)
+    r = run_cli("analyze", path, "--json", "--task", "classify")
+    assert r.code == 0, r.err
+    row = json.loads(r.out)
+    model = create_model("dicm-lite0-s8", quality=1, pretrained=True).eval()
+    x = to_tensor(read_rgb(sample))[None]
+    with torch.no_grad():
+        expected = model.analyze(model.compress(x)).topk(5).indices[0].tolist()
+    assert (row["model"], row["quality"]) == ("dicm-lite0-s8", 1)
+    assert [t["index"] for t in row["top5"]] == expected
+    assert row["bpp"] == pytest.approx(8 * path.stat().st_size / (x.shape[-2] * x.shape[-1]), abs=1e-6)
+    r = run_cli("analyze", path, "--task", "detect")
+    assert r.code == 2 and "'dicm-lite0-s8' does not run task 'detect'" in r.err and "Traceback" not in r.err
 
 
 def test_photo_crops_at_evaluation_scale_come_from_resized_copies():

@@ -179,7 +179,7 @@ def test_refusal_does_not_grow_memory(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,side,task", [("hyperprior", 2048, None), ("dicm-lite0", 2048, None),
+@pytest.mark.parametrize("name,side,task", [("hyperprior", 2048, None), ("dicm-lite0", 2048, None), ("dicm-lite0-s8", 2048, None),
                                             ("dicm-lite0", 2048, "detect"), ("dicm-lite0", 2048, "segment"),
                                             ("bai2022-fmnist", 448, None)])
 def test_a_raised_limit_decode_stays_within_its_price(name, side, task, tmp_path):

@@ -42,7 +42,7 @@ def _measured(meta: dict) -> tuple[float, float]:
     return float(rate), float(fidelity)
 
 
-@pytest.mark.parametrize("name", ["hyperprior", "bai2022-fmnist", "dicm-lite0"])
+@pytest.mark.parametrize("name", ["hyperprior", "bai2022-fmnist", "dicm-lite0", "dicm-lite0-s8"])
 def test_higher_quality_means_more_bits_and_more_fidelity(name):
     """One quality direction in every family: each shipped quality's held-out rate and
     fidelity (from its weight file) grow with the quality number, and the

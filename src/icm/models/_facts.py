@@ -114,3 +114,17 @@ declare_model(
     pixel_decoder=False,
     tasks=("classify",),
 )
+declare_model(
+    "dicm-lite0-s8", "icm.models.dicm:dicm_lite0_s8", **_DICM,
+    model_id=10,
+    qualities=(1, 2, 3, 4),  # dicm.LITE0_S8_QUALITIES
+    small={"re_dims": (16,), "re_depths": (), "dims": (40, 48, 48), "M": 48, "N": 16, "hyper_dim": 32,
+           "hyper_heads": 2, "filter_size": (8, 8), "pretrained_backbone": False},
+    # one thread, beside two busy one-thread processes on two cores: 0.73 µs/px at 2048x2048 and
+    # 1.37 at 64x65536 (decode + classifier); priced with room for the strip shapes
+    cost=CostModel(bytes_per_pixel=280, seconds_per_pixel=1.5e-6, pad_to=16),
+    description="dicm on EfficientNet-Lite0 cut at its stride-8 stage (40 ch); classifies from the bitstream, "
+                "fewer bits than dicm-lite0 for the same agreement; no detection heads",
+    pixel_decoder=False,
+    tasks=("classify",),
+)

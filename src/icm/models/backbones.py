@@ -84,8 +84,10 @@ class SplitBackbone(nn.Module):
 
     Attributes:
         name: ``"resnet50"`` or ``"efficientnet_lite0"``.
-        cut_channels: channels of the cut feature (256 for ResNet-50, 24 for Lite0).
-        cut_stride: 4; the cut feature is ``(B, cut_channels, ⌈H/4⌉, ⌈W/4⌉)``.
+        cut_channels: channels of the cut feature (256 for ResNet-50, 24 for Lite0, 40
+            for Lite0 cut at stride 8).
+        cut_stride: 4 (8 for ``efficientnet_lite0_s8``); the cut feature is
+            ``(B, cut_channels, ⌈H/s⌉, ⌈W/s⌉)``.
         head: ``[0,1]`` RGB ``(B,3,H,W)`` → cut feature; normalises its input itself
             (Lite0: mean = std = 0.5, i.e. ``2x - 1``; ResNet-50: ImageNet mean/std).
         tail: :class:`StageTail`, cut feature → ``OrderedDict`` ``"0","1","2"`` at strides
@@ -102,10 +104,11 @@ class SplitBackbone(nn.Module):
     cut_stride: int = 4
 
     def __init__(self, name: str, head: nn.Module, tail: StageTail, classifier: nn.Module,
-                 cut_channels: int, *, classifier_trained: bool = True):
+                 cut_channels: int, *, classifier_trained: bool = True, cut_stride: int = 4):
         super().__init__()
         self.name = name
         self.cut_channels = cut_channels
+        self.cut_stride = cut_stride
         self.head = head
         self.tail = tail
         self.classifier = classifier
@@ -163,18 +166,33 @@ def _load_by_order(net: nn.Module, state: dict, source: str) -> None:
     net.load_state_dict(mapped)
 
 
-def _split_lite0(net: nn.Module, *, classifier_trained: bool = True) -> SplitBackbone:
-    """Regroup a timm ``tf_efficientnet_lite0`` (shares its modules)."""
+def _split_lite0(net: nn.Module, *, classifier_trained: bool = True, cut_stride: int = 4) -> SplitBackbone:
+    """Regroup a timm ``tf_efficientnet_lite0`` (shares its modules), cut at stride 4, 8 or 16.
+
+    Cut later than stride 4, the tail's stages at and below the cut's stride are the cut
+    feature itself (``tail.strides`` say so: ``[8, 16, 32]`` at 8, ``[16, 16, 32]`` at 16)."""
     if net.drop_rate > 0:
         raise IcmError("split EfficientNet-Lite0 expects drop_rate=0 (dropout is not carried over)")
+    if cut_stride not in (4, 8, 16):
+        raise IcmError(f"EfficientNet-Lite0 is cut at stride 4, 8 or 16, not {cut_stride}")
     b = net.blocks
-    head = nn.Sequential(Normalize((0.5,) * 3, (0.5,) * 3), net.conv_stem, net.bn1, b[0], b[1])
-    tail = StageTail([b[2], nn.Sequential(b[3], b[4]), nn.Sequential(b[5], b[6])],
-                     out_channels=[40, 112, 320], strides=STAGE_STRIDES)
+    head = [Normalize((0.5,) * 3, (0.5,) * 3), net.conv_stem, net.bn1, b[0], b[1]]
+    s8, s16 = b[2], nn.Sequential(b[3], b[4])
+    if cut_stride >= 8:
+        head.append(s8)
+        s8 = nn.Identity()
+    if cut_stride == 16:
+        head.append(s16)
+        s16 = nn.Identity()
+    channels = {4: 24, 8: 40, 16: 112}[cut_stride]
+    tail = StageTail([s8, s16, nn.Sequential(b[5], b[6])],
+                     out_channels=[40 if cut_stride < 16 else 112, 112, 320],
+                     strides=STAGE_STRIDES if cut_stride < 16 else [16, 16, 32])
     # forward_features ends with conv_head + bn2 (BN + ReLU6); forward_head pools and flattens.
     classifier = nn.Sequential(net.conv_head, net.bn2, net.global_pool, net.classifier)
-    return SplitBackbone("efficientnet_lite0", head, tail, classifier, cut_channels=24,
-                         classifier_trained=classifier_trained)
+    name = "efficientnet_lite0" if cut_stride == 4 else f"efficientnet_lite0_s{cut_stride}"
+    return SplitBackbone(name, nn.Sequential(*head), tail, classifier, cut_channels=channels,
+                         classifier_trained=classifier_trained, cut_stride=cut_stride)
 
 
 def efficientnet_lite0(pretrained: bool = True) -> SplitBackbone:
@@ -290,7 +308,21 @@ def resnet50(weights: str | os.PathLike | None = None) -> SplitBackbone:
     return _split_resnet50(net, classifier_trained=trained and weights is not None).eval()
 
 
-_FACTORIES = {"efficientnet_lite0": efficientnet_lite0, "resnet50": resnet50}
+def efficientnet_lite0_s8(pretrained: bool = True) -> SplitBackbone:
+    """EfficientNet-Lite0 split after ``blocks[2]``: the head ends with the stride-8 stage
+    (40 ch), the tail's ``"0"`` is that feature itself, ``"1"`` and ``"2"`` as in
+    :func:`efficientnet_lite0`."""
+    return _split_lite0(_lite0_net(pretrained), classifier_trained=pretrained, cut_stride=8).eval()
+
+
+def efficientnet_lite0_s16(pretrained: bool = True) -> SplitBackbone:
+    """EfficientNet-Lite0 split after ``blocks[4]`` (112 ch at stride 16): the tail's ``"0"``
+    and ``"1"`` are that feature itself (no stride-8 stage at the receiver: classification only)."""
+    return _split_lite0(_lite0_net(pretrained), classifier_trained=pretrained, cut_stride=16).eval()
+
+
+_FACTORIES = {"efficientnet_lite0": efficientnet_lite0, "efficientnet_lite0_s8": efficientnet_lite0_s8,
+              "efficientnet_lite0_s16": efficientnet_lite0_s16, "resnet50": resnet50}
 
 
 def create_backbone(name: str, **kwargs) -> SplitBackbone:

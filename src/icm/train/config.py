@@ -57,7 +57,7 @@ SCHEMA: dict[str, dict[str, frozenset]] = {
                            "val_resize", "workers", "stats_images", "train_photos", "val_photos", "box_size",
                            "epoch_images", "stamps", "stamp_scale"}),
         "loss": frozenset({"lmbda", "lmbda_warmup", "rate", "l1", "infonce", "re_mse", "std_mse", "stage_mse", "kl",
-                           "kl_t", "quant", "tau"}),
+                           "kl_t", "ce", "quant", "tau"}),
         "moco": frozenset({"dim", "hidden", "queue", "momentum", "temperature", "warmup_epochs", "refresh_every"}),
         "optim": frozenset({"name", "lr", "lr_batch", "min_lr", "momentum", "weight_decay", "clip"}),
     },
@@ -93,7 +93,7 @@ _NESTED = {("dicm", "model", "fit_prior"): frozenset({"images", "steps"}),
 # Numbers may be written as YAML strings ("2e-4": PyYAML reads exponents without a dot so).
 _NUMBER = frozenset({"stamps", "lr", "final_lr_ratio", "clip", "lmbda", "alpha", "beta", "label_smoothing", "latent_lr",
                      "min_lr", "weight_decay", "momentum", "temperature", "rate", "l1", "infonce", "re_mse", "std_mse",
-                     "kl", "kl_t", "re_identity_gain", "cutmix", "mixup", "random_erasing", "mimic", "cls", "box",
+                     "kl", "kl_t", "ce", "re_identity_gain", "cutmix", "mixup", "random_erasing", "mimic", "cls", "box",
                      "box_from", "score_thresh", "iou", "upper_lr_scale", "picture"})
 _INTEGER = frozenset({"crop", "batch_size", "workers", "val_side", "val_batch_size", "val_limit", "train_limit",
                       "warmup_steps", "lr_batch", "lmbda_warmup", "dim", "hidden", "queue", "warmup_epochs",

@@ -105,7 +105,9 @@ class DicmModule(L.LightningModule):
             ``std_mse`` (MSE of the standardised features ``f̂`` and ``f_re``),
             ``kl`` with ``kl_t`` (distillation: KL divergence of the decoded
             network's class distribution from the uncompressed one's, at
-            temperature ``kl_t``, times ``kl_t²``) and ``lmbda_warmup`` (λ grows
+            temperature ``kl_t``, times ``kl_t²``), ``ce`` (cross-entropy of the
+            decoded network's logits against the uncompressed network's top-1
+            class: what top-1 agreement counts) and ``lmbda_warmup`` (λ grows
             linearly over that many steps, so that the entropy model settles
             before the rate presses on ``y``), and ``quant: annealed`` with
             ``tau: [start, end]`` (train through refinement's soft rounding instead
@@ -246,6 +248,9 @@ class DicmModule(L.LightningModule):
             terms["kl"] = F.kl_div(F.log_softmax(out["logits"] / t, 1), F.log_softmax(ref_logits / t, 1),
                                    log_target=True, reduction="batchmean") * t * t
             loss = loss + w["kl"] * terms["kl"]
+        if w.get("ce"):
+            terms["ce"] = F.cross_entropy(out["logits"], ref_logits.argmax(1))
+            loss = loss + w["ce"] * terms["ce"]
         terms["loss"] = loss
         terms.update({f"mse{i}": v for i, v in enumerate(stage_mse)})
         terms["agree"] = (out["logits"].argmax(1) == ref_logits.argmax(1)).float().mean()
