@@ -39,6 +39,8 @@ CASES = (
     # 3 and 6: the twins of the files written under retired ids 7 and 8
     ("dicm-lite0", 3, "coffee.png", (120, 160, 64, 64)),
     ("dicm-lite0", 6, "coffee.png", (120, 160, 64, 64)),
+    ("dicm-lite0-s8", 1, "coffee.png", (120, 160, 64, 64)),
+    ("dicm-lite0-s8", 4, "coffee.png", (120, 160, 64, 64)),
 )
 
 
