@@ -253,6 +253,21 @@ def test_create_backbone_dispatches_and_rejects_unknown():
     assert isinstance(split, B.SplitBackbone) and not split.classifier_trained and not split.training
     split = B.create_backbone("efficientnet_lite0_s8", pretrained=False)
     assert (split.cut_stride, split.cut_channels, split.classifier_trained) == (8, 40, False)
+    split = B.create_backbone("efficientnet_lite0_s16", pretrained=False)
+    assert (split.cut_stride, split.cut_channels, split.tail.strides) == (16, 112, [16, 16, 32])
+    with pytest.raises(IcmError, match="cut at stride 4, 8 or 16, not 32"):
+        B._split_lite0(B._lite0_net(pretrained=False), cut_stride=32)
+
+
+@torch.no_grad()
+def test_lite0_cut_at_stride_16_equals_unsplit(lite0_pretrained):
+    net, split4 = lite0_pretrained
+    split16 = B._split_lite0(net, cut_stride=16)
+    x = torch.rand(2, 3, 97, 131, generator=torch.Generator().manual_seed(4))
+    f = split16.head(x)
+    assert f.shape == (2, 112, math.ceil(97 / 16), math.ceil(131 / 16))
+    assert torch.equal(split16(x), net(x * 2 - 1))
+    assert torch.equal(split16.tail(f)["1"], split4.tail(split4.head(x))["1"])
 
 
 def test_import_stays_light(run_python):

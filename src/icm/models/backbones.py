@@ -83,10 +83,11 @@ class SplitBackbone(nn.Module):
     """A classification network cut in three: head (sender), tail and classifier (receiver).
 
     Attributes:
-        name: ``"resnet50"`` or ``"efficientnet_lite0"``.
+        name: ``"resnet50"``, ``"efficientnet_lite0"`` or a later cut of it
+            (``"efficientnet_lite0_s8"``, ``"efficientnet_lite0_s16"``).
         cut_channels: channels of the cut feature (256 for ResNet-50, 24 for Lite0, 40
-            for Lite0 cut at stride 8).
-        cut_stride: 4 (8 for ``efficientnet_lite0_s8``); the cut feature is
+            and 112 for Lite0 cut at strides 8 and 16).
+        cut_stride: 4 (8 and 16 for the later Lite0 cuts); the cut feature is
             ``(B, cut_channels, ⌈H/s⌉, ⌈W/s⌉)``.
         head: ``[0,1]`` RGB ``(B,3,H,W)`` → cut feature; normalises its input itself
             (Lite0: mean = std = 0.5, i.e. ``2x - 1``; ResNet-50: ImageNet mean/std).

@@ -435,7 +435,8 @@ def dicm_lite0(quality: int, **kwargs) -> DICM:
 
 # dicm-lite0-s8: the same codec on EfficientNet-Lite0 cut one stage later (40 channels at stride 8):
 # 2×2 blocks of the cut feature (160 values) become y's 160 channels at stride 16.  Fitted and trained
-# on the photo pool through soft rounding (configs/dicm/cut8/); why: docs/dicm.md, "A deeper cut".
+# on the photo pool through soft rounding (configs/dicm/cut8/); why and what it measured: docs/dicm.md,
+# "Status at CPU scale".
 LITE0_S8 = dict(LITE0, backbone="efficientnet_lite0_s8", dims=(40, 64, 96), M=160, codec_patch=2, filter_size=(28, 28))
 LITE0_S8_QUALITIES = {1: 15.0, 2: 10.0, 3: 6.0, 4: 3.0}  # the λ each shipped quality was trained at
 
