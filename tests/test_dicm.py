@@ -506,6 +506,50 @@ def test_stage4_annealed_quantisation_trains_on_refinements_soft_rounding():
         assert float(module.loss(x)["bpp"]) > 0
 
 
+def test_mixed_pictures_are_pairwise_mixtures_and_the_teacher_sees_them():
+    from icm.errors import IcmError
+    from icm.train.dicm import DicmModule, mix_pictures
+
+    x = torch.stack([torch.full((3, 20, 30), float(v)) for v in (0.0, 1.0, 2.0, 3.0)])
+    up = mix_pictures(x, {"kind": "mixup", "alpha": 1.0}, 7)
+    # each picture a convex mixture a·x_i + (1 − a)·x_j of two pictures of the batch
+    assert torch.equal(up, mix_pictures(x, {"kind": "mixup", "alpha": 1.0}, 7))
+    assert not torch.equal(up, mix_pictures(x, {"kind": "mixup", "alpha": 1.0}, 8))
+    assert bool((up.amin((1, 2, 3)) == up.amax((1, 2, 3))).all())
+    assert float(up.min()) >= 0 and float(up.max()) <= 3
+    cut = mix_pictures(x, {"kind": "cutmix", "alpha": 1.0}, 7)
+    for i in range(4):
+        values = set(cut[i].unique().tolist())
+        assert float(i) in values or len(values) == 1  # a box of another picture pasted in x_i
+        assert values <= {0.0, 1.0, 2.0, 3.0}
+        pasted = cut[i] != x[i]
+        if pasted.any():  # one axis-aligned box, the same on every channel
+            rows, cols = pasted[0].any(1).nonzero(), pasted[0].any(0).nonzero()
+            box = pasted[0, int(rows.min()):int(rows.max()) + 1, int(cols.min()):int(cols.max()) + 1]
+            assert bool(box.all()) and torch.equal(pasted[0], pasted[1])
+    assert torch.equal(mix_pictures(x[:1], {"kind": "cutmix"}, 7), x[:1])
+    with pytest.raises(IcmError, match="loss.mix"):
+        mix_pictures(x, {"kind": "blend"}, 0)
+    # in training, the sender and the uncompressed reference read the same mixed batch
+    torch.manual_seed(0)
+    module = DicmModule(make_dicm(busy=False), 4, batch_size=2, max_steps=10, train_parts=["g_a"],
+                        loss={"re_mse": 0.0, "stage_mse": [0.0, 0.0, 0.0], "kl": 1.0,
+                              "mix": {"kind": "mixup", "alpha": 0.5}})
+    seen = []
+    head = module.model.head_features
+    module.model.head_features = lambda z: seen.append(z.clone()) or head(z)
+    batch = _photo_batch(2, 64)
+    module.train()
+    module.loss(batch)
+    want = mix_pictures(batch, {"kind": "mixup", "alpha": 0.5}, 2_000_003)
+    assert len(seen) == 1  # the reference tail reads the sender's own head feature
+    torch.testing.assert_close(seen[0][..., :64, :64], want)
+    module.eval()
+    seen.clear()
+    module.loss(batch)  # evaluation does not mix
+    torch.testing.assert_close(seen[0][..., :64, :64], batch)
+
+
 def test_frozen_parts_stay_in_eval_mode():
     module = _module(4)
     module.train()

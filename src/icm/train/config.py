@@ -57,7 +57,7 @@ SCHEMA: dict[str, dict[str, frozenset]] = {
                            "val_resize", "workers", "stats_images", "train_photos", "val_photos", "box_size",
                            "epoch_images", "stamps", "stamp_scale"}),
         "loss": frozenset({"lmbda", "lmbda_warmup", "rate", "l1", "infonce", "re_mse", "std_mse", "stage_mse", "kl",
-                           "kl_t", "ce", "quant", "tau"}),
+                           "kl_t", "ce", "quant", "tau", "mix"}),
         "moco": frozenset({"dim", "hidden", "queue", "momentum", "temperature", "warmup_epochs", "refresh_every"}),
         "optim": frozenset({"name", "lr", "lr_batch", "min_lr", "momentum", "weight_decay", "clip"}),
     },

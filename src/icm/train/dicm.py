@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -111,7 +112,11 @@ class DicmModule(L.LightningModule):
             linearly over that many steps, so that the entropy model settles
             before the rate presses on ``y``), and ``quant: annealed`` with
             ``tau: [start, end]`` (train through refinement's soft rounding instead
-            of noise and straight-through rounding: :meth:`_annealed_forward`).
+            of noise and straight-through rounding: :meth:`_annealed_forward`), and
+            ``mix: {kind: mixup|cutmix, alpha}`` (each training batch's pictures mixed
+            pairwise, weight or box area drawn from Beta(alpha, alpha), before the
+            sender sees them: the uncompressed network labels the same mixed picture,
+            so every mixture is a new distillation example; :func:`mix_pictures`).
         optim: ``name`` (sgd, adam, adamw), ``lr`` (with ``lr_batch``: scaled by
             global batch / lr_batch), ``momentum``, ``weight_decay``, ``min_lr``;
             cosine from ``lr`` to ``min_lr`` over ``max_steps``.
@@ -216,6 +221,8 @@ class DicmModule(L.LightningModule):
             terms["loss"] = w["infonce"] * out["loss"] + w["rate"] * aux["rate"] + w["l1"] * aux["l1"]
             return terms
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        if self.stage == 4 and self.training and w.get("mix"):
+            x = mix_pictures(x, w["mix"], 2_000_003 + self.global_step)
         pixels = x.shape[-2] * x.shape[-1]
         m = self.model
         if self.stage == 2:
@@ -343,6 +350,35 @@ class DicmModule(L.LightningModule):
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         if self.clip > 0:
             torch.nn.utils.clip_grad_norm_([p for p in self.parameters() if p.requires_grad], self.clip)
+
+
+def mix_pictures(x: Tensor, mix: dict, seed: int) -> Tensor:
+    """Each picture of the batch mixed with another of it (a random pairing, seeded).
+
+    ``mix["kind"]``: ``"mixup"`` (the weighted sum ``a·x + (1 − a)·x'``) or ``"cutmix"``
+    (a box of ``x'`` pasted into ``x``, of area ``1 − a`` of the picture); ``a`` is drawn
+    from Beta(``alpha``, ``alpha``) for every picture (``alpha`` default 1).  Stage 4
+    distils the uncompressed network on the same input, so no label is mixed.
+    """
+    kind, alpha = mix.get("kind", "mixup"), float(mix.get("alpha", 1.0))
+    if kind not in ("mixup", "cutmix") or not alpha > 0:
+        raise IcmError(f"loss.mix is {{kind: mixup|cutmix, alpha: > 0}}, got {mix!r}")
+    n, (h, w) = x.shape[0], x.shape[-2:]
+    if n < 2:
+        return x
+    rng = np.random.default_rng(seed)
+    other = x[torch.from_numpy(rng.permutation(n))]
+    a = rng.beta(alpha, alpha, n)
+    if kind == "mixup":
+        a = torch.from_numpy(a).to(x.dtype).view(n, 1, 1, 1)
+        return a * x + (1 - a) * other
+    out = x.clone()
+    for i in range(n):
+        side = (1 - a[i]) ** 0.5
+        bh, bw = int(round(h * side)), int(round(w * side))
+        top, left = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
+        out[i, :, top:top + bh, left:left + bw] = other[i, :, top:top + bh, left:left + bw]
+    return out
 
 
 # -- data ----------------------------------------------------------------------------
