@@ -33,6 +33,7 @@ SMALL = {
     "dicm-lite0-s8": dict(re_dims=(32,), re_depths=(), dims=(40, 48, 48), M=48, N=16, hyper_dim=32, hyper_heads=2,
                           filter_size=(8, 8), pretrained_backbone=False),
 }
+SMALL["dicm-lite0-s8-cutmix"] = SMALL["dicm-lite0-s8"]  # the same network, other weights
 
 
 def make_dicm(name: str = "dicm-lite0", quality: int = 4, seed: int = 0, busy: bool = True, **kw) -> DICM:
@@ -126,8 +127,9 @@ def test_re_module_shapes_and_rounded_bottleneck():
 
 
 def test_registered_configurations():
-    assert set(DICM_NAMES) == {"dicm", "dicm-lite0", "dicm-lite0-s8"}
-    assert {n: model_info(n).model_id for n in DICM_NAMES} == {"dicm": 6, "dicm-lite0": 9, "dicm-lite0-s8": 10}
+    assert set(DICM_NAMES) == {"dicm", "dicm-lite0", "dicm-lite0-s8", "dicm-lite0-s8-cutmix"}
+    assert {n: model_info(n).model_id for n in DICM_NAMES} == {"dicm": 6, "dicm-lite0": 9, "dicm-lite0-s8": 10,
+                                                               "dicm-lite0-s8-cutmix": 11}
     # id 7: dicm-lite0's files from before its qualities ran from small files to large;
     # id 8: from before qualities 1 and 2 came first
     from icm.models._registry import current_id
@@ -138,6 +140,7 @@ def test_registered_configurations():
     assert current_id(9, 1) == (9, 1) and current_id(6, 1) == (6, 1)
     assert model_info("dicm").qualities == (1, 2, 3, 4) and model_info("dicm-lite0").qualities == (1, 2, 3, 4, 5, 6)
     assert model_info("dicm-lite0-s8").qualities == (1, 2, 3, 4) and not model_info("dicm-lite0-s8").retired_ids
+    assert model_info("dicm-lite0-s8-cutmix").qualities == (1, 2, 3)
     for n in DICM_NAMES:
         info = model_info(n)
         assert info.tasks == ("classify",) and not info.pixel_decoder
@@ -171,6 +174,18 @@ def test_lite0_s8_configuration_codes_2x2_blocks_of_the_stride_8_cut():
     assert m.lmbda == LITE0_S8_QUALITIES[3] == 6.0
     lambdas = [LITE0_S8_QUALITIES[q] for q in model_info("dicm-lite0-s8").qualities]
     assert all(a > b for a, b in zip(lambdas, lambdas[1:])), lambdas
+
+
+def test_lite0_s8_cutmix_is_the_same_network_with_its_own_lambdas():
+    from icm.models.dicm import LITE0_S8_CUTMIX_QUALITIES, LITE0_S8_QUALITIES
+
+    a = create_model("dicm-lite0-s8", quality=3, pretrained=False, pretrained_backbone=False)
+    b = create_model("dicm-lite0-s8-cutmix", quality=3, pretrained=False, pretrained_backbone=False)
+    assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
+    assert b.lmbda == a.lmbda == 6.0
+    lambdas = [LITE0_S8_CUTMIX_QUALITIES[q] for q in model_info("dicm-lite0-s8-cutmix").qualities]
+    assert all(x > y for x, y in zip(lambdas, lambdas[1:])), lambdas
+    assert LITE0_S8_CUTMIX_QUALITIES == {q: LITE0_S8_QUALITIES[q] for q in (1, 2, 3)}  # its qualities 1–3's λ
 
 
 @pytest.mark.parametrize("size", [(64, 64), (97, 131)])

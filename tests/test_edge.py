@@ -198,7 +198,7 @@ def test_compress_keeps_icm_compress_rules(capsys, tmp_path):
                                  "choose another name with -o")]
     for argv, line in ((("-q", "9"), "-q 9: model 'hyperprior' has qualities 1, 2, 3, 4, 5"),
                        (("-m", "bai2022"), ("unknown model 'bai2022'; this icm-edge codes bai2022-fmnist, "
-                                            "dicm-lite0, dicm-lite0-s8, hyperprior")),
+                                            "dicm-lite0, dicm-lite0-s8, dicm-lite0-s8-cutmix, hyperprior")),
                        ((src, "-o", tmp_path / "x.icm"), ("-o/--output takes a single input image; "
                                                           "use --out-dir for several"))):
         code, _, err = _edge(capsys, "compress", src, *argv)

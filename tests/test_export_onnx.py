@@ -215,7 +215,7 @@ def test_export_onnx_refusals(run_cli, tmp_path):
         ((), "name a MODEL (with -q), or give --all for every shipped quality"),
         (("hyperprior", "--all"), "name a MODEL (with -q), or give --all for every shipped quality"),
         (("--all", "-q", "2"), "-q goes with a MODEL; --all exports every shipped quality"),
-        (("bai2022",), "icm export-onnx exports hyperprior, bai2022-fmnist, dicm-lite0, dicm-lite0-s8, not 'bai2022'"),
+        (("bai2022",), "icm export-onnx exports hyperprior, bai2022-fmnist, dicm-lite0, dicm-lite0-s8, dicm-lite0-s8-cutmix, not 'bai2022'"),
         (("hyperprior", "-q", "9"), "-q 9: model 'hyperprior' has qualities 1, 2, 3, 4, 5"),
     ):
         r = run_cli("export-onnx", *argv, "-o", out)

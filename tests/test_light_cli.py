@@ -258,7 +258,8 @@ def test_the_facts_agree_with_the_families():
 
     tables = {"hyperprior": hyperprior.LAMBDAS, "hyperprior-tiny": {1: None}, "bai2022": bai2022.QUALITIES,
               "bai2022-fmnist": bai2022.FMNIST_QUALITIES, "bai2022-tiny": bai2022.QUALITIES,
-              "dicm": dicm.QUALITIES, "dicm-lite0": dicm.LITE0_QUALITIES}
+              "dicm": dicm.QUALITIES, "dicm-lite0": dicm.LITE0_QUALITIES,
+              "dicm-lite0-s8": dicm.LITE0_S8_QUALITIES, "dicm-lite0-s8-cutmix": dicm.LITE0_S8_CUTMIX_QUALITIES}
     assert set(tables) <= set(list_models())
     for name, table in tables.items():
         info = model_info(name)

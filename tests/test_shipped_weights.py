@@ -4,6 +4,7 @@ that says how it was trained and what it measured."""
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,8 @@ import icm
 from icm.models._registry import read_metadata
 
 from conftest import shipped_qualities
+
+ROOT = Path(__file__).resolve().parents[1]
 
 BUDGET = 64_000_000  # bytes, every shipped file together (the weights budget)
 
@@ -42,7 +45,7 @@ def _measured(meta: dict) -> tuple[float, float]:
     return float(rate), float(fidelity)
 
 
-@pytest.mark.parametrize("name", ["hyperprior", "bai2022-fmnist", "dicm-lite0", "dicm-lite0-s8"])
+@pytest.mark.parametrize("name", ["hyperprior", "bai2022-fmnist", "dicm-lite0", "dicm-lite0-s8", "dicm-lite0-s8-cutmix"])
 def test_higher_quality_means_more_bits_and_more_fidelity(name):
     """One quality direction in every family: each shipped quality's held-out rate and
     fidelity (from its weight file) grow with the quality number, and the
@@ -108,7 +111,8 @@ def _configs() -> dict:
 
 def lineage(meta: dict, configs: dict) -> list[str]:
     """The recipe files of a weight file, last first: the one equal to its metadata's recipe
-    (or with its out_dir), then the one whose out_dir its model.init names, and so on."""
+    (or with its out_dir), then the one whose out_dir its model.init names (or, where the init
+    is a shipped weight file, that file's own recipe), and so on."""
     by_out = {}
     for name, c in configs.items():
         by_out.setdefault((c.get("trainer") or {}).get("out_dir"), []).append(name)
@@ -119,7 +123,10 @@ def lineage(meta: dict, configs: dict) -> list[str]:
         assert names, f"no recipe file matches {recipe.get('trainer')}"
         chain.append(names[0] if exact else names[0] + " (by out_dir)")
         init = (recipe.get("model") or {}).get("init")
-        recipe = configs[by_out[init.split("/checkpoints")[0]][0]] if init else None
+        if init and init.endswith(".safetensors"):
+            recipe = read_metadata((ROOT / init).read_bytes())["recipe"]
+        else:
+            recipe = configs[by_out[init.split("/checkpoints")[0]][0]] if init else None
     return chain
 
 

@@ -44,7 +44,7 @@ from .layers.global_filter_numpy import global_filter
 FORMAT = 1
 """Version of the exported layout (the JSON's ``format``); icm-edge refuses others."""
 OPSET = 17
-EXPORTABLE = ("hyperprior", "bai2022-fmnist", "dicm-lite0", "dicm-lite0-s8")
+EXPORTABLE = ("hyperprior", "bai2022-fmnist", "dicm-lite0", "dicm-lite0-s8", "dicm-lite0-s8-cutmix")
 """Models with shipped weights whose senders export."""
 _DYNAMIC = {0: "batch", 2: "height", 3: "width"}
 

@@ -41,6 +41,8 @@ CASES = (
     ("dicm-lite0", 6, "coffee.png", (120, 160, 64, 64)),
     ("dicm-lite0-s8", 1, "coffee.png", (120, 160, 64, 64)),
     ("dicm-lite0-s8", 4, "coffee.png", (120, 160, 64, 64)),
+    ("dicm-lite0-s8-cutmix", 1, "coffee.png", (120, 160, 64, 64)),
+    ("dicm-lite0-s8-cutmix", 3, "coffee.png", (120, 160, 64, 64)),
 )
 
 

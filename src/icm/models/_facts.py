@@ -128,3 +128,18 @@ declare_model(
     pixel_decoder=False,
     tasks=("classify",),
 )
+# dicm-lite0-s8's network, its qualities 1–3 each trained on from that model's weights at the same λ
+# with every batch's crops mixed pairwise (CutMix): other weights, so another id, and
+# dicm-lite0-s8's files keep decoding with theirs.
+declare_model(
+    "dicm-lite0-s8-cutmix", "icm.models.dicm:dicm_lite0_s8_cutmix", **_DICM,
+    model_id=11,
+    qualities=(1, 2, 3),  # dicm.LITE0_S8_CUTMIX_QUALITIES
+    small={"re_dims": (16,), "re_depths": (), "dims": (40, 48, 48), "M": 48, "N": 16, "hyper_dim": 32,
+           "hyper_heads": 2, "filter_size": (8, 8), "pretrained_backbone": False},
+    cost=CostModel(bytes_per_pixel=280, seconds_per_pixel=1.5e-6, pad_to=16),  # dicm-lite0-s8's network
+    description="dicm-lite0-s8's network trained on CutMix composites of the photos: more agreement "
+                "on photos it never saw at fewer bits; classifies from the bitstream; no detection heads",
+    pixel_decoder=False,
+    tasks=("classify",),
+)

@@ -443,3 +443,14 @@ LITE0_S8_QUALITIES = {1: 15.0, 2: 10.0, 3: 6.0, 4: 3.0}  # the λ each shipped q
 
 def dicm_lite0_s8(quality: int, **kwargs) -> DICM:
     return _build(quality, LITE0_S8, kwargs, LITE0_S8_QUALITIES)
+
+
+# dicm-lite0-s8-cutmix: dicm-lite0-s8's network, its qualities 1–3 each trained on at its own λ with
+# every batch's crops mixed pairwise (CutMix, loss.mix; configs/dicm/mix/); at λ 3 (its quality 4) and
+# 4.5 CutMix did not pay, and at λ 8 and 7 the rate stayed at λ 10's; what each measured:
+# docs/dicm.md, "Status at CPU scale".
+LITE0_S8_CUTMIX_QUALITIES = {1: 15.0, 2: 10.0, 3: 6.0}  # the λ each was trained at
+
+
+def dicm_lite0_s8_cutmix(quality: int, **kwargs) -> DICM:
+    return _build(quality, LITE0_S8, kwargs, LITE0_S8_CUTMIX_QUALITIES)

@@ -438,7 +438,7 @@ def write_card(path: str | Path) -> Path:
                   "Recipes: `configs/bai2022/fmnist-step1.yaml` (step 1, no rate), then",
                   "`configs/bai2022/fmnist-step2-q*.yaml` (step 2, from step 1's last checkpoint).", ""]
     if features:
-        lines += ["## Compressed backbone features (`dicm-lite0`, `dicm-lite0-s8`)", "",
+        lines += ["## Compressed backbone features (`dicm-lite0`, `dicm-lite0-s8`, `dicm-lite0-s8-cutmix`)", "",
                   "On the `photo-crops` set (centre and corner 224×224 crops of the held-out test and val",
                   "photos, never used for training): top-1 agreement of the ImageNet class read from the",
                   "bitstream with EfficientNet-Lite0 on the uncompressed crop, and whole-file / payload bpp.",
@@ -450,7 +450,10 @@ def write_card(path: str | Path) -> Path:
                   "`docs/dicm.md` says why); qualities 1 and 2 continue quality 3's run at λ 20 and 10",
                   "(`lite0-stage4-q1-lowrate.yaml`, `lite0-stage4-q2-lowrate.yaml`). `dicm-lite0-s8` (the network",
                   "cut at stride 8): `configs/dicm/cut8/lite0s8-stage2.yaml` → `lite0s8-q*.yaml`, on the training",
-                  "photos, the wallpapers and the photo pool, each quality at the step its val photos' loss chose.", "",
+                  "photos, the wallpapers and the photo pool, each quality at the step its val photos' loss chose.",
+                  "`dicm-lite0-s8-cutmix`: `dicm-lite0-s8`'s qualities 1–3 trained on at their λ with CutMix",
+                  "composites of the same photos (`configs/dicm/mix/lite0s8-cutmix-lambda{15,10,6}.yaml`), each",
+                  "at the step its val photos' loss chose.", "",
                   "Qualities 3–6 shipped as 1–4 (model id 8) until qualities 1 and 2 came first, and",
                   "before that numbered the other way (model id 7, q1 the largest files). Files written",
                   "then still decode with the same weights: id 8's quality q reads as today's q + 2,",
