@@ -543,8 +543,14 @@ def test_mixed_pictures_are_pairwise_mixtures_and_the_teacher_sees_them():
             box = pasted[0, int(rows.min()):int(rows.max()) + 1, int(cols.min()):int(cols.max()) + 1]
             assert bool(box.all()) and torch.equal(pasted[0], pasted[1])
     assert torch.equal(mix_pictures(x[:1], {"kind": "cutmix"}, 7), x[:1])
-    with pytest.raises(IcmError, match="loss.mix"):
-        mix_pictures(x, {"kind": "blend"}, 0)
+    bad_mixes = ({"kind": "blend"}, {"kind": "cutmix", "alpha": 0}, {"kind": "mixup", "alpha": "1"}, {"alpha": 1, "p": 2})
+    for bad in bad_mixes:
+        with pytest.raises(IcmError, match="loss.mix"):
+            mix_pictures(x, bad, 0)
+    with pytest.raises(IcmError, match="loss.mix"):  # refused when the recipe loads, not at its first step
+        DicmModule(make_dicm(busy=False), 4, loss={"mix": {"kind": "cutmix", "alpha": -1}})
+    with pytest.raises(IcmError, match="stage 2 has no use"):
+        DicmModule(make_dicm(busy=False), 2, loss={"mix": {"kind": "cutmix"}})
     # in training, the sender and the uncompressed reference read the same mixed batch
     torch.manual_seed(0)
     module = DicmModule(make_dicm(busy=False), 4, batch_size=2, max_steps=10, train_parts=["g_a"],

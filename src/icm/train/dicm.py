@@ -42,8 +42,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -144,6 +144,10 @@ class DicmModule(L.LightningModule):
         self.optim = {**defaults["optim"], **(optim or {})}
         self.batch_size, self.max_steps_, self.clip = batch_size, max_steps, clip
         self.save_hyperparameters(ignore=["model"])
+        if self.weights.get("mix") is not None:
+            if stage != 4:
+                raise IcmError(f"loss.mix mixes stage 4's pictures; stage {stage} has no use for it")
+            check_mix(self.weights["mix"])
 
         model.requires_grad_(False)
         parts = {"head": model.backbone.head, "re": model.re, "tail": model.backbone.tail,
@@ -222,7 +226,8 @@ class DicmModule(L.LightningModule):
             return terms
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
         if self.stage == 4 and self.training and w.get("mix"):
-            x = mix_pictures(x, w["mix"], 2_000_003 + self.global_step)
+            step = 2_000_003 + self.global_step  # rank 0's seed alone: the shipped runs' draws
+            x = mix_pictures(x, w["mix"], (step, self.global_rank) if self.global_rank else step)
         pixels = x.shape[-2] * x.shape[-1]
         m = self.model
         if self.stage == 2:
@@ -352,17 +357,28 @@ class DicmModule(L.LightningModule):
             torch.nn.utils.clip_grad_norm_([p for p in self.parameters() if p.requires_grad], self.clip)
 
 
-def mix_pictures(x: Tensor, mix: dict, seed: int) -> Tensor:
+def check_mix(mix) -> tuple[str, float]:
+    """``(kind, alpha)`` of a recipe's ``loss.mix``, or one clear error."""
+    if not isinstance(mix, dict) or set(mix) - {"kind", "alpha"}:
+        raise IcmError(f"loss.mix is {{kind: mixup|cutmix, alpha: > 0}}, got {mix!r}")
+    kind, alpha = mix.get("kind", "mixup"), mix.get("alpha", 1.0)
+    if kind not in ("mixup", "cutmix") or isinstance(alpha, bool) or not isinstance(alpha, (int, float)) \
+            or not alpha > 0:
+        raise IcmError(f"loss.mix is {{kind: mixup|cutmix, alpha: > 0}}, got {mix!r}")
+    return kind, float(alpha)
+
+
+def mix_pictures(x: Tensor, mix: dict, seed) -> Tensor:
     """Each picture of the batch mixed with another of it (a random pairing, seeded).
 
     ``mix["kind"]``: ``"mixup"`` (the weighted sum ``a·x + (1 − a)·x'``) or ``"cutmix"``
     (a box of ``x'`` pasted into ``x``, of area ``1 − a`` of the picture); ``a`` is drawn
     from Beta(``alpha``, ``alpha``) for every picture (``alpha`` default 1).  Stage 4
-    distils the uncompressed network on the same input, so no label is mixed.
+    distils the uncompressed network on the same input, so no label is mixed.  ``seed``:
+    anything :func:`numpy.random.default_rng` takes (training passes the step, and the rank
+    beyond rank 0).
     """
-    kind, alpha = mix.get("kind", "mixup"), float(mix.get("alpha", 1.0))
-    if kind not in ("mixup", "cutmix") or not alpha > 0:
-        raise IcmError(f"loss.mix is {{kind: mixup|cutmix, alpha: > 0}}, got {mix!r}")
+    kind, alpha = check_mix(mix)
     n, (h, w) = x.shape[0], x.shape[-2:]
     if n < 2:
         return x
