@@ -84,7 +84,8 @@ def _trade_off(model) -> dict:
             else {"alpha": model.alpha, "beta": model.beta})
 
 
-@pytest.mark.parametrize("name,quality", [(n, q) for n in ("hyperprior", "bai2022-fmnist", "dicm-lite0")
+@pytest.mark.parametrize("name,quality", [(n, q) for n in ("hyperprior", "bai2022-fmnist", "dicm-lite0", "dicm-lite0-s8",
+                                                           "dicm-lite0-s8-cutmix")
                                           for q in shipped_qualities(n)])
 def test_declared_trade_off_is_the_one_each_weight_file_was_trained_at(name, quality):
     """What a quality declares (used by --refine and by training) matches the

@@ -446,9 +446,9 @@ def dicm_lite0_s8(quality: int, **kwargs) -> DICM:
 
 
 # dicm-lite0-s8-cutmix: dicm-lite0-s8's network, its qualities 1–3 each trained on at its own λ with
-# every batch's crops mixed pairwise (CutMix, loss.mix; configs/dicm/mix/); at λ 3 (its quality 4) and
-# 4.5 CutMix did not pay, and at λ 8 and 7 the rate stayed at λ 10's; what each measured:
-# docs/dicm.md, "Status at CPU scale".
+# every batch's crops mixed pairwise (CutMix, loss.mix; configs/dicm/mix/); from dicm-lite0-s8's
+# quality 4 at λ 3 and its quality 3 at λ 4.5 CutMix did not pay, and from its quality 2 at λ 8 and 7
+# the rate stayed at λ 10's; what each measured: docs/dicm.md, "Status at CPU scale".
 LITE0_S8_CUTMIX_QUALITIES = {1: 15.0, 2: 10.0, 3: 6.0}  # the λ each was trained at
 
 
