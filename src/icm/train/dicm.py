@@ -359,11 +359,9 @@ class DicmModule(L.LightningModule):
 
 def check_mix(mix) -> tuple[str, float]:
     """``(kind, alpha)`` of a recipe's ``loss.mix``, or one clear error."""
-    if not isinstance(mix, dict) or set(mix) - {"kind", "alpha"}:
-        raise IcmError(f"loss.mix is {{kind: mixup|cutmix, alpha: > 0}}, got {mix!r}")
-    kind, alpha = mix.get("kind", "mixup"), mix.get("alpha", 1.0)
-    if kind not in ("mixup", "cutmix") or isinstance(alpha, bool) or not isinstance(alpha, (int, float)) \
-            or not alpha > 0:
+    ok = isinstance(mix, dict) and not set(mix) - {"kind", "alpha"}
+    kind, alpha = (mix.get("kind", "mixup"), mix.get("alpha", 1.0)) if ok else (None, None)
+    if not ok or kind not in ("mixup", "cutmix") or type(alpha) not in (int, float) or not alpha > 0:
         raise IcmError(f"loss.mix is {{kind: mixup|cutmix, alpha: > 0}}, got {mix!r}")
     return kind, float(alpha)
 
