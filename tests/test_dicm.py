@@ -521,7 +521,7 @@ def test_stage4_annealed_quantisation_trains_on_refinements_soft_rounding():
         assert float(module.loss(x)["bpp"]) > 0
 
 
-def test_mixed_pictures_are_pairwise_mixtures_and_the_teacher_sees_them():
+def test_mixed_pictures_are_mixtures_of_the_batch_and_the_teacher_sees_them():
     from icm.errors import IcmError
     from icm.train.dicm import DicmModule, mix_pictures
 
@@ -543,7 +543,27 @@ def test_mixed_pictures_are_pairwise_mixtures_and_the_teacher_sees_them():
             box = pasted[0, int(rows.min()):int(rows.max()) + 1, int(cols.min()):int(cols.max()) + 1]
             assert bool(box.all()) and torch.equal(pasted[0], pasted[1])
     assert torch.equal(mix_pictures(x[:1], {"kind": "cutmix"}, 7), x[:1])
-    bad_mixes = ({"kind": "blend"}, {"kind": "cutmix", "alpha": 0}, {"kind": "mixup", "alpha": "1"}, {"alpha": 1, "p": 2})
+    # mosaic: every pixel keeps its place (nothing rescaled); which picture it comes from is
+    # constant on four quarters meeting at one point of the middle half, the top-left one its own
+    where = torch.arange(40 * 40, dtype=torch.float64).view(1, 1, 40, 40)
+    x = (torch.arange(8, dtype=torch.float64).view(8, 1, 1, 1) * 10_000 + where).expand(8, 3, 40, 40)
+    cuts = set()
+    for seed in range(6):
+        tiled = mix_pictures(x, {"kind": "mosaic", "alpha": 1.0}, seed)
+        assert torch.equal(tiled % 10_000, where.expand(8, 3, 40, 40)) and torch.equal(tiled[:, 0], tiled[:, 2])
+        source = (tiled[:, 0] // 10_000).long()
+        for i in range(8):
+            assert bool(source[i, 0, 0] == i)
+            cy = int((source[i, :, 0] != i).nonzero()[0]) if bool((source[i, :, 0] != i).any()) else None
+            cx = int((source[i, 0] != i).nonzero()[0]) if bool((source[i, 0] != i).any()) else None
+            if cy is None or cx is None:  # a quarter drew the picture itself: read the cut from another row
+                continue
+            assert 10 <= cy <= 30 and 10 <= cx <= 30
+            cuts.add((cy, cx))
+            for q in (source[i, :cy, :cx], source[i, :cy, cx:], source[i, cy:, :cx], source[i, cy:, cx:]):
+                assert q.amin() == q.amax()
+    assert len(cuts) > 10  # the cut point varies from picture to picture
+    bad_mixes = ({"kind": "blend"}, {"kind": "mosaic", "alpha": float("nan")}, {"kind": "cutmix", "alpha": 0}, {"kind": "mixup", "alpha": "1"}, {"alpha": 1, "p": 2})
     for bad in bad_mixes:
         with pytest.raises(IcmError, match="loss.mix"):
             mix_pictures(x, bad, 0)

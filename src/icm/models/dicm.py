@@ -89,6 +89,30 @@ class SemanticSteer(nn.Module):
         return y * torch.exp(a.clamp(-8.0, 8.0)) + b
 
 
+class ReceiverRefine(nn.Module):
+    """Receiver-side refinement of the decoded cut feature: ``f̂ + net(f̂)``.
+
+    ``g_s`` of the block-transform codec is near linear (its HorNet blocks keep small
+    layer scales), so what a low-rate ``ŷ`` leaves out is not inferred from what it
+    keeps.  This branch — a few 3×3 convolutions of ``width`` channels, one dilated,
+    at the cut's stride (receptive field 9×9 positions) — learns that inference.  It
+    reads and writes the standardised feature; its last convolution starts at zero
+    (``f̂`` unchanged).  Nothing of it is at the sender: a file's bits do not change.
+    """
+
+    def __init__(self, channels: int, width: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.GELU(),
+                                 nn.Conv2d(width, width, 3, padding=2, dilation=2), nn.GELU(),
+                                 nn.Conv2d(width, width, 3, padding=1), nn.GELU(),
+                                 nn.Conv2d(width, channels, 1))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, f: Tensor) -> Tensor:
+        return f + self.net(f)
+
+
 def _conv(cin: int, cout: int, k: int, s: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, k, stride=s, padding=k // 2)
 
@@ -133,6 +157,8 @@ class DICM(ImageCodec):
             stages of the picture scale and shift ``y`` before it is quantised, so that
             the encoder knows what the picture shows when it chooses what to keep.  The
             receiver does not change: it decodes such files as any other.
+        receiver: if above 0, a receiver-side refinement of the decoded cut feature of
+            that width (:class:`ReceiverRefine`), after ``g_s``; the sender does not change.
 
     Inputs are RGB ``(B, 3, H, W)`` in ``[0, 1]``, any size (padded to
     ``stride``; stage features are cropped back to the input's extent).
@@ -179,6 +205,7 @@ class DICM(ImageCodec):
         entropy: str = "hyperprior",
         class_names: tuple[str, ...] | None = None,
         semantic: int = 0,
+        receiver: int = 0,
     ) -> None:
         super().__init__()
         from .backbones import create_backbone
@@ -213,6 +240,7 @@ class DICM(ImageCodec):
         else:
             self._build_codec(c0, c1, c2, orders, filter_size, M, hor)
         self.semantic = SemanticSteer(self.backbone.tail.out_channels, semantic, M) if semantic else None
+        self.receiver = ReceiverRefine(c0, receiver) if receiver else None
         if entropy == "factorized":
             self.latent = FactorizedLatent(M, upsample=self.stride // self.y_stride)
             self.num_sections = 1  # y only
@@ -275,9 +303,10 @@ class DICM(ImageCodec):
             return
         missing, unexpected = self.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith("backbone.")]
-        if self.semantic is not None and not any(k.startswith("semantic.") for k in state):
-            # a plain codec's weights under a steered sender: the steering starts as the identity
-            missing = [k for k in missing if not k.startswith("semantic.")]
+        for part in ("semantic", "receiver"):
+            if getattr(self, part) is not None and not any(k.startswith(part + ".") for k in state):
+                # a plain codec's weights: the steering or the receiver's branch starts as the identity
+                missing = [k for k in missing if not k.startswith(part + ".")]
         if missing or unexpected:
             raise RuntimeError(f"shipped weights do not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
 
@@ -309,7 +338,10 @@ class DICM(ImageCodec):
     def decode_features(self, y_hat: Tensor, image_size: tuple[int, int] | None = None) -> Tensor:
         """``ŷ`` → decoded cut feature ``f̂``, cropped to the input's extent at the cut stride."""
         # one memory layout → one convolution algorithm → the same result as decoding
-        f_hat = self.re.unstandardise(self.g_s(y_hat.contiguous()))
+        f_hat = self.g_s(y_hat.contiguous())
+        if self.receiver is not None:
+            f_hat = self.receiver(f_hat)
+        f_hat = self.re.unstandardise(f_hat)
         return f_hat if image_size is None else self._crop_to_input(f_hat, image_size)
 
     def _crop_to_input(self, f: Tensor, image_size: tuple[int, int]) -> Tensor:

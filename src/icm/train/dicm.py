@@ -113,8 +113,8 @@ class DicmModule(L.LightningModule):
             before the rate presses on ``y``), and ``quant: annealed`` with
             ``tau: [start, end]`` (train through refinement's soft rounding instead
             of noise and straight-through rounding: :meth:`_annealed_forward`), and
-            ``mix: {kind: mixup|cutmix, alpha}`` (each training batch's pictures mixed
-            pairwise, weight or box area drawn from Beta(alpha, alpha), before the
+            ``mix: {kind: mixup|cutmix|mosaic, alpha}`` (each training batch's pictures mixed
+            with others of the batch, weight, box area or cut point drawn from Beta(alpha, alpha), before the
             sender sees them: the uncompressed network labels the same mixed picture,
             so every mixture is a new distillation example; :func:`mix_pictures`).
         optim: ``name`` (sgd, adam, adamw), ``lr`` (with ``lr_batch``: scaled by
@@ -164,7 +164,8 @@ class DicmModule(L.LightningModule):
             learn = [parts[p] for p in train_parts]
         else:
             train_parts = ("codec",) if train_parts is None else tuple(train_parts)
-            choices = {"codec": [model.g_a, model.g_s, model.latent], "g_a": [model.g_a],
+            receiver = [model.receiver] if getattr(model, "receiver", None) is not None else []
+            choices = {"codec": [model.g_a, model.g_s, model.latent, *receiver], "g_a": [model.g_a],
                        "semantic": [model.semantic] if model.semantic is not None else []}
             if not train_parts or set(train_parts) - set(choices):
                 raise IcmError(f"stage 4 trains the codec ([codec]), its analysis transform alone ([g_a]) and/or "
@@ -357,21 +358,27 @@ class DicmModule(L.LightningModule):
             torch.nn.utils.clip_grad_norm_([p for p in self.parameters() if p.requires_grad], self.clip)
 
 
+MIX_KINDS = ("mixup", "cutmix", "mosaic")
+
+
 def check_mix(mix) -> tuple[str, float]:
     """``(kind, alpha)`` of a recipe's ``loss.mix``, or one clear error."""
     ok = isinstance(mix, dict) and not set(mix) - {"kind", "alpha"}
     kind, alpha = (mix.get("kind", "mixup"), mix.get("alpha", 1.0)) if ok else (None, None)
-    if not ok or kind not in ("mixup", "cutmix") or type(alpha) not in (int, float) or not alpha > 0:
-        raise IcmError(f"loss.mix is {{kind: mixup|cutmix, alpha: > 0}}, got {mix!r}")
+    if not ok or kind not in MIX_KINDS or type(alpha) not in (int, float) or not alpha > 0:
+        raise IcmError(f"loss.mix is {{kind: {'|'.join(MIX_KINDS)}, alpha: > 0}}, got {mix!r}")
     return kind, float(alpha)
 
 
 def mix_pictures(x: Tensor, mix: dict, seed) -> Tensor:
-    """Each picture of the batch mixed with another of it (a random pairing, seeded).
+    """Each picture of the batch mixed with others of it (random pairings, seeded).
 
-    ``mix["kind"]``: ``"mixup"`` (the weighted sum ``a·x + (1 − a)·x'``) or ``"cutmix"``
-    (a box of ``x'`` pasted into ``x``, of area ``1 − a`` of the picture); ``a`` is drawn
-    from Beta(``alpha``, ``alpha``) for every picture (``alpha`` default 1).  Stage 4
+    ``mix["kind"]``: ``"mixup"`` (the weighted sum ``a·x + (1 − a)·x'``), ``"cutmix"``
+    (a box of ``x'`` pasted into ``x``, of area ``1 − a`` of the picture), or ``"mosaic"``
+    (the picture cut in four at a point ``(a_y, a_x)`` of it, each ``a`` in ``[1/4, 3/4]``,
+    three of the quarters replaced by the same quarters of three other pictures, nothing
+    rescaled); ``a`` is drawn from Beta(``alpha``, ``alpha``) for every picture (``alpha``
+    default 1).  Stage 4
     distils the uncompressed network on the same input, so no label is mixed.  ``seed``:
     anything :func:`numpy.random.default_rng` takes (training passes the step, and the rank
     beyond rank 0).
@@ -387,6 +394,15 @@ def mix_pictures(x: Tensor, mix: dict, seed) -> Tensor:
         a = torch.from_numpy(a).to(x.dtype).view(n, 1, 1, 1)
         return a * x + (1 - a) * other
     out = x.clone()
+    if kind == "mosaic":
+        others = [x[torch.from_numpy(rng.permutation(n))] for _ in range(2)]
+        cuts = 0.25 + 0.5 * rng.beta(alpha, alpha, n)
+        for i in range(n):
+            cy, cx = int(round(h * cuts[i])), int(round(w * (0.25 + 0.5 * a[i])))
+            out[i, :, :cy, cx:] = other[i, :, :cy, cx:]
+            out[i, :, cy:, :cx] = others[0][i, :, cy:, :cx]
+            out[i, :, cy:, cx:] = others[1][i, :, cy:, cx:]
+        return out
     for i in range(n):
         side = (1 - a[i]) ** 0.5
         bh, bw = int(round(h * side)), int(round(w * side))
