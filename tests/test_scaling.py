@@ -47,3 +47,22 @@ def test_train_crops_are_a_fixed_choice_of_the_run_photos():
     assert chosen == chosen2 and len(chosen) == 2 and set(chosen) <= set(photos)
     assert len(crops) == 10 and all(c.shape == (224, 224, 3) for c in crops)
     assert all((a == b).all() for a, b in zip(crops, again))
+
+
+def _row(recipe: str, photos: int, step: int, best: int, agreement: float) -> dict:
+    return {"recipe": recipe, "train_photos": photos, "step": step, "best_step": best,
+            **{k: {"agreement": agreement, "bpp": 0.2} for k in ("train-crops", "test-crops", "labelme-crops")}}
+
+
+def test_the_curve_averages_each_runs_steps_and_marks_its_chosen_one(tmp_path):
+    from icm.train.scaling import _series, plot
+
+    rows = [_row("big.yaml", 400, 500, 1000, 0.5), _row("big.yaml", 400, 1000, 1000, 0.7),
+            _row("big.yaml", 400, 2000, 1000, 0.9),  # past max_step: left out
+            _row("small.yaml", 90, 500, 500, 0.4), _row("small.yaml", 90, 1000, 500, 0.2)]
+    n, mean, lo, hi, best = _series(rows, "test-crops", max_step=1500)
+    assert n == [90, 400]  # ordered by training photos
+    assert mean == pytest.approx([30.0, 60.0]) and lo == pytest.approx([10.0, 10.0]) and hi == pytest.approx([10.0, 10.0])
+    assert best == pytest.approx([40.0, 70.0])
+    plot(rows, str(tmp_path / "curve.png"), 1500, "test runs", control=[_row("c.yaml", 90, 500, 500, 0.1)])
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

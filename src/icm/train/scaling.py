@@ -135,36 +135,50 @@ def measure(recipe: str, step: int | None = None) -> dict:
     return out
 
 
-def plot(rows: list[dict], path: str, max_step: int = 1500) -> None:
+def _series(rows: list[dict], key: str, max_step: int):
+    """Per run (by training photos): photos, mean over kept steps up to ``max_step``, the
+    distances to its lowest and highest, and the value at the step of lowest val loss."""
+    runs = sorted({r["recipe"] for r in rows}, key=lambda k: next(r["train_photos"] for r in rows if r["recipe"] == k))
+    n, mean, lo, hi, best = [], [], [], [], []
+    for k in runs:
+        mine = [r for r in rows if r["recipe"] == k and r["step"] <= max_step]
+        vals = [100 * r[key]["agreement"] for r in mine]
+        n.append(mine[0]["train_photos"])
+        mean.append(float(np.mean(vals)))
+        lo.append(mean[-1] - min(vals))
+        hi.append(max(vals) - mean[-1])
+        best.append(next((100 * r[key]["agreement"] for r in mine if r["step"] == r["best_step"]), np.nan))
+    return n, mean, lo, hi, best
+
+
+def plot(rows: list[dict], path: str, max_step: int = 1500, title: str = "dicm-lite0 q2 (λ 10)",
+         control: list[dict] = (), control_label: str = "without CutMix") -> None:
     """Agreement against training photos: for each run the mean over its kept steps up to
     ``max_step`` (the schedule is the same in every run up to there), with the range as a
-    bar, and the step of lowest validation loss as a marker."""
+    bar, and the step of lowest validation loss as a marker.  ``control``: other runs of the
+    same sizes drawn in open markers (a recipe without one change)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = sorted({r["recipe"] for r in rows}, key=lambda k: next(r["train_photos"] for r in rows if r["recipe"] == k))
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for key, colour, label in (("train-crops", "tab:grey", "train-crops (trained on)"),
                                ("test-crops", "tab:blue", "test-crops (held out)"),
                                ("labelme-crops", "tab:green", "labelme-crops (held out)")):
-        n, mean, lo, hi, best = [], [], [], [], []
-        for k in runs:
-            mine = [r for r in rows if r["recipe"] == k and r["step"] <= max_step]
-            vals = [100 * r[key]["agreement"] for r in mine]
-            n.append(mine[0]["train_photos"])
-            mean.append(float(np.mean(vals)))
-            lo.append(mean[-1] - min(vals))
-            hi.append(max(vals) - mean[-1])
-            best.append(next((100 * r[key]["agreement"] for r in mine if r["step"] == r["best_step"]), np.nan))
+        n, mean, lo, hi, best = _series(rows, key, max_step)
         ax.errorbar(n, mean, yerr=[lo, hi], fmt="o-" if key != "train-crops" else "o--", color=colour, capsize=3,
                     label=label)
         ax.plot(n, best, "*", color=colour, markersize=9)
+        if control:
+            n, mean, lo, hi, _ = _series(list(control), key, max_step)
+            ax.errorbar(n, mean, yerr=[lo, hi], fmt="o:", color=colour, mfc="white", capsize=3, alpha=0.8)
     ax.plot([], [], "*", color="k", label="at the step of lowest val loss")
+    if control:
+        ax.plot([], [], "o:", color="k", mfc="white", label=control_label)
     ax.set_xlabel("training photos (train split + wallpapers + a share of the pool)")
     ax.set_ylabel("top-1 agreement from plain .icm files (%)")
-    ax.set_title(f"dicm-lite0 q2 (λ 10): mean and range over steps 500–{max_step}", fontsize=9)
+    ax.set_title(f"{title}: mean and range over steps 500–{max_step}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -182,6 +196,10 @@ def main(argv=None) -> int:
     p.add_argument("--steps", choices=("best", "all"), default="best",
                    help="best: the step of lowest validation loss; all: every kept checkpoint")
     p.add_argument("--from-json", nargs="*", default=(), help="earlier --out files to merge (and plot)")
+    p.add_argument("--plot-title", default="dicm-lite0 q2 (λ 10)", help="what the plot's runs are")
+    p.add_argument("--plot-steps", type=int, default=1500, help="the plot averages kept steps up to this one")
+    p.add_argument("--control-json", nargs="*", default=(),
+                   help="--out files of control runs, drawn in open markers beside the others")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = [r for f in args.from_json for r in json.loads(Path(f).read_text())]
@@ -198,7 +216,8 @@ def main(argv=None) -> int:
             Path(args.out).write_text(json.dumps(rows, indent=1))
     Path(args.out).write_text(json.dumps(rows, indent=1))
     if args.plot:
-        plot(rows, args.plot)
+        control = [r for f in args.control_json for r in json.loads(Path(f).read_text())]
+        plot(rows, args.plot, args.plot_steps, args.plot_title, control)
     return 0
 
 
