@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from pathlib import Path
 
 import pytest
 from test_shapes_heads import assert_senders_boxes_are_the_pixel_detectors
@@ -116,3 +117,16 @@ def test_the_file_draws_its_boxes_on_the_picture_its_detector_saw(run_cli, astro
     # far closer to the photo than a flat grey is (boxes drawn over it included): measured 17.6 dB against 9.9
     mse = np.mean((seen - photo) ** 2)
     assert 10 * np.log10(255**2 / mse) > 15 and mse < 0.25 * np.mean((photo - photo.mean()) ** 2)
+
+
+def test_the_weights_card_gives_the_box_figures_of_the_head_that_answers(tmp_path):
+    from icm.train.export import write_card
+
+    text = write_card(tmp_path / "weights.md").read_text()
+    section = text[text.index("## Detection and segmentation heads"):]
+    boxes = read_metadata(HEADS.read_bytes())["boxes"]["measured"]
+    for point, m in boxes.items():  # the picture head's box mAP per quality, not the mask stage's own
+        assert f"| {point} | {m['bpp']:.3f} | {100 * m['bitstream']['map']:.1f} | {100 * m['bitstream']['map_50']:.1f} |" in section
+    pixels = boxes["q1"]["pixels"]
+    assert f"| uncompressed | — | {100 * pixels['map']:.1f} | {100 * pixels['map_50']:.1f} |" in section
+    assert (tmp_path / "weights.md").read_text() == (Path(__file__).parents[1] / "docs" / "weights.md").read_text()
