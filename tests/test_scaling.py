@@ -51,11 +51,12 @@ def test_train_crops_are_a_fixed_choice_of_the_run_photos():
 
 def _row(recipe: str, photos: int, step: int, best: int, agreement: float) -> dict:
     return {"recipe": recipe, "train_photos": photos, "step": step, "best_step": best,
+            "val_curve": [[500, 3.0 + photos / 1000], [1000, 2.0 + photos / 1000]],
             **{k: {"agreement": agreement, "bpp": 0.2} for k in ("train-crops", "test-crops", "labelme-crops")}}
 
 
 def test_the_curve_averages_each_runs_steps_and_marks_its_chosen_one(tmp_path):
-    from icm.train.scaling import _series, plot
+    from icm.train.scaling import _lowest_val_loss, _series, plot
 
     rows = [_row("big.yaml", 400, 500, 1000, 0.5), _row("big.yaml", 400, 1000, 1000, 0.7),
             _row("big.yaml", 400, 2000, 1000, 0.9),  # past max_step: left out
@@ -64,5 +65,6 @@ def test_the_curve_averages_each_runs_steps_and_marks_its_chosen_one(tmp_path):
     assert n == [90, 400]  # ordered by training photos
     assert mean == pytest.approx([30.0, 60.0]) and lo == pytest.approx([10.0, 10.0]) and hi == pytest.approx([10.0, 10.0])
     assert best == pytest.approx([40.0, 70.0])
+    assert _lowest_val_loss(rows) == ([90, 400], pytest.approx([2.09, 2.4]))
     plot(rows, str(tmp_path / "curve.png"), 1500, "test runs", control=[_row("c.yaml", 90, 500, 500, 0.1)])
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

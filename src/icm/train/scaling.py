@@ -151,6 +151,14 @@ def _series(rows: list[dict], key: str, max_step: int):
     return n, mean, lo, hi, best
 
 
+def _lowest_val_loss(rows: list[dict]) -> tuple[list[int], list[float]]:
+    """Per run (by training photos): the lowest val loss of its curve."""
+    best = {}
+    for r in rows:
+        best[r["train_photos"]] = min(v for _, v in r["val_curve"])
+    return sorted(best), [best[n] for n in sorted(best)]
+
+
 def plot(rows: list[dict], path: str, max_step: int = 1500, title: str = "dicm-lite0 q2 (λ 10)",
          control: list[dict] = (), control_label: str = "without CutMix") -> None:
     """Agreement against training photos: for each run the mean over its kept steps up to
@@ -176,6 +184,14 @@ def plot(rows: list[dict], path: str, max_step: int = 1500, title: str = "dicm-l
     ax.plot([], [], "*", color="k", label="at the step of lowest val loss")
     if control:
         ax.plot([], [], "o:", color="k", mfc="white", label=control_label)
+    # the val photos' loss (20 crops, continuous: the steadiest of these signals) on its own axis
+    right = ax.twinx()
+    for runs, style in ((rows, "s-"), (list(control), "s:")):
+        if runs:
+            n, val = _lowest_val_loss(runs)
+            right.plot(n, val, style, color="k", mfc="white" if style == "s:" else "k", markersize=4, alpha=0.6)
+    right.set_ylabel("lowest val loss (squares; λ·bpp + KL)")
+    ax.plot([], [], "s-", color="k", markersize=4, alpha=0.6, label="lowest val loss (right axis)")
     ax.set_xlabel("training photos (train split + wallpapers + a share of the pool)")
     ax.set_ylabel("top-1 agreement from plain .icm files (%)")
     ax.set_title(f"{title}: mean and range over steps 500–{max_step}", fontsize=9)
