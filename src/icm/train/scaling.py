@@ -1,6 +1,8 @@
 """What data buys: plain-file agreement of runs that differ only in their training photos.
 
 ``python -m icm.train.scaling RECIPE... --out docs/results/scaling-q2.json --plot docs/dicm-scaling.png``
+(``--from-json`` to plot runs measured before, ``--control-json`` to draw control runs beside
+them, ``--plot-steps`` / ``--plot-title`` for runs of another length or recipe)
 
 For every recipe (a ``dicm`` stage-4 run with ``trainer.keep_checkpoints``), the step
 with the lowest validation loss (the val photos only: never a test photo) is picked
@@ -216,6 +218,7 @@ def main(argv=None) -> int:
     p.add_argument("--plot-steps", type=int, default=1500, help="the plot averages kept steps up to this one")
     p.add_argument("--control-json", nargs="*", default=(),
                    help="--out files of control runs, drawn in open markers beside the others")
+    p.add_argument("--control-label", default="without CutMix", help="what the control runs leave out")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = [r for f in args.from_json for r in json.loads(Path(f).read_text())]
@@ -233,7 +236,7 @@ def main(argv=None) -> int:
     Path(args.out).write_text(json.dumps(rows, indent=1))
     if args.plot:
         control = [r for f in args.control_json for r in json.loads(Path(f).read_text())]
-        plot(rows, args.plot, args.plot_steps, args.plot_title, control)
+        plot(rows, args.plot, args.plot_steps, args.plot_title, control, args.control_label)
     return 0
 
 
