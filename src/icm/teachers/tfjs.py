@@ -344,7 +344,7 @@ def _spec(s, what: str, group: int, offset: int) -> WeightSpec:
     if n > MAX_ELEMENTS:
         raise TfjsError(f"{what}: shape {list(shape)} has {n} elements (limit {MAX_ELEMENTS})")
     dtype = s.get("dtype")
-    if dtype not in _STORED:
+    if not isinstance(dtype, str) or dtype not in _STORED:  # a list or an object is no key of _STORED
         raise TfjsError(f"{what}: dtype {_short(dtype)} is not supported (float32, int32, bool are)")
     q = s.get("quantization")
     if q is None:
@@ -352,7 +352,7 @@ def _spec(s, what: str, group: int, offset: int) -> WeightSpec:
     if not isinstance(q, dict):
         raise TfjsError(f"{what}: quantization is {_short(q)}, not an object")
     qd = q.get("dtype")
-    if qd not in _QUANTIZED:
+    if not isinstance(qd, str) or qd not in _QUANTIZED:
         raise TfjsError(f"{what}: quantization dtype {_short(qd)} is not known (float16, uint8, uint16 are)")
     if dtype == "bool" or (qd == "float16" and dtype != "float32"):
         raise TfjsError(f"{what}: a {dtype} weight cannot be quantized as {qd}")
