@@ -164,7 +164,7 @@ class DicmModule(L.LightningModule):
             learn = [parts[p] for p in train_parts]
         else:
             train_parts = ("codec",) if train_parts is None else tuple(train_parts)
-            receiver = [model.receiver] if getattr(model, "receiver", None) is not None else []
+            receiver = [model.receiver] if model.receiver is not None else []
             choices = {"codec": [model.g_a, model.g_s, model.latent, *receiver], "g_a": [model.g_a],
                        "semantic": [model.semantic] if model.semantic is not None else []}
             if not train_parts or set(train_parts) - set(choices):
@@ -396,9 +396,9 @@ def mix_pictures(x: Tensor, mix: dict, seed) -> Tensor:
     out = x.clone()
     if kind == "mosaic":
         others = [x[torch.from_numpy(rng.permutation(n))] for _ in range(2)]
-        cuts = 0.25 + 0.5 * rng.beta(alpha, alpha, n)
+        cut_y, cut_x = 0.25 + 0.5 * rng.beta(alpha, alpha, n), 0.25 + 0.5 * a  # in the middle half
         for i in range(n):
-            cy, cx = int(round(h * cuts[i])), int(round(w * (0.25 + 0.5 * a[i])))
+            cy, cx = int(round(h * cut_y[i])), int(round(w * cut_x[i]))
             out[i, :, :cy, cx:] = other[i, :, :cy, cx:]
             out[i, :, cy:, :cx] = others[0][i, :, cy:, :cx]
             out[i, :, cy:, cx:] = others[1][i, :, cy:, cx:]
