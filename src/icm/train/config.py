@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def load_config(path: str | os.PathLike) -> dict:
 # checked against its parameters.
 
 TRAINER_OURS = frozenset({"max_steps", "val_every", "ckpt_every", "out_dir", "threads", "seed", "resume",
-                          "keep_checkpoints"})
+                          "keep_checkpoints", "ema"})
 _MODEL = {"name", "quality", "init", "kwargs"}
 SCHEMA: dict[str, dict[str, frozenset]] = {
     "rd": {
@@ -94,7 +95,7 @@ _NESTED = {("dicm", "model", "fit_prior"): frozenset({"images", "steps"}),
 _NUMBER = frozenset({"stamps", "lr", "final_lr_ratio", "clip", "lmbda", "alpha", "beta", "label_smoothing", "latent_lr",
                      "min_lr", "weight_decay", "momentum", "temperature", "rate", "l1", "infonce", "re_mse", "std_mse",
                      "kl", "kl_t", "ce", "re_identity_gain", "cutmix", "mixup", "random_erasing", "mimic", "cls", "box",
-                     "box_from", "score_thresh", "iou", "upper_lr_scale", "picture"})
+                     "box_from", "score_thresh", "iou", "upper_lr_scale", "picture", "ema"})
 _INTEGER = frozenset({"crop", "batch_size", "workers", "val_side", "val_batch_size", "val_limit", "train_limit",
                       "warmup_steps", "lr_batch", "lmbda_warmup", "dim", "hidden", "queue", "warmup_epochs",
                       "refresh_every", "stats_images", "val_crop", "val_resize", "quality", "stage", "step",
@@ -132,6 +133,14 @@ def _kind_error(where: str, key: str, value):
         if key in keys and value is not None and not ok(value):
             return f"{where}{key} must be {what}, not {value!r}"
     return None
+
+
+def check_ema(decay) -> float:
+    """``trainer.ema`` as a float in [0, 1), or an :class:`IcmError` naming the bad value."""
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not math.isfinite(decay) \
+            or not 0.0 <= decay < 1.0:
+        raise IcmError(f"trainer.ema must be a number in [0, 1) (the average's decay per step), not {decay!r}")
+    return float(decay)
 
 
 def recipe_kind(cfg: dict) -> str:
@@ -197,6 +206,13 @@ def validate(cfg: dict, path="recipe") -> dict:
         bad = _kind_error("trainer.", key, trainer[key])
         if bad:
             raise IcmError(f"{path}: {bad}")
+    if trainer.get("ema") is not None:
+        if kind == "dense":
+            raise IcmError(f"{path}: trainer.ema: the dense loop keeps no weight average (a Lightning recipe does)")
+        try:
+            check_ema(trainer["ema"])
+        except IcmError as e:
+            raise IcmError(f"{path}: {e}") from None
     extra = [k for k in trainer if k not in TRAINER_OURS]
     if extra:
         known = _lightning_trainer_keys()

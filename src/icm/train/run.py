@@ -89,6 +89,7 @@ def run(cfg: dict, max_steps: int | None = None, callbacks=(), **trainer_kwargs)
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
+    from .ema import WeightEma
     from .resume import ExactResume
 
     if cfg.get("task") == "dense":  # a plain loop of its own (icm.train.dense), not Lightning
@@ -114,7 +115,9 @@ def run(cfg: dict, max_steps: int | None = None, callbacks=(), **trainer_kwargs)
               "logger": CSVLogger(out, name="logs"), "enable_model_summary": False}
     kwargs.update({k: v for k, v in t.items() if k not in _OURS})
     kwargs.update(trainer_kwargs)
-    trainer = L.Trainer(callbacks=[ExactResume(seed, train_loader), ckpt, *callbacks], **kwargs)
+    # trainer.ema: validation and checkpoints see the averaged weights (icm.train.ema)
+    ours = [ExactResume(seed, train_loader), ckpt, WeightEma(t.get("ema"))]
+    trainer = L.Trainer(callbacks=[*ours, *callbacks], **kwargs)
     resume = t.get("resume")
     if resume == "last":
         last = out / "checkpoints" / "last.ckpt"
