@@ -68,3 +68,32 @@ def test_the_curve_averages_each_runs_steps_and_marks_its_chosen_one(tmp_path):
     assert _lowest_val_loss(rows) == ([90, 400], pytest.approx([2.09, 2.4]))
     plot(rows, str(tmp_path / "curve.png"), 1500, "test runs", control=[_row("c.yaml", 90, 500, 500, 0.1)])
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _rated(recipe: str, step: int, best: int, photo: tuple[float, float], labelme: tuple[float, float]) -> dict:
+    return {"recipe": recipe, "step": step, "best_step": best,
+            "photo-crops": {"images": 50, "agreement": photo[0], "bpp": photo[1]},
+            "labelme-crops": {"images": 35, "agreement": labelme[0], "bpp": labelme[1]}}
+
+
+def test_the_rate_plot_takes_each_run_at_its_picked_step(tmp_path):
+    import json
+
+    from icm.train.scaling import main, picked
+
+    rows = [_rated("mix/a.yaml", 500, 1000, (0.4, 0.2), (0.5, 0.19)),
+            _rated("mix/a.yaml", 1000, 1000, (0.6, 0.21), (0.7, 0.2)),
+            _rated("cut8/b.yaml", 1500, 1500, (0.3, 0.1), (0.2, 0.1)),
+            _rated("mix/a.yaml", 1000, 1000, (0.9, 0.9), (0.9, 0.9))]  # the same run merged twice: the first kept
+    got = picked(rows)
+    assert [(r["recipe"], r["step"], r["photo-crops"]["agreement"]) for r in got] == [("mix/a.yaml", 1000, 0.6),
+                                                                                       ("cut8/b.yaml", 1500, 0.3)]
+    runs, line = tmp_path / "runs.json", tmp_path / "line.json"
+    runs.write_text(json.dumps(rows))
+    line.write_text(json.dumps([_rated("mix/q1.yaml", 500, 500, (0.5, 0.12), (0.54, 0.12)),
+                                _rated("mix/q3.yaml", 500, 500, (0.76, 0.26), (0.66, 0.25))]))
+    out = tmp_path / "rate.png"
+    assert main(["--out", str(tmp_path / "all.json"), "--from-json", str(runs), "--line-json", str(line),
+                 "--rate-plot", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "all.json").read_text()) == rows

@@ -2,7 +2,8 @@
 
 ``python -m icm.train.scaling RECIPE... --out docs/results/scaling-q2.json --plot docs/dicm-scaling.png``
 (``--from-json`` to plot runs measured before, ``--control-json`` to draw control runs beside
-them, ``--plot-steps`` / ``--plot-title`` for runs of another length or recipe)
+them, ``--plot-steps`` / ``--plot-title`` for runs of another length or recipe; ``--rate-plot``
+draws every run's agreement against bpp instead, ``--line-json``'s runs joined)
 
 For every recipe (a ``dicm`` stage-4 run with ``trainer.keep_checkpoints``), the step
 with the lowest validation loss (the val photos only: never a test photo) is picked
@@ -203,6 +204,62 @@ def plot(rows: list[dict], path: str, max_step: int = 1500, title: str = "dicm-l
     fig.savefig(path, dpi=120)
 
 
+def picked(rows: list[dict]) -> list[dict]:
+    """Per recipe, its row at the step its validation loss picked (rows of other steps left out),
+    in the order the recipes first appear."""
+    out: dict[str, dict] = {}
+    for r in rows:
+        if r["step"] == r["best_step"]:
+            out.setdefault(r["recipe"], r)
+    return list(out.values())
+
+
+TARGETS = ((0.20, 55.0), (0.35, 75.0))
+"""The low-rate targets: (at most this bpp, at least this top-1 agreement in %)."""
+
+
+def plot_rate(rows: list[dict], path: str, line: list[dict] = (), line_label: str = "shipped",
+              title: str = "plain files of every recipe measured") -> None:
+    """Agreement against whole-file bpp on the photo-crops and the labelme-crops, one point per
+    run at the step its val loss picked (:func:`picked`), ``line``'s runs joined in bpp order,
+    and :data:`TARGETS` shaded (where a point must fall)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), sharey=True)
+    joined = picked(list(line))
+    shown = {r["recipe"] for r in joined}
+    others = [r for r in picked(list(rows)) if r["recipe"] not in shown]
+    for ax, key in zip(axes, ("photo-crops", "labelme-crops")):
+        for bpp, agree in TARGETS:
+            ax.fill_between([0, bpp], agree, 100, color="tab:green", alpha=0.08, lw=0)
+            ax.plot([bpp, bpp, 0], [100, agree, agree], color="tab:green", lw=0.8, alpha=0.6)
+        ax.plot([r[key]["bpp"] for r in others], [100 * r[key]["agreement"] for r in others], "o", color="tab:grey",
+                alpha=0.8, label="other recipes (step picked by val loss)")
+        for r in others:
+            name = "/".join(Path(r["recipe"]).with_suffix("").parts[-2:]).replace("lite0s8-", "")
+            ax.annotate(name, (r[key]["bpp"], 100 * r[key]["agreement"]),
+                        fontsize=5.5, alpha=0.7, xytext=(3, 2), textcoords="offset points")
+        ref = sorted(joined, key=lambda r: r[key]["bpp"])
+        if ref:
+            ax.plot([r[key]["bpp"] for r in ref], [100 * r[key]["agreement"] for r in ref], "o-", color="k",
+                    label=line_label)
+        n = (ref or others)[0][key]["images"] if (ref or others) else 0
+        ax.set_title(f"{key} ({n} crops, held out)", fontsize=9)
+        ax.set_xlabel("whole-file bpp")
+        ax.set_xlim(0.08, 0.5)
+        ax.set_ylim(20, 100)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("top-1 agreement with the uncompressed network (%)")
+    axes[0].legend(fontsize=7, loc="lower right")
+    targets = ", ".join(f"≥ {a:.0f}% at ≤ {b:.2f} bpp" for b, a in TARGETS)
+    fig.suptitle(f"{title}; shaded: the targets ({targets})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main(argv=None) -> int:
     import argparse
 
@@ -219,6 +276,10 @@ def main(argv=None) -> int:
     p.add_argument("--control-json", nargs="*", default=(),
                    help="--out files of control runs, drawn in open markers beside the others")
     p.add_argument("--control-label", default="without CutMix", help="what the control runs leave out")
+    p.add_argument("--rate-plot", default=None,
+                   help="PNG: agreement against bpp of every run at its picked step, the targets shaded")
+    p.add_argument("--line-json", nargs="*", default=(), help="--out files of the runs --rate-plot joins by a line")
+    p.add_argument("--line-label", default="shipped", help="what the joined runs are")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = [r for f in args.from_json for r in json.loads(Path(f).read_text())]
@@ -237,6 +298,9 @@ def main(argv=None) -> int:
     if args.plot:
         control = [r for f in args.control_json for r in json.loads(Path(f).read_text())]
         plot(rows, args.plot, args.plot_steps, args.plot_title, control, args.control_label)
+    if args.rate_plot:
+        line = [r for f in args.line_json for r in json.loads(Path(f).read_text())]
+        plot_rate(rows, args.rate_plot, line, args.line_label)
     return 0
 
 
