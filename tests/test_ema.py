@@ -138,3 +138,15 @@ def test_the_dense_loop_refuses_an_average():
     cfg = {"task": "dense", "trainer": {"ema": 0.99}}
     with pytest.raises(IcmError, match="dense loop keeps no weight average"):
         validate(cfg, "d.yaml")
+
+
+def test_with_accumulated_gradients_the_average_moves_once_per_optimiser_step(tmp_path):
+    rec = Record()
+    cfg = recipe(tmp_path, DECAY, steps=2)
+    run(cfg, callbacks=[rec], enable_progress_bar=False, logger=False, accumulate_grad_batches=2)
+    assert len(rec.steps) == 5  # the start and four batches, two per optimiser step
+    after = rec.steps[0::2]  # the weights at the start and after each optimiser step
+    assert all(torch.equal(rec.steps[i][n], rec.steps[i - 1][n]) for i in (1, 3) for n in after[0])
+    ckpt = _load(tmp_path / "checkpoints" / "step-step=2.ckpt")
+    for n, v in _by_hand(after, 2).items():
+        torch.testing.assert_close(ckpt["state_dict"][n], v, rtol=1e-5, atol=1e-6)

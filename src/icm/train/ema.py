@@ -32,6 +32,7 @@ class WeightEma(Callback):
     def __init__(self, decay: float | None):
         self.decay = None if decay is None else check_ema(decay)
         self.average: dict[str, torch.Tensor] | None = None
+        self._step = 0  # the optimiser step the average last moved at
 
     @staticmethod
     def _trained(module) -> dict[str, torch.nn.Parameter]:
@@ -41,6 +42,7 @@ class WeightEma(Callback):
         if self.decay is None:
             return
         trained = self._trained(pl_module)
+        self._step = trainer.global_step
         if self.average is None:  # a fresh run (a resumed one has its average from the checkpoint)
             self.average = {n: p.detach().clone() for n, p in trained.items()}
         elif set(self.average) != set(trained):
@@ -48,8 +50,10 @@ class WeightEma(Callback):
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.average is None:
+        # once per optimiser step: with accumulate_grad_batches, batches that only add gradients leave it
+        if self.average is None or trainer.global_step == self._step:
             return
+        self._step = trainer.global_step
         for n, p in self._trained(pl_module).items():
             self.average[n].lerp_(p.detach(), 1.0 - self.decay)
 
